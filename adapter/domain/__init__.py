@@ -1,0 +1,1 @@
+"""The domain: vouchers, workflow states, delivery rules.  Imports no I/O library."""

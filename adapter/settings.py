@@ -1,0 +1,204 @@
+"""Settings: one frozen object, read from ``archive-oa.toml`` and the environment.
+
+Precedence (later wins): built-in defaults, the TOML file (``<data dir>/archive-oa.toml``
+or ``--config``), environment variables, command-line options.
+
+Every key ``[section] key`` can be overridden by ``ARCHIVE_OA_<SECTION>_<KEY>``
+(upper case), e.g. ``ARCHIVE_OA_OA_URL`` for ``[oa] url`` or
+``ARCHIVE_OA_DATABASE_URL`` for ``[database] url``.  ``ARCHIVE_OA_PUBLIC_URL`` is an
+alias of ``ARCHIVE_OA_GATEWAY_PUBLIC_URL`` and ``ARCHIVE_OA_HOME`` names the data folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .domain.delivery import RetryPolicy
+from .errors import ConfigurationError
+
+CONFIG_FILE_NAME = "archive-oa.toml"
+DEFAULT_HOME = "~/.archive-oa"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""  # empty: SQLite file archive-oa.db in the data folder
+    echo: bool = False
+    sqlite_busy_timeout_ms: int = 30000
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # empty: http://<host>:<port>
+    threads: int = 8  # waitress worker threads
+    max_body_bytes: int = 20 * 1024 * 1024
+    response_encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class OaSettings:
+    url: str = "http://127.0.0.1:8090/soap/workflow"
+    user: str = "archive-oa"
+    password: str = "archive-oa"
+    connect_timeout: float = 5.0  # seconds to open the TCP connection
+    timeout: float = 30.0  # seconds to wait for an answer once sent
+    pool_size: int = 8
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    """How a voucher becomes an OA form: the XSLT parameters of voucher-to-workflow.xsl."""
+
+    stylesheet: str = ""  # empty: the bundled transforms/xslt/voucher-to-workflow.xsl
+    workflow_code: str = "FIN_VOUCHER_APPROVAL"
+    creator: str = "archive-oa"
+    title_pattern: str = "{orgName} {period} {voucherWord}字第{voucherNo}号 {summary}"
+    level: int = 0
+    field_voucher_id: str = "pzbh"
+    field_org: str = "gsdm"
+    field_period: str = "kjqj"
+    field_voucher_word: str = "pzz"
+    field_voucher_no: str = "pzh"
+    field_date: str = "pzrq"
+    field_amount: str = "je"
+    field_preparer: str = "zdr"
+    field_summary: str = "zy"
+    detail_table: str = "formtable_main_1_dt1"
+    embed_attachments: bool = True
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    delivery_schedule: str = "every 30s"  # "every 30s" / "every 5m" or a cron "0 2 * * *"
+    poll_schedule: str = "every 60s"
+    batch_size: int = 50
+    poll_batch_size: int = 100
+    workers: int = 4  # concurrent deliveries per process
+    lease_seconds: float = 120.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    max_attempts: int = 12
+    realtime: bool = True  # import queues deliveries at once
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_base_seconds, self.retry_max_seconds, self.max_attempts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    oa: OaSettings = field(default_factory=OaSettings)
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'archive-oa.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def public_url(self) -> str:
+        gw = self.gateway
+        return (gw.public_url or f"http://{gw.host}:{gw.port}").rstrip("/")
+
+    def replace(self, **sections: Any) -> "Settings":
+        """A copy with some sections' keys changed: ``replace(oa={"url": …})``."""
+        changed = {}
+        for name, values in sections.items():
+            if name == "data_dir":
+                changed[name] = Path(values)
+            else:
+                changed[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changed)
+
+
+_SECTIONS = {
+    "database": DatabaseSettings,
+    "gateway": GatewaySettings,
+    "oa": OaSettings,
+    "workflow": WorkflowSettings,
+    "sync": SyncSettings,
+}
+_ALIASES = {"ARCHIVE_OA_PUBLIC_URL": ("gateway", "public_url")}
+
+
+def load_settings(
+    data_dir: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(data_dir or env.get("ARCHIVE_OA_HOME") or DEFAULT_HOME).expanduser()
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+
+    path = Path(config_file) if config_file else home / CONFIG_FILE_NAME
+    if config_file and not path.is_file():
+        raise ConfigurationError(f"configuration file {path} does not exist: check --config")
+    if path.is_file():
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+        for section, keys in document.items():
+            if section not in _SECTIONS or not isinstance(keys, dict):
+                raise ConfigurationError(
+                    f"{path}: unknown section [{section}]; known: {', '.join(_SECTIONS)}"
+                )
+            values[section].update(keys)
+
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            var = f"ARCHIVE_OA_{name.upper()}_{f.name.upper()}"
+            if var in env:
+                values[name][f.name] = env[var]
+    for var, (section, key) in _ALIASES.items():
+        if var in env:
+            values[section][key] = env[var]
+
+    sections = {name: _build(cls, values[name], name) for name, cls in _SECTIONS.items()}
+    return Settings(data_dir=home, **sections)
+
+
+def _build(cls, raw: dict[str, Any], section: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigurationError(
+                f"[{section}] has no key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        kwargs[key] = _coerce(known[key].type, value, f"[{section}] {key}")
+    return cls(**kwargs)
+
+
+def _coerce(type_name: str, value: Any, where: str) -> Any:
+    try:
+        if type_name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where} = {value!r} is not a valid {type_name}") from exc
