@@ -1,0 +1,1 @@
+"""The ``archive-oa`` command line: one module per command group, each with ``register``."""
