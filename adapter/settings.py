@@ -71,6 +71,12 @@ class WorkflowSettings:
     field_preparer: str = "zdr"
     field_summary: str = "zy"
     detail_table: str = "formtable_main_1_dt1"
+    field_line_no: str = "hh"
+    field_line_summary: str = "flzy"
+    field_account_code: str = "kmbm"
+    field_account_name: str = "kmmc"
+    field_debit: str = "jfje"
+    field_credit: str = "dfje"
     embed_attachments: bool = True
 
 
