@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fresh machine → the whole test suite.  This is the README's test command and
+# exactly what CI runs (.ci/run).
+#   1. the pytest suite on Python 3.11, against an installed (non-editable) copy;
+#   2. `archive-oa demo` on Python 3.12 and 3.13 (the spyne compatibility proof).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_setup.sh
+
+need() {  # need VERSION -> interpreter, or fail loudly in CI / skip locally
+  local py
+  if py=$(python_for "$1"); then echo "$py"; return 0; fi
+  echo "Python $1 not found (pyenv or python$1 on PATH)" >&2
+  return 1
+}
+
+py311=$(need 3.11)
+echo "== Python 3.11: installing into .venv-test ($py311)" >&2
+rm -rf .venv-test
+make_venv "$py311" .venv-test test
+echo "== pytest" >&2
+.venv-test/bin/python -m pytest "$@"
+
+for version in 3.12 3.13; do
+  if ! py=$(need "$version"); then
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+    echo "skipping the demo on $version" >&2
+    continue
+  fi
+  echo "== Python $version: archive-oa demo ($py)" >&2
+  rm -rf ".venv-$version"
+  make_venv "$py" ".venv-$version"
+  data=$(mktemp -d)
+  ".venv-$version/bin/archive-oa" demo --data-dir "$data" --json
+  rm -rf "$data"
+done
+echo "== all green" >&2
