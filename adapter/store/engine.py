@@ -1,0 +1,167 @@
+"""The store: one SQLAlchemy engine plus the blob folder, shared by every thread.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys and a busy
+timeout.  The pysqlite driver normally opens transactions lazily and on its own;
+here it is put in autocommit mode and the store emits ``BEGIN`` itself, so that
+writers which claim work can say ``BEGIN IMMEDIATE`` and take the write lock up
+front (a deferred transaction that later wants to write can fail at once with
+"database is locked" instead of waiting).  PostgreSQL is reached through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from ..errors import ConfigurationError, Unavailable
+from ..settings import Settings
+from .blobs import BlobStore
+
+_BEGIN_OPTION = "archive_oa_begin"  # execution option read by the "begin" listener
+
+
+class Store:
+    """Engine, dialect name and blob store; hands out one transaction at a time per caller."""
+
+    def __init__(self, engine: Engine, blobs: BlobStore) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.dialect: str = engine.dialect.name
+
+    @contextlib.contextmanager
+    def transaction(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """One transaction: commits on normal exit, rolls back on exception.
+
+        ``immediate=True`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``);
+        every transaction that writes should ask for it.  PostgreSQL ignores the flag.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE" if immediate else "DEFERRED"})
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except OperationalError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
+    """Create the data folder and the engine; migrate when asked or on the embedded default.
+
+    ``upgrade=None`` upgrades only when the database is the default SQLite file in the
+    data folder (zero set-up); a configured database is migrated by ``archive-oa db upgrade``.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_store_engine(settings)
+    store = Store(engine, BlobStore(settings.blob_dir))
+    if upgrade is None:
+        upgrade = not settings.database.url
+    if upgrade:
+        from .migrations import upgrade as run_upgrade
+
+        try:
+            run_upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+    return store
+
+
+def create_store_engine(settings: Settings) -> Engine:
+    url_text = settings.database_url
+    try:
+        url = make_url(url_text)
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"[database] url = {url_text!r} is not a database URL; "
+            "use e.g. postgresql+psycopg://user:password@host/db or leave it empty for SQLite"
+        ) from exc
+    # Gateway threads, delivery workers and the scheduler share one engine.
+    pool_size = max(5, settings.gateway.threads + settings.sync.workers + 2)
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _sqlite_engine(url, settings, pool_size)
+        if url.get_backend_name() == "postgresql":
+            return _postgresql_engine(url, settings, pool_size)
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(f"[database] url {url_text!r}: no such driver ({exc})") from exc
+    raise ConfigurationError(
+        f"[database] url {url_text!r}: only sqlite:/// and postgresql+psycopg:// are supported"
+    )
+
+
+def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = settings.database.sqlite_busy_timeout_ms
+    engine = create_engine(
+        url,
+        echo=settings.database.echo,
+        connect_args={"timeout": busy_ms / 1000.0, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=busy_ms / 1000.0,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Autocommit at the driver level: the "begin" listener below owns BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _postgresql_engine(url, settings: Settings, pool_size: int) -> Engine:
+    if url.get_driver_name() != "psycopg":
+        raise ConfigurationError(
+            f"[database] url uses driver {url.get_driver_name()!r}; use postgresql+psycopg://"
+        )
+    try:
+        import psycopg  # noqa: F401  (only to give a clear message when the extra is missing)
+    except ImportError as exc:
+        raise ConfigurationError(
+            "PostgreSQL needs psycopg 3: pip install 'archive-oa-adapter[postgres]'"
+        ) from exc
+    return create_engine(
+        url,
+        echo=settings.database.echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # survive database restarts and idle-connection reaping
+        pool_timeout=30,
+    )
+
+
+def unavailable(exc: OperationalError) -> Unavailable:
+    """The adapter's error for a database that cannot be reached or is locked too long."""
+    return Unavailable(f"the database is unavailable: {exc.orig or exc}; retry later")
