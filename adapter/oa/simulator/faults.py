@@ -1,0 +1,162 @@
+"""Fault injection and answer encoding: a WSGI layer in front of the spyne service.
+
+For every SOAP call (POST) one random draw picks at most one fault:
+- ``error``: a soap:Server fault, before the service runs (nothing committed);
+- ``drop``: the connection is closed with no answer, before the service runs;
+- ``ambiguous``: CreateWorkflowRequest runs and commits, then the answer is held past
+  the client's timeout and the connection dropped; on other operations it is a drop.
+Latency is added before every call.  Answers are re-encoded to the configured charset
+(GBK answers carry it in both the Content-Type and the XML declaration, as legacy OA
+stacks do).  The draws come from one seeded ``random.Random``, so a run with
+``--seed`` repeats the same sequence of faults for the same sequence of calls.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import threading
+import time
+from typing import Callable
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from .config import SimulatorConfig
+
+log = logging.getLogger(__name__)
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+AMBIGUOUS_OPERATION = "CreateWorkflowRequest"  # the only call whose effect can be lost
+_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+class DropConnection(Exception):
+    """Tells the server to close the socket without sending anything."""
+
+
+class FaultInjector:
+    def __init__(
+        self,
+        app,
+        config: Callable[[], SimulatorConfig],
+        rng: random.Random,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self._app = app
+        self._config = config
+        self._rng = rng
+        self._rng_lock = threading.Lock()
+        self._stopping = stopping or threading.Event()
+        self.injected: dict[str, int] = {"error": 0, "drop": 0, "ambiguous": 0}
+
+    def __call__(self, environ, start_response):
+        config = self._config()
+        if environ.get("REQUEST_METHOD") != "POST":  # the WSDL and other reads: no faults
+            return self._answer(environ, start_response, config.encoding)
+
+        body = _read_body(environ)
+        operation = operation_name(body)
+        if config.latency_ms:
+            time.sleep(config.latency_ms / 1000)
+        fault = self._draw(config)
+        if fault:
+            self.injected[fault] += 1
+            log.info("injecting %s fault into %s", fault, operation)
+        if fault == "error":
+            return self._server_fault(start_response, config.encoding, operation)
+        if fault == "drop" or (fault == "ambiguous" and operation != AMBIGUOUS_OPERATION):
+            raise DropConnection(operation)
+
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        if fault == "ambiguous":
+            captured = _Capture()
+            b"".join(self._app(environ, captured))  # runs the call to the end: committed
+            self._stopping.wait(config.ambiguous_hold)
+            raise DropConnection(operation)
+        return self._answer(environ, start_response, config.encoding)
+
+    def _draw(self, config: SimulatorConfig) -> str | None:
+        if not (config.error_rate or config.drop_rate or config.ambiguous_rate):
+            return None
+        with self._rng_lock:
+            value = self._rng.random()
+        for name, rate in (("error", config.error_rate), ("drop", config.drop_rate), ("ambiguous", config.ambiguous_rate)):
+            if value < rate:
+                return name
+            value -= rate
+        return None
+
+    def _answer(self, environ, start_response, encoding: str):
+        captured = _Capture()
+        body = b"".join(self._app(environ, captured))
+        headers = captured.headers
+        if encoding.lower() != "utf-8" and _is_xml(headers):
+            body = reencode(body, encoding)
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
+            headers.append(("Content-Type", f"text/xml; charset={encoding.upper()}"))
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(captured.status, headers)
+        return [body]
+
+    @staticmethod
+    def _server_fault(start_response, encoding: str, operation: str | None):
+        message = f"simulated OA failure in {operation or 'the call'} (error-rate): 系统繁忙，请稍后再试"
+        body = (
+            f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
+            f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault>'
+            f"<faultcode>soap:Server</faultcode><faultstring>{escape(message)}</faultstring>"
+            "</soap:Fault></soap:Body></soap:Envelope>"
+        ).encode(encoding, errors="xmlcharrefreplace")
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", f"text/xml; charset={encoding.upper()}"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
+def operation_name(body: bytes) -> str | None:
+    """Local name of the first element in the SOAP Body, or None if it cannot be read."""
+    try:
+        root = etree.fromstring(body, _SAFE_PARSER)
+    except etree.XMLSyntaxError:
+        return None
+    found = root.find(f"{{{SOAP_ENV}}}Body")
+    if found is None or len(found) == 0 or not isinstance(found[0].tag, str):
+        return None
+    return etree.QName(found[0]).localname
+
+
+def reencode(body: bytes, encoding: str) -> bytes:
+    """The same XML document in another charset, with a matching XML declaration."""
+    document = etree.fromstring(body, _SAFE_PARSER)
+    return etree.tostring(document, encoding=encoding.upper(), xml_declaration=True)
+
+
+def _read_body(environ) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+def _is_xml(headers) -> bool:
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    return "xml" in content_type
+
+
+class _Capture:
+    """A start_response that keeps status and headers for the layer to rewrite."""
+
+    def __init__(self) -> None:
+        self.status = "500 Internal Server Error"
+        self.headers: list[tuple[str, str]] = []
+
+    def __call__(self, status, headers, exc_info=None):
+        self.status = status
+        self.headers = list(headers)
+        return lambda data: None
