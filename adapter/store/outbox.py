@@ -1,0 +1,369 @@
+"""The delivery outbox: enqueue in the caller's transaction, claim with a lease, settle.
+
+Every settling update is conditional on the claim still being ours
+(``state = IN_FLIGHT``, same ``lease_owner``, same ``attempts``): a worker whose
+lease expired while it was talking to the OA changes nothing, and the worker that
+re-claimed the row asks the OA before sending again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..domain.delivery import DeliveryState, check_transition
+from .sync_tables import deliveries
+
+S = DeliveryState
+#: States a worker may claim once ``next_attempt_at`` has come.
+WAITING = (S.PENDING.value, S.UNCERTAIN.value)
+#: States that are not final: the delivery still needs work.
+OPEN = (S.PENDING.value, S.UNCERTAIN.value, S.IN_FLIGHT.value)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery leased to one worker for one attempt."""
+
+    delivery_id: int
+    voucher_id: str
+    version: int
+    idempotency_key: str
+    attempts: int  # attempts made including this one
+    owner: str
+    lease_until: dt.datetime
+    prior_state: DeliveryState  # state before the claim (IN_FLIGHT: an expired lease)
+    job_id: str | None = None
+
+    @property
+    def ask_first(self) -> bool:
+        """The OA may already hold a request for this key: look it up before sending."""
+        return self.prior_state in (S.UNCERTAIN, S.IN_FLIGHT)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery row as stored."""
+
+    id: int
+    voucher_id: str
+    version: int
+    idempotency_key: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: dt.datetime
+    lease_owner: str | None
+    lease_until: dt.datetime | None
+    oa_request_id: str | None
+    last_error: str | None
+    job_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    delivered_at: dt.datetime | None
+
+
+def _delivery(row) -> Delivery:
+    values = dict(row._mapping)
+    values["state"] = S(values["state"])
+    return Delivery(**values)
+
+
+def _insert(conn: sa.Connection):
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(deliveries)
+    if name == "sqlite":
+        return sqlite.insert(deliveries)
+    raise NotImplementedError(f"database {name!r} is not supported: use SQLite or PostgreSQL")
+
+
+_SECRET = re.compile(r"(?i)(password|passwd|secret|token|authorization)(\s*[=:]\s*)\S+")
+
+
+def short_error(text: object, limit: int = 480) -> str:
+    """One line, bounded, with anything that looks like a credential masked."""
+    line = " ".join(str(text).split())
+    line = _SECRET.sub(r"\1\2***", line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --- enqueue -------------------------------------------------------------------------
+
+
+def enqueue(
+    conn: sa.Connection,
+    *,
+    voucher_id: str,
+    version: int,
+    idempotency_key: str,
+    now: dt.datetime,
+    job_id: str | None = None,
+) -> bool:
+    """Queue a delivery in the caller's transaction; False when the key is already queued."""
+    stmt = (
+        _insert(conn)
+        .values(
+            voucher_id=voucher_id,
+            version=version,
+            idempotency_key=idempotency_key,
+            state=S.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            job_id=job_id,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+# --- claim ---------------------------------------------------------------------------
+
+
+def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries to ``owner`` and commit at once.
+
+    Due: PENDING/UNCERTAIN whose ``next_attempt_at`` has come, and IN_FLIGHT rows whose
+    lease expired (their holder may have sent: the claim asks the OA first).
+    PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
+    serialises claimers with ``BEGIN IMMEDIATE``.
+    """
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    due = sa.or_(
+        sa.and_(deliveries.c.state.in_(WAITING), deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_until < now),
+    )
+    query = sa.select(deliveries).where(due).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
+    claims: list[Claim] = []
+    with store.transaction(immediate=True) as conn:
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for row in conn.execute(query).all():
+            prior = S(row.state)
+            if prior is S.IN_FLIGHT:  # an expired lease counts as an uncertain attempt
+                check_transition(S.IN_FLIGHT, S.UNCERTAIN)
+                check_transition(S.UNCERTAIN, S.IN_FLIGHT)
+            else:
+                check_transition(prior, S.IN_FLIGHT)
+            won = conn.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id == row.id,
+                    deliveries.c.state == row.state,
+                    deliveries.c.attempts == row.attempts,
+                )
+                .values(
+                    state=S.IN_FLIGHT.value,
+                    attempts=row.attempts + 1,
+                    lease_owner=owner,
+                    lease_until=lease_until,
+                    updated_at=now,
+                )
+            ).rowcount
+            if won:
+                claims.append(
+                    Claim(
+                        delivery_id=row.id,
+                        voucher_id=row.voucher_id,
+                        version=row.version,
+                        idempotency_key=row.idempotency_key,
+                        attempts=row.attempts + 1,
+                        owner=owner,
+                        lease_until=lease_until,
+                        prior_state=prior,
+                        job_id=row.job_id,
+                    )
+                )
+    return claims
+
+
+def _ours(claim: Claim):
+    return (
+        deliveries.c.id == claim.delivery_id,
+        deliveries.c.state == S.IN_FLIGHT.value,
+        deliveries.c.lease_owner == claim.owner,
+        deliveries.c.attempts == claim.attempts,
+    )
+
+
+# --- settle --------------------------------------------------------------------------
+
+
+def mark_delivered(conn: sa.Connection, claim: Claim, *, oa_request_id: str, now: dt.datetime, note: str | None = None) -> bool:
+    """IN_FLIGHT → DELIVERED; False when the lease is no longer ours (nothing changed)."""
+    check_transition(S.IN_FLIGHT, S.DELIVERED)
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(*_ours(claim))
+        .values(
+            state=S.DELIVERED.value,
+            oa_request_id=str(oa_request_id),
+            lease_owner=None,
+            lease_until=None,
+            last_error=short_error(note) if note else None,
+            delivered_at=now,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def mark_failed(
+    conn: sa.Connection,
+    claim: Claim,
+    *,
+    state: DeliveryState,
+    error: object,
+    now: dt.datetime,
+    next_attempt_at: dt.datetime | None = None,
+) -> bool:
+    """IN_FLIGHT → PENDING / UNCERTAIN (retry at ``next_attempt_at``) or DEAD."""
+    check_transition(S.IN_FLIGHT, state)
+    if state is not S.DEAD and next_attempt_at is None:
+        raise ValueError(f"a retry to {state.value} needs next_attempt_at")
+    values = dict(
+        state=state.value,
+        lease_owner=None,
+        lease_until=None,
+        last_error=short_error(error),
+        updated_at=now,
+    )
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    return conn.execute(sa.update(deliveries).where(*_ours(claim)).values(**values)).rowcount == 1
+
+
+def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
+    """Give back a claim that was never sent (shutdown): its prior state, attempt not counted."""
+    back = S.UNCERTAIN if claim.ask_first else S.PENDING
+    check_transition(S.IN_FLIGHT, back)
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(*_ours(claim))
+        .values(state=back.value, attempts=claim.attempts - 1, lease_owner=None, lease_until=None,
+                next_attempt_at=now, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def release_owner(conn: sa.Connection, owner: str, *, now: dt.datetime) -> int:
+    """Every lease ``owner`` still holds → UNCERTAIN, due now (it may have sent)."""
+    check_transition(S.IN_FLIGHT, S.UNCERTAIN)
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_owner == owner)
+        .values(state=S.UNCERTAIN.value, lease_owner=None, lease_until=None, next_attempt_at=now, updated_at=now)
+    )
+    return result.rowcount
+
+
+# --- read ----------------------------------------------------------------------------
+
+
+def get(conn: sa.Connection, delivery_id: int) -> Delivery | None:
+    row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+    return _delivery(row) if row else None
+
+
+def find_by_key(conn: sa.Connection, idempotency_key: str) -> Delivery | None:
+    row = conn.execute(sa.select(deliveries).where(deliveries.c.idempotency_key == idempotency_key)).first()
+    return _delivery(row) if row else None
+
+
+def for_vouchers(conn: sa.Connection, voucher_ids: Iterable[str]) -> list[Delivery]:
+    ids = list(voucher_ids)
+    if not ids:
+        return []
+    rows = conn.execute(
+        sa.select(deliveries).where(deliveries.c.voucher_id.in_(ids)).order_by(deliveries.c.id)
+    ).all()
+    return [_delivery(row) for row in rows]
+
+
+def list_deliveries(
+    conn: sa.Connection,
+    *,
+    states: Sequence[DeliveryState] | None = None,
+    job_id: str | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    query = sa.select(deliveries).order_by(deliveries.c.id).limit(limit)
+    if states is not None:
+        query = query.where(deliveries.c.state.in_([s.value for s in states]))
+    if job_id is not None:
+        query = query.where(deliveries.c.job_id == job_id)
+    return [_delivery(row) for row in conn.execute(query).all()]
+
+
+def counts(conn: sa.Connection, *, job_id: str | None = None) -> dict[DeliveryState, int]:
+    """Deliveries per state (every state present, zero when none)."""
+    query = sa.select(deliveries.c.state, sa.func.count()).group_by(deliveries.c.state)
+    if job_id is not None:
+        query = query.where(deliveries.c.job_id == job_id)
+    found = {S(state): n for state, n in conn.execute(query).all()}
+    return {state: found.get(state, 0) for state in S}
+
+
+def retrying(conn: sa.Connection, *, job_id: str | None = None) -> int:
+    """Open deliveries that already failed at least once."""
+    query = sa.select(sa.func.count()).where(deliveries.c.state.in_(OPEN), deliveries.c.attempts > 0)
+    if job_id is not None:
+        query = query.where(deliveries.c.job_id == job_id)
+    return conn.execute(query).scalar_one()
+
+
+def next_due(conn: sa.Connection) -> dt.datetime | None:
+    """When the earliest open delivery becomes claimable (None: nothing open)."""
+    waiting = conn.execute(
+        sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(deliveries.c.state.in_(WAITING))
+    ).scalar_one()
+    leased = conn.execute(
+        sa.select(sa.func.min(deliveries.c.lease_until)).where(deliveries.c.state == S.IN_FLIGHT.value)
+    ).scalar_one()
+    # func.min returns its argument's type, so both come back as aware UTC datetimes
+    times = [t for t in (waiting, leased) if t is not None]
+    return min(times) if times else None
+
+
+# --- dead letters --------------------------------------------------------------------
+
+
+def retry_dead(conn: sa.Connection, ids: Sequence[int] | None, *, now: dt.datetime) -> int:
+    """DEAD → due again with a fresh attempt budget (all dead letters when ``ids`` is None).
+
+    A delivery that was ever attempted goes to UNCERTAIN: the OA may hold its request.
+    """
+    query = sa.select(deliveries.c.id, deliveries.c.attempts).where(deliveries.c.state == S.DEAD.value)
+    if ids is not None:
+        query = query.where(deliveries.c.id.in_(list(ids)))
+    changed = 0
+    for row in conn.execute(query).all():
+        target = S.UNCERTAIN if row.attempts > 0 else S.PENDING
+        check_transition(S.DEAD, target)
+        changed += conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == row.id, deliveries.c.state == S.DEAD.value)
+            .values(state=target.value, attempts=0, next_attempt_at=now, updated_at=now)
+        ).rowcount
+    return changed
+
+
+def discard_dead(conn: sa.Connection, ids: Sequence[int] | None) -> list[Delivery]:
+    """Delete dead letters (all when ``ids`` is None); returns what was deleted."""
+    query = sa.select(deliveries).where(deliveries.c.state == S.DEAD.value)
+    if ids is not None:
+        query = query.where(deliveries.c.id.in_(list(ids)))
+    gone = [_delivery(row) for row in conn.execute(query).all()]
+    if gone:
+        conn.execute(
+            sa.delete(deliveries).where(
+                deliveries.c.id.in_([d.id for d in gone]), deliveries.c.state == S.DEAD.value
+            )
+        )
+    return gone
