@@ -1,0 +1,471 @@
+"""Archive repository: vouchers with their versions, workflow state and OA request map.
+
+Functions take a ``Connection`` inside the caller's transaction (``Store.transaction``)
+so that saving a voucher, enqueueing its delivery and updating its state commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, exists, func, insert, or_, select, update
+
+from ..domain.model import (
+    Approval,
+    ArchiveInfo,
+    AttachmentKind,
+    AttachmentMeta,
+    AuxiliaryItem,
+    Entry,
+    Page,
+    Retention,
+    Voucher,
+    VoucherQuery,
+    VoucherSummary,
+    WorkflowInfo,
+    WorkflowState,
+)
+from ..errors import Issue, NotFound, ValidationFailed
+from .tables import LATEST, attachments, entries, request_map, vouchers
+from .tables import approvals as trail_table  # ``approvals`` is also a parameter name
+
+MAX_PAGE_SIZE = 500
+_IN_CHUNK = 500  # ids per IN (...) list: far below every driver's parameter limit
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    voucher_id: str
+    version: int
+    created: bool  # False: the same content was already the latest version, nothing written
+
+
+@dataclass(frozen=True)
+class RequestMapping:
+    external_key: str
+    voucher_id: str
+    version: int
+    oa_request_id: str
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def save_voucher(conn: Connection, voucher: Voucher, content_hash: str, now: dt.datetime) -> SaveResult:
+    """Store ``voucher`` as its newest version unless its content is already the latest."""
+    current = conn.execute(
+        select(vouchers.c.id, vouchers.c.version, vouchers.c.content_hash)
+        .where(vouchers.c.voucher_id == voucher.voucher_id, LATEST)
+        .with_for_update()  # PostgreSQL: concurrent saves of one voucher queue up here
+    ).first()
+    if current is not None and current.content_hash == content_hash:
+        return SaveResult(voucher.voucher_id, current.version, created=False)
+    version = 1
+    if current is not None:
+        version = current.version + 1
+        conn.execute(update(vouchers).where(vouchers.c.id == current.id).values(is_latest=False))
+    row_id = conn.execute(
+        insert(vouchers).values(_header_row(voucher, version, content_hash, now)).returning(vouchers.c.id)
+    ).scalar_one()
+    if voucher.entries:
+        conn.execute(insert(entries), [_entry_row(row_id, entry) for entry in voucher.entries])
+    if voucher.attachments:
+        conn.execute(
+            insert(attachments),
+            [_attachment_row(row_id, position, meta) for position, meta in enumerate(voucher.attachments)],
+        )
+    if voucher.workflow and voucher.workflow.approvals:
+        _insert_approvals(conn, row_id, voucher.workflow.approvals)
+    return SaveResult(voucher.voucher_id, version, created=True)
+
+
+def set_workflow(
+    conn: Connection,
+    voucher_id: str,
+    *,
+    state: WorkflowState,
+    oa_request_id: str | None = None,
+    decided_at: dt.datetime | None = None,
+    approvals: Sequence[Approval] | None = None,
+) -> None:
+    """Update the workflow part of the latest version; ``approvals`` replace the stored trail."""
+    row_id = conn.execute(select(vouchers.c.id).where(vouchers.c.voucher_id == voucher_id, LATEST)).scalar()
+    if row_id is None:
+        raise NotFound(f"voucher {voucher_id!r} is not in the archive", voucher_id=voucher_id)
+    values: dict = {"state": WorkflowState(state).value}
+    if oa_request_id is not None:
+        values["oa_request_id"] = oa_request_id
+    if decided_at is not None:
+        values["decided_at"] = decided_at
+    conn.execute(update(vouchers).where(vouchers.c.id == row_id).values(**values))
+    if approvals is not None:
+        conn.execute(delete(trail_table).where(trail_table.c.voucher_row == row_id))
+        _insert_approvals(conn, row_id, approvals)
+
+
+def map_request(conn: Connection, *, external_key: str, voucher_id: str, version: int, oa_request_id: str) -> None:
+    """Remember which OA request carries which voucher version (idempotent for the same triple)."""
+    existing = lookup_request(conn, external_key=external_key)
+    if existing is not None:
+        if existing.oa_request_id == str(oa_request_id):
+            return
+        conn.execute(
+            update(request_map)
+            .where(request_map.c.external_key == external_key)
+            .values(voucher_id=voucher_id, version=version, oa_request_id=str(oa_request_id))
+        )
+        return
+    conn.execute(
+        insert(request_map).values(
+            external_key=external_key, voucher_id=voucher_id, version=version, oa_request_id=str(oa_request_id)
+        )
+    )
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def load_voucher(conn: Connection, voucher_id: str, *, version: int | None = None) -> Voucher | None:
+    """The full voucher (latest version unless ``version`` is given), or None."""
+    where = [vouchers.c.voucher_id == voucher_id]
+    where.append(LATEST if version is None else vouchers.c.version == version)
+    row = conn.execute(select(vouchers).where(*where)).first()
+    if row is None:
+        return None
+    entry_rows = conn.execute(
+        select(entries).where(entries.c.voucher_row == row.id).order_by(entries.c.line_no, entries.c.id)
+    ).all()
+    attachment_rows = conn.execute(
+        select(attachments).where(attachments.c.voucher_row == row.id).order_by(attachments.c.position)
+    ).all()
+    approval_rows = conn.execute(
+        select(trail_table).where(trail_table.c.voucher_row == row.id).order_by(trail_table.c.step, trail_table.c.id)
+    ).all()
+    return _voucher(row, entry_rows, attachment_rows, approval_rows)
+
+
+def latest_version(conn: Connection, voucher_id: str) -> tuple[int, str] | None:
+    """(version, content_hash) of the latest version, or None."""
+    row = conn.execute(
+        select(vouchers.c.version, vouchers.c.content_hash).where(vouchers.c.voucher_id == voucher_id, LATEST)
+    ).first()
+    return (row.version, row.content_hash) if row else None
+
+
+def voucher_org(conn: Connection, voucher_id: str) -> str | None:
+    return conn.execute(
+        select(vouchers.c.org_code).where(vouchers.c.voucher_id == voucher_id, LATEST)
+    ).scalar()
+
+
+def find_attachment(conn: Connection, attachment_id: str) -> tuple[AttachmentMeta, str, str] | None:
+    """(meta, voucher_id, org_code) of an attachment, preferring the newest version that has it."""
+    row = conn.execute(
+        select(attachments, vouchers.c.voucher_id, vouchers.c.org_code)
+        .join(vouchers, vouchers.c.id == attachments.c.voucher_row)
+        .where(attachments.c.attachment_id == attachment_id)
+        .order_by(vouchers.c.is_latest.desc(), vouchers.c.version.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return _attachment(row), row.voucher_id, row.org_code
+
+
+def lookup_request(
+    conn: Connection, *, oa_request_id: str | None = None, external_key: str | None = None
+) -> RequestMapping | None:
+    if (oa_request_id is None) == (external_key is None):
+        raise ValueError("give exactly one of oa_request_id and external_key")
+    if oa_request_id is not None:
+        where = request_map.c.oa_request_id == str(oa_request_id)
+    else:
+        where = request_map.c.external_key == external_key
+    row = conn.execute(select(request_map).where(where)).first()
+    if row is None:
+        return None
+    return RequestMapping(row.external_key, row.voucher_id, row.version, row.oa_request_id)
+
+
+def query_vouchers(conn: Connection, q: VoucherQuery) -> Page:
+    """One page of latest-version summaries matching ``q`` within the caller's scope."""
+    _check_paging(q)
+    if q.org_codes is not None and (not q.org_codes or (q.org_code and q.org_code not in q.org_codes)):
+        return Page(total=0, page=q.page, page_size=q.page_size, items=())
+    where = _query_filters(q)
+    total = conn.execute(select(func.count()).select_from(vouchers).where(*where)).scalar_one()
+    rows = conn.execute(
+        select(
+            vouchers.c.voucher_id,
+            vouchers.c.org_code,
+            vouchers.c.period,
+            vouchers.c.voucher_word,
+            vouchers.c.voucher_no,
+            vouchers.c.date,
+            vouchers.c.summary,
+            vouchers.c.total_amount,
+            vouchers.c.attachment_count,
+            vouchers.c.state,
+            vouchers.c.archival_code,
+        )
+        .where(*where)
+        .order_by(
+            vouchers.c.org_code,
+            vouchers.c.period,
+            vouchers.c.voucher_word,
+            vouchers.c.voucher_no,
+            vouchers.c.voucher_id,
+        )
+        .limit(q.page_size)
+        .offset((q.page - 1) * q.page_size)
+    ).all()
+    items = tuple(
+        VoucherSummary(
+            voucher_id=r.voucher_id,
+            org_code=r.org_code,
+            period=r.period,
+            voucher_word=r.voucher_word,
+            voucher_no=r.voucher_no,
+            date=r.date,
+            summary=r.summary,
+            total_amount=r.total_amount,
+            attachment_count=r.attachment_count,
+            state=WorkflowState(r.state),
+            archival_code=r.archival_code,
+        )
+        for r in rows
+    )
+    return Page(total=total, page=q.page, page_size=q.page_size, items=items)
+
+
+def select_for_sync(
+    conn: Connection,
+    *,
+    org_code: str | None = None,
+    period_from: str | None = None,
+    period_to: str | None = None,
+    voucher_ids: Iterable[str] | None = None,
+    states: Iterable[WorkflowState] = (WorkflowState.NONE,),
+) -> list[tuple[str, int, str]]:
+    """(voucher_id, version, content_hash) of latest versions to deliver, in archive order."""
+    where = [LATEST, vouchers.c.state.in_([WorkflowState(s).value for s in states])]
+    if org_code:
+        where.append(vouchers.c.org_code == org_code)
+    if period_from:
+        where.append(vouchers.c.period >= period_from)
+    if period_to:
+        where.append(vouchers.c.period <= period_to)
+    order = (vouchers.c.org_code, vouchers.c.period, vouchers.c.voucher_word, vouchers.c.voucher_no)
+    columns = (vouchers.c.voucher_id, vouchers.c.version, vouchers.c.content_hash, *order)
+    if voucher_ids is None:
+        rows = conn.execute(select(*columns).where(*where).order_by(*order)).all()
+    else:
+        ids = list(dict.fromkeys(voucher_ids))
+        rows = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows.extend(conn.execute(select(*columns).where(*where, vouchers.c.voucher_id.in_(chunk))).all())
+        rows.sort(key=lambda r: (r.org_code, r.period, r.voucher_word, r.voucher_no))
+    return [(r.voucher_id, r.version, r.content_hash) for r in rows]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _check_paging(q: VoucherQuery) -> None:
+    issues = []
+    if q.page < 1:
+        issues.append(Issue("page", "page-min", f"page = {q.page}: pages start at 1"))
+    if not 1 <= q.page_size <= MAX_PAGE_SIZE:
+        issues.append(
+            Issue("pageSize", "page-size-range", f"pageSize = {q.page_size}: use 1 to {MAX_PAGE_SIZE}")
+        )
+    if issues:
+        raise ValidationFailed("the query's paging is out of range", issues)
+
+
+def _query_filters(q: VoucherQuery) -> list:
+    c = vouchers.c
+    where = [LATEST]
+    if q.org_codes is not None:
+        where.append(c.org_code.in_(sorted(q.org_codes)))
+    if q.org_code:
+        where.append(c.org_code == q.org_code)
+    if q.period_from:
+        where.append(c.period >= q.period_from)
+    if q.period_to:
+        where.append(c.period <= q.period_to)
+    if q.voucher_word:
+        where.append(c.voucher_word == q.voucher_word)
+    if q.voucher_no_from is not None:
+        where.append(c.voucher_no >= q.voucher_no_from)
+    if q.voucher_no_to is not None:
+        where.append(c.voucher_no <= q.voucher_no_to)
+    if q.state is not None:
+        where.append(c.state == WorkflowState(q.state).value)
+    if q.amount_min is not None:
+        where.append(c.total_amount >= q.amount_min)
+    if q.amount_max is not None:
+        where.append(c.total_amount <= q.amount_max)
+    if q.keyword:
+        # autoescape: % and _ in the keyword are literal characters, not wildcards
+        in_entries = exists().where(
+            entries.c.voucher_row == c.id, entries.c.summary.icontains(q.keyword, autoescape=True)
+        )
+        where.append(or_(c.summary.icontains(q.keyword, autoescape=True), in_entries))
+    return where
+
+
+def _header_row(voucher: Voucher, version: int, content_hash: str, now: dt.datetime) -> dict:
+    workflow = voucher.workflow or WorkflowInfo()
+    archive = voucher.archive or ArchiveInfo()
+    return {
+        "voucher_id": voucher.voucher_id,
+        "version": version,
+        "is_latest": True,
+        "content_hash": content_hash,
+        "org_code": voucher.org_code,
+        "org_name": voucher.org_name,
+        "fonds_code": voucher.fonds_code,
+        "fiscal_year": voucher.fiscal_year,
+        "period": voucher.period,
+        "voucher_word": voucher.voucher_word,
+        "voucher_no": voucher.voucher_no,
+        "date": voucher.date,
+        "currency": voucher.currency,
+        "total_amount": voucher.total_amount,
+        "attachment_count": voucher.attachment_count,
+        "preparer": voucher.preparer,
+        "reviewer": voucher.reviewer,
+        "bookkeeper": voucher.bookkeeper,
+        "cashier": voucher.cashier,
+        "summary": voucher.summary,
+        "state": WorkflowState(workflow.state).value,
+        "oa_request_id": workflow.oa_request_id,
+        "decided_at": workflow.decided_at,
+        "archival_code": archive.archival_code,
+        "archive_category": archive.category,
+        "retention": archive.retention.value if archive.retention else None,
+        "archived_at": archive.archived_at,
+        "created_at": now,
+    }
+
+
+def _entry_row(row_id: int, entry: Entry) -> dict:
+    auxiliary = None
+    if entry.auxiliary:
+        auxiliary = json.dumps(
+            [{"type": a.type, "code": a.code, "name": a.name} for a in entry.auxiliary], ensure_ascii=False
+        )
+    return {
+        "voucher_row": row_id,
+        "line_no": entry.line_no,
+        "summary": entry.summary,
+        "account_code": entry.account_code,
+        "account_name": entry.account_name,
+        "debit": entry.debit,
+        "credit": entry.credit,
+        "currency": entry.currency,
+        "exchange_rate": entry.exchange_rate,
+        "original_amount": entry.original_amount,
+        "auxiliary": auxiliary,
+    }
+
+
+def _attachment_row(row_id: int, position: int, meta: AttachmentMeta) -> dict:
+    return {
+        "voucher_row": row_id,
+        "position": position,
+        "attachment_id": meta.attachment_id,
+        "file_name": meta.file_name,
+        "mime_type": meta.mime_type,
+        "size": meta.size,
+        "sha256": meta.sha256,
+        "kind": AttachmentKind(meta.kind).value,
+        "invoice_number": meta.invoice_number,
+    }
+
+
+def _insert_approvals(conn: Connection, row_id: int, trail: Sequence[Approval]) -> None:
+    if trail:
+        conn.execute(
+            insert(trail_table),
+            [
+                {
+                    "voucher_row": row_id,
+                    "step": a.step,
+                    "approver": a.approver,
+                    "action": a.action,
+                    "comment": a.comment,
+                    "time": a.time,
+                }
+                for a in trail
+            ],
+        )
+
+
+def _attachment(row) -> AttachmentMeta:
+    return AttachmentMeta(
+        attachment_id=row.attachment_id,
+        file_name=row.file_name,
+        mime_type=row.mime_type,
+        size=row.size,
+        sha256=row.sha256,
+        kind=AttachmentKind(row.kind),
+        invoice_number=row.invoice_number,
+    )
+
+
+def _voucher(row, entry_rows, attachment_rows, approval_rows) -> Voucher:
+    trail = tuple(Approval(a.step, a.approver, a.action, a.comment, a.time) for a in approval_rows)
+    workflow = WorkflowInfo(WorkflowState(row.state), row.oa_request_id, row.decided_at, trail)
+    archive = ArchiveInfo(
+        archival_code=row.archival_code,
+        category=row.archive_category,
+        retention=Retention(row.retention) if row.retention else None,
+        archived_at=row.archived_at,
+    )
+    return Voucher(
+        voucher_id=row.voucher_id,
+        org_code=row.org_code,
+        org_name=row.org_name,
+        fonds_code=row.fonds_code,
+        fiscal_year=row.fiscal_year,
+        period=row.period,
+        voucher_word=row.voucher_word,
+        voucher_no=row.voucher_no,
+        date=row.date,
+        preparer=row.preparer,
+        entries=tuple(_entry(e) for e in entry_rows),
+        currency=row.currency,
+        attachment_count=row.attachment_count,
+        reviewer=row.reviewer,
+        bookkeeper=row.bookkeeper,
+        cashier=row.cashier,
+        summary=row.summary,
+        attachments=tuple(_attachment(a) for a in attachment_rows),
+        # An untouched part reads back as absent, the way a voucher without it was saved.
+        archive=None if archive == ArchiveInfo() else archive,
+        workflow=None if workflow == WorkflowInfo() else workflow,
+    )
+
+
+def _entry(row) -> Entry:
+    auxiliary = ()
+    if row.auxiliary:
+        auxiliary = tuple(AuxiliaryItem(a["type"], a["code"], a["name"]) for a in json.loads(row.auxiliary))
+    return Entry(
+        line_no=row.line_no,
+        summary=row.summary,
+        account_code=row.account_code,
+        account_name=row.account_name,
+        debit=row.debit,
+        credit=row.credit,
+        currency=row.currency,
+        exchange_rate=row.exchange_rate,
+        original_amount=row.original_amount,
+        auxiliary=auxiliary,
+    )
