@@ -1,0 +1,206 @@
+<?xml version="1.0" encoding="UTF-8"?>
+<!--
+  Canonical voucher (urn:archive-oa:voucher:1) → OA workflow request (urn:archive-oa:oa-workflow:1).
+
+  Every OA-specific name is a parameter, set from the [workflow] section of the configuration
+  (adapter/settings.py WorkflowSettings, same names), so a deployment maps its own OA form
+  without editing this file.  A deployment whose form differs more may point
+  [workflow] stylesheet at its own copy; the parameters below are what the adapter passes.
+
+  The stylesheet runs sandboxed (no document(), no file, network or write access).
+-->
+<xsl:stylesheet version="1.0"
+                xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+                xmlns:v="urn:archive-oa:voucher:1"
+                xmlns="urn:archive-oa:oa-workflow:1"
+                exclude-result-prefixes="v">
+
+  <xsl:output method="xml" encoding="UTF-8" indent="no"/>
+
+  <!-- the request -->
+  <xsl:param name="workflow_code" select="'FIN_VOUCHER_APPROVAL'"/>
+  <xsl:param name="creator" select="'archive-oa'"/>
+  <xsl:param name="title_pattern" select="'{orgName} {period} {voucherWord}字第{voucherNo}号 {summary}'"/>
+  <xsl:param name="level" select="0"/>
+  <xsl:param name="external_key" select="''"/>
+  <xsl:param name="embed_attachments" select="true()"/>
+
+  <!-- main-table field names (主表字段) -->
+  <xsl:param name="field_voucher_id" select="'pzbh'"/>
+  <xsl:param name="field_org" select="'gsdm'"/>
+  <xsl:param name="field_period" select="'kjqj'"/>
+  <xsl:param name="field_voucher_word" select="'pzz'"/>
+  <xsl:param name="field_voucher_no" select="'pzh'"/>
+  <xsl:param name="field_date" select="'pzrq'"/>
+  <xsl:param name="field_amount" select="'je'"/>
+  <xsl:param name="field_preparer" select="'zdr'"/>
+  <xsl:param name="field_summary" select="'zy'"/>
+
+  <!-- detail table (明细表) and its field names -->
+  <xsl:param name="detail_table" select="'formtable_main_1_dt1'"/>
+  <xsl:param name="field_line_no" select="'hh'"/>
+  <xsl:param name="field_line_summary" select="'flzy'"/>
+  <xsl:param name="field_account_code" select="'kmbm'"/>
+  <xsl:param name="field_account_name" select="'kmmc'"/>
+  <xsl:param name="field_debit" select="'jfje'"/>
+  <xsl:param name="field_credit" select="'dfje'"/>
+
+  <xsl:template match="/v:Voucher">
+    <xsl:variable name="amount" select="format-number(sum(v:entries/v:entry/v:debit), '0.00')"/>
+    <xsl:variable name="summary">
+      <xsl:choose>
+        <xsl:when test="normalize-space(v:summary) != ''"><xsl:value-of select="v:summary"/></xsl:when>
+        <xsl:otherwise><xsl:value-of select="v:entries/v:entry[1]/v:summary"/></xsl:otherwise>
+      </xsl:choose>
+    </xsl:variable>
+
+    <WorkflowRequest>
+      <workflowCode><xsl:value-of select="$workflow_code"/></workflowCode>
+      <title>
+        <xsl:call-template name="fill-pattern">
+          <xsl:with-param name="text" select="$title_pattern"/>
+          <xsl:with-param name="amount" select="$amount"/>
+          <xsl:with-param name="summary" select="$summary"/>
+        </xsl:call-template>
+      </title>
+      <creator><xsl:value-of select="$creator"/></creator>
+      <level><xsl:value-of select="$level"/></level>
+      <externalKey><xsl:value-of select="$external_key"/></externalKey>
+      <mainFields>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_voucher_id"/>
+          <xsl:with-param name="value" select="v:voucherId"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_org"/>
+          <xsl:with-param name="value" select="v:orgCode"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_period"/>
+          <xsl:with-param name="value" select="v:period"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_voucher_word"/>
+          <xsl:with-param name="value" select="v:voucherWord"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_voucher_no"/>
+          <xsl:with-param name="value" select="v:voucherNo"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_date"/>
+          <xsl:with-param name="value" select="v:date"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_amount"/>
+          <xsl:with-param name="value" select="$amount"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_preparer"/>
+          <xsl:with-param name="value" select="v:preparer"/>
+        </xsl:call-template>
+        <xsl:call-template name="field">
+          <xsl:with-param name="name" select="$field_summary"/>
+          <xsl:with-param name="value" select="$summary"/>
+        </xsl:call-template>
+      </mainFields>
+      <detailTables>
+        <table name="{$detail_table}">
+          <xsl:apply-templates select="v:entries/v:entry"/>
+        </table>
+      </detailTables>
+      <xsl:if test="v:attachments/v:attachment">
+        <attachments>
+          <xsl:apply-templates select="v:attachments/v:attachment"/>
+        </attachments>
+      </xsl:if>
+      <remark>
+        <xsl:value-of select="concat('全宗号 ', v:fondsCode, '; 附件 ', v:attachmentCount, ' 张; 凭证 ', v:voucherId)"/>
+      </remark>
+    </WorkflowRequest>
+  </xsl:template>
+
+  <!-- a Vouchers batch or anything else is not one request: fail loudly -->
+  <xsl:template match="/*" priority="-1">
+    <xsl:message terminate="yes">voucher-to-workflow expects one v:Voucher as the root element</xsl:message>
+  </xsl:template>
+
+  <xsl:template match="v:entry">
+    <row>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_line_no"/>
+        <xsl:with-param name="value" select="v:lineNo"/>
+      </xsl:call-template>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_line_summary"/>
+        <xsl:with-param name="value" select="v:summary"/>
+      </xsl:call-template>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_account_code"/>
+        <xsl:with-param name="value" select="v:accountCode"/>
+      </xsl:call-template>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_account_name"/>
+        <xsl:with-param name="value" select="v:accountName"/>
+      </xsl:call-template>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_debit"/>
+        <xsl:with-param name="value" select="format-number(v:debit, '0.00')"/>
+      </xsl:call-template>
+      <xsl:call-template name="field">
+        <xsl:with-param name="name" select="$field_credit"/>
+        <xsl:with-param name="value" select="format-number(v:credit, '0.00')"/>
+      </xsl:call-template>
+    </row>
+  </xsl:template>
+
+  <xsl:template match="v:attachment">
+    <attachment>
+      <name><xsl:value-of select="v:fileName"/></name>
+      <mimeType><xsl:value-of select="v:mimeType"/></mimeType>
+      <xsl:if test="$embed_attachments and normalize-space(v:content) != ''">
+        <content><xsl:value-of select="normalize-space(v:content)"/></content>
+      </xsl:if>
+    </attachment>
+  </xsl:template>
+
+  <xsl:template name="field">
+    <xsl:param name="name"/>
+    <xsl:param name="value"/>
+    <field>
+      <name><xsl:value-of select="$name"/></name>
+      <value><xsl:value-of select="$value"/></value>
+    </field>
+  </xsl:template>
+
+  <!-- Title pattern: replaces {placeholder}s; an unknown one is kept as written. -->
+  <xsl:template name="fill-pattern">
+    <xsl:param name="text"/>
+    <xsl:param name="amount"/>
+    <xsl:param name="summary"/>
+    <xsl:variable name="rest" select="substring-after($text, '{')"/>
+    <xsl:choose>
+      <xsl:when test="contains($text, '{') and contains($rest, '}')">
+        <xsl:variable name="key" select="substring-before($rest, '}')"/>
+        <xsl:value-of select="substring-before($text, '{')"/>
+        <xsl:choose>
+          <xsl:when test="$key = 'orgName'"><xsl:value-of select="v:orgName"/></xsl:when>
+          <xsl:when test="$key = 'orgCode'"><xsl:value-of select="v:orgCode"/></xsl:when>
+          <xsl:when test="$key = 'period'"><xsl:value-of select="v:period"/></xsl:when>
+          <xsl:when test="$key = 'voucherWord'"><xsl:value-of select="v:voucherWord"/></xsl:when>
+          <xsl:when test="$key = 'voucherNo'"><xsl:value-of select="v:voucherNo"/></xsl:when>
+          <xsl:when test="$key = 'voucherId'"><xsl:value-of select="v:voucherId"/></xsl:when>
+          <xsl:when test="$key = 'summary'"><xsl:value-of select="$summary"/></xsl:when>
+          <xsl:when test="$key = 'amount'"><xsl:value-of select="$amount"/></xsl:when>
+          <xsl:otherwise><xsl:value-of select="concat('{', $key, '}')"/></xsl:otherwise>
+        </xsl:choose>
+        <xsl:call-template name="fill-pattern">
+          <xsl:with-param name="text" select="substring-after($rest, '}')"/>
+          <xsl:with-param name="amount" select="$amount"/>
+          <xsl:with-param name="summary" select="$summary"/>
+        </xsl:call-template>
+      </xsl:when>
+      <xsl:otherwise><xsl:value-of select="$text"/></xsl:otherwise>
+    </xsl:choose>
+  </xsl:template>
+</xsl:stylesheet>
