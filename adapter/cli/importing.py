@@ -1,0 +1,110 @@
+"""``archive-oa import PATH...``: load canonical voucher XML into the archive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .common import add_common, settings_from
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        help="import voucher XML files or folders (*.xml) into the archive",
+        description=(
+            "Validate and import canonical voucher XML (a Voucher or a Vouchers batch). Attachment "
+            "files sit beside the XML or in an attachments/ subfolder, or are embedded. Importing "
+            "the same voucher again changes nothing; changed content becomes a new version."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="voucher XML file or folder")
+    parser.add_argument(
+        "--no-queue",
+        action="store_true",
+        help="store only; do not queue the new vouchers for delivery to the OA",
+    )
+    add_common(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..services.importer import import_paths
+    from ..store.engine import open_store
+    from ..transforms.pipeline import Transforms
+
+    settings = settings_from(args)
+    store = open_store(settings)
+    try:
+        transforms = Transforms.from_settings(settings.workflow)
+        progress = _Progress(sys.stderr)
+        report = import_paths(
+            store,
+            transforms,
+            args.paths,
+            enqueue=settings.sync.realtime and not args.no_queue,
+            on_progress=progress,
+        )
+        progress.finish()
+    finally:
+        store.dispose()
+    for issue in report.issues:
+        print(_issue_line(issue), file=sys.stderr)
+    print(_summary(report))
+    return 1 if report.failed_files else 0
+
+
+class _Progress:
+    """One line, rewritten at most a few times a second (a plain line per file when not a terminal)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.last_file = None
+        self.shown = False
+
+    def __call__(self, event) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if now - self.last < 0.2:
+                return
+            self.last = now
+            self.stream.write(
+                f"\rimporting: file {event.files_done}/{event.files_total}, {event.vouchers_done} vouchers"
+            )
+            self.shown = True
+        elif event.file != self.last_file and now - self.last >= 1.0:
+            self.last, self.last_file = now, event.file
+            self.stream.write(
+                f"importing {event.file} (file {event.files_done}/{event.files_total}, "
+                f"{event.vouchers_done} vouchers so far)\n"
+            )
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _issue_line(issue) -> str:
+    where = issue.source or "-"
+    if issue.line:
+        where += f":{issue.line}"
+    return f"{where} {issue.place} [{issue.rule}] {issue.message}"
+
+
+def _summary(report) -> str:
+    rows = [
+        ("files", report.files),
+        ("failed files", report.failed_files),
+        ("vouchers seen", report.vouchers_seen),
+        ("created", report.created),
+        ("new versions", report.new_versions),
+        ("unchanged", report.unchanged),
+        ("queued for OA", report.queued),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value:>8}" for name, value in rows)
