@@ -298,6 +298,9 @@ def _xmlschema_issue(error, root: etree._Element, source: str | None) -> Issue:
     element = error.elem if isinstance(getattr(error, "elem", None), etree._Element) else None
     index = getattr(error, "index", None)
     reason = (error.reason or error.message or "invalid").rstrip(". ")
+    # callers know the elements by local name: drop the namespace noise
+    for namespace, prefix in ((VOUCHER_NS, "v:"), (WORKFLOW_NS, "w:")):
+        reason = reason.replace(f"{{{namespace}}}", "").replace(f"'{prefix}", "'")
     if element is not None and isinstance(index, int) and 0 <= index < len(element):
         element = element[index]  # point at the unexpected child, not its parent
     elif element is not None and isinstance(index, int) and index >= len(element):
