@@ -1,0 +1,240 @@
+"""Importing voucher XML: idempotency, versions, attachments, refusal of bad files, queueing, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from archive_oa import voucher_xml
+from archive_oa.cli.main import main
+from archive_oa.domain.delivery import idempotency_key
+from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, WorkflowInfo, WorkflowState
+from archive_oa.services.importer import import_paths
+from archive_oa.settings import load_settings
+from archive_oa.store import vouchers as repo
+from archive_oa.store.engine import open_store
+from archive_oa.store.tables import attachments, vouchers
+from archive_oa.transforms.pipeline import Transforms
+
+PDF = b"%PDF-1.4\n% fake invoice for tests\n"
+PNG = b"\x89PNG\r\n\x1a\n fake bank receipt"
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+    yield store
+    store.dispose()
+
+
+@pytest.fixture(scope="module")
+def transforms():
+    return Transforms.from_settings()
+
+
+def make_voucher(voucher_id="V-1", *, no=1, amount="880.00", attachments=(), **changes) -> Voucher:
+    amount = Decimal(amount)
+    voucher = Voucher(
+        voucher_id=voucher_id,
+        org_code="ORG-A",
+        org_name="华东实业有限公司",
+        fonds_code="Z001",
+        fiscal_year=2024,
+        period="2024-03",
+        voucher_word="记",
+        voucher_no=no,
+        date=dt.date(2024, 3, 8),
+        preparer="王芳",
+        entries=(
+            Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
+            Entry(2, "现金支付", "1001", "库存现金", credit=amount),
+        ),
+        summary="报销差旅费",
+        attachments=tuple(attachments),
+        attachment_count=len(attachments),
+    )
+    return dataclasses.replace(voucher, **changes)
+
+
+def meta_for(attachment_id, file_name, data, kind=AttachmentKind.INVOICE) -> AttachmentMeta:
+    return AttachmentMeta(attachment_id, file_name, "application/octet-stream", len(data),
+                          hashlib.sha256(data).hexdigest(), kind)
+
+
+def write(path, voucher_or_list, contents=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(voucher_or_list, list):
+        path.write_bytes(voucher_xml.vouchers_to_xml(voucher_or_list, contents))
+    else:
+        path.write_bytes(voucher_xml.voucher_to_xml(voucher_or_list, contents))
+    return path
+
+
+def count(store, table):
+    with store.transaction() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_same_files_twice_store_once_and_changed_content_becomes_a_version(store, transforms, tmp_path):
+    folder = tmp_path / "in"
+    write(folder / "batch.xml", [make_voucher("V-1", no=1), make_voucher("V-2", no=2)])
+    write(folder / "sub" / "single.xml", make_voucher("V-3", no=3))
+
+    first = import_paths(store, transforms, [folder], enqueue=False)
+    assert (first.files, first.vouchers_seen, first.created, first.new_versions, first.unchanged) == (2, 3, 3, 0, 0)
+    assert first.failed_files == 0 and first.issues == []
+
+    again = import_paths(store, transforms, [folder], enqueue=False)
+    assert (again.vouchers_seen, again.created, again.new_versions, again.unchanged) == (3, 0, 0, 3)
+    assert count(store, vouchers) == 3
+
+    write(folder / "sub" / "single.xml", make_voucher("V-3", no=3, amount="990.00"))
+    changed = import_paths(store, transforms, [folder], enqueue=False)
+    assert (changed.created, changed.new_versions, changed.unchanged) == (0, 1, 2)
+    with store.transaction() as conn:
+        assert repo.latest_version(conn, "V-3")[0] == 2
+        assert repo.load_voucher(conn, "V-3").total_amount == Decimal("990.00")
+        assert repo.load_voucher(conn, "V-3", version=1).total_amount == Decimal("880.00")
+        assert repo.latest_version(conn, "V-3")[1] == voucher_xml.canonical_hash(make_voucher("V-3", no=3, amount="990.00"))
+
+
+def test_attachments_beside_in_subfolder_and_embedded_go_to_blobs(store, transforms, tmp_path):
+    folder = tmp_path / "in"
+    beside = meta_for("ATT-1", "发票-001.pdf", PDF)
+    sub = meta_for("ATT-2", "receipt.png", PNG, AttachmentKind.BANK_RECEIPT)
+    embedded = meta_for("ATT-3", "contract.bin", b"embedded bytes")
+    (folder / "attachments").mkdir(parents=True)
+    (folder / "发票-001.pdf").write_bytes(PDF)
+    (folder / "attachments" / "receipt.png").write_bytes(PNG)
+    # an XML file inside attachments/ is an attachment (e.g. an e-invoice), never a voucher file
+    (folder / "attachments" / "e-invoice.xml").write_bytes(b"<not-a-voucher/>")
+    write(folder / "v.xml", make_voucher(attachments=[beside, sub, embedded]), {"ATT-3": b"embedded bytes"})
+
+    report = import_paths(store, transforms, [folder], enqueue=False)
+    assert report.failed_files == 0, report.issues
+    assert (report.files, report.created) == (1, 1)
+    for meta, data in ((beside, PDF), (sub, PNG), (embedded, b"embedded bytes")):
+        assert store.blobs.read(meta.sha256) == data
+    with store.transaction() as conn:
+        assert repo.load_voucher(conn, "V-1").attachments == (beside, sub, embedded)
+
+
+def test_invalid_file_stores_nothing_and_other_files_continue(store, transforms, tmp_path):
+    good = write(tmp_path / "good.xml", make_voucher("GOOD"))
+    unbalanced = make_voucher("BAD-1", entries=(
+        Entry(1, "借", "6602", "管理费用", debit=Decimal("100.00")),
+        Entry(2, "贷", "1001", "库存现金", credit=Decimal("90.00")),
+    ))
+    bad_batch = write(tmp_path / "bad-batch.xml", [make_voucher("BAD-0", no=7), unbalanced])
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes("<Voucher xmlns='urn:archive-oa:voucher:1'><voucherId>X</voucherId>\n".encode())
+
+    progress = []
+    report = import_paths(store, transforms, [bad_batch, good, broken, tmp_path / "missing.xml"],
+                          enqueue=False, on_progress=progress.append)
+    assert report.files == 4 and report.failed_files == 3
+    assert report.failed_paths == [str(bad_batch), str(broken), str(tmp_path / "missing.xml")]
+    assert report.created == 1 and report.vouchers_seen == 1
+    assert [(p.voucher_id, p.outcome) for p in progress] == [("GOOD", "created")]
+    with store.transaction() as conn:
+        assert repo.load_voucher(conn, "GOOD") is not None
+        assert repo.load_voucher(conn, "BAD-0") is None  # the valid voucher of a failing file too
+        assert repo.load_voucher(conn, "BAD-1") is None
+    assert count(store, vouchers) == 1
+    sources = {issue.source for issue in report.issues}
+    assert {str(bad_batch), str(broken), str(tmp_path / "missing.xml")} <= sources
+    batch_issues = [issue for issue in report.issues if issue.source == str(bad_batch)]
+    assert all(issue.line and issue.place.startswith("/Vouchers") and issue.rule for issue in batch_issues)
+
+
+@pytest.mark.parametrize(
+    ("file_bytes", "file_name", "rule"),
+    [
+        (PDF + b"tampered", "inv.pdf", "attachment-integrity"),
+        (None, "inv.pdf", "attachment-file-missing"),
+        (PDF, "..", {"plain-file-name", "attachment-file-name"}),  # the rules or the importer refuse it
+    ],
+)
+def test_attachment_problems_refuse_the_file(store, transforms, tmp_path, file_bytes, file_name, rule):
+    if file_bytes is not None:
+        (tmp_path / "inv.pdf").write_bytes(file_bytes)
+    meta = meta_for("ATT-7", file_name, PDF)
+    path = write(tmp_path / "v.xml", make_voucher(attachments=[meta]))
+    report = import_paths(store, transforms, [path], enqueue=False)
+    assert report.failed_files == 1 and report.created == 0
+    [issue] = report.issues
+    assert (issue.rule in rule if isinstance(rule, set) else issue.rule == rule)
+    assert "ATT-7" in issue.message or ".." in issue.message
+    assert issue.place.startswith("/Voucher/attachments/attachment") and issue.line and issue.source == str(path)
+    assert count(store, vouchers) == 0 and count(store, attachments) == 0
+    assert not store.blobs.exists(meta.sha256)
+
+
+def test_new_versions_are_queued_in_the_same_transaction(store, transforms, tmp_path):
+    from archive_oa.store.sync_tables import deliveries
+
+    path = write(tmp_path / "v.xml", make_voucher())
+    report = import_paths(store, transforms, [path])
+    assert (report.created, report.queued) == (1, 1)
+    assert import_paths(store, transforms, [path]).queued == 0  # unchanged: nothing new to send
+    write(tmp_path / "v.xml", make_voucher(amount="1.00"))
+    assert import_paths(store, transforms, [path]).queued == 1
+    with store.transaction() as conn:
+        rows = conn.execute(select(deliveries.c.voucher_id, deliveries.c.version, deliveries.c.idempotency_key)
+                            .order_by(deliveries.c.version)).all()
+        assert repo.load_voucher(conn, "V-1").state is WorkflowState.QUEUED
+    expected_hash = voucher_xml.canonical_hash(make_voucher(amount="1.00"))
+    assert [tuple(r) for r in rows][1] == ("V-1", 2, idempotency_key("V-1", expected_hash))
+    assert len(rows) == 2
+
+
+def test_voucher_already_decided_in_its_xml_is_archived_not_queued(store, transforms, tmp_path):
+    decided = WorkflowInfo(WorkflowState.APPROVED, "OA-1", dt.datetime(2024, 3, 9, tzinfo=dt.timezone.utc))
+    path = write(tmp_path / "v.xml", make_voucher(workflow=decided))
+    report = import_paths(store, transforms, [path])
+    assert (report.created, report.queued) == (1, 0)
+    with store.transaction() as conn:
+        assert repo.load_voucher(conn, "V-1").state is WorkflowState.APPROVED
+
+
+def test_cli_import_summary_issues_and_exit_code(tmp_path, capsys):
+    data = tmp_path / "data"
+    good = write(tmp_path / "in" / "good.xml", make_voucher())
+    bad = write(tmp_path / "in" / "bad.xml", make_voucher("V-9", attachments=[meta_for("A9", "gone.pdf", PDF)]))
+
+    assert main(["import", "--data-dir", str(data), "--no-queue", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "created" in out and "1" in out
+
+    assert main(["import", "--data-dir", str(data), "--no-queue", str(tmp_path / "in")]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}:" in captured.err and "[attachment-file-missing]" in captured.err
+    lines = dict(line.rsplit(None, 1) for line in captured.out.splitlines())
+    assert lines["failed files"] == "1" and lines["unchanged"] == "1"
+
+
+def test_cli_db_upgrade_reports_the_revision(tmp_path, capsys, monkeypatch):
+    from archive_oa.store.migrations import head_revision
+
+    monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path / "data")]) == 0
+    assert f"to revision {head_revision()}" in capsys.readouterr().out
+    assert (tmp_path / "other.db").is_file()
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path / "data")]) == 0
+    assert "already at revision" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b.pdf", "a\\b.pdf", "nul\0.pdf", ""])
+def test_attachment_file_names_never_leave_the_folder(tmp_path, name):
+    from archive_oa.services.importer import _attachment_file
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b.pdf").write_bytes(PDF)
+    meta = meta_for("ATT-8", name, PDF)
+    content, issue = _attachment_file(tmp_path / "v.xml", meta, "/Voucher/attachments/attachment", 3)
+    assert content is None and issue.rule == "attachment-file-name" and issue.place.endswith("/fileName")
