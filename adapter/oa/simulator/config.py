@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 DEFAULT_USER = "archive-oa"  # same as OaSettings' defaults, so the two work out of the box
 DEFAULT_PASSWORD = "archive-oa"
@@ -47,6 +47,13 @@ class SimulatorConfig:
     callback_password: str | None = None
 
     def __post_init__(self) -> None:
+        # accept the switches as text too (command line, environment, demo options)
+        if self.reject_above is not None and not isinstance(self.reject_above, Decimal):
+            try:
+                object.__setattr__(self, "reject_above", Decimal(str(self.reject_above)))
+            except InvalidOperation:
+                raise ValueError(f"reject_above = {self.reject_above!r} is not an amount") from None
+        object.__setattr__(self, "reject_accounts", tuple(str(a) for a in self.reject_accounts))
         for name in ("error_rate", "drop_rate", "ambiguous_rate", "withdraw_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
