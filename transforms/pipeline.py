@@ -25,6 +25,7 @@ from lxml import etree, isoschematron
 from ..errors import ConfigurationError, Issue, ValidationFailed
 from ..safexml import parse_bytes
 from ..settings import WorkflowSettings
+from .fast_rules import compile_precheck
 
 VOUCHER_NS = "urn:archive-oa:voucher:1"
 WORKFLOW_NS = "urn:archive-oa:oa-workflow:1"
@@ -74,10 +75,9 @@ class Transforms:
         self._workflow_xsd_bytes = resource_bytes("schemas/oa-workflow.xsd")
         self._voucher_xsd = etree.XMLSchema(parse_bytes(self._voucher_xsd_bytes, source="voucher.xsd"))
         self._workflow_xsd = etree.XMLSchema(parse_bytes(self._workflow_xsd_bytes, source="oa-workflow.xsd"))
-        rules = isoschematron.Schematron(
-            parse_bytes(resource_bytes("rules/voucher-rules.sch"), source="voucher-rules.sch"),
-            store_xslt=True,
-        )
+        rules_doc = parse_bytes(resource_bytes("rules/voucher-rules.sch"), source="voucher-rules.sch")
+        rules = isoschematron.Schematron(rules_doc, store_xslt=True)
+        self._rules_precheck = compile_precheck(rules_doc)
         # Run the compiled rules ourselves: Schematron objects keep the last report on
         # themselves, which threads would overwrite.
         self._rules = etree.XSLT(rules.validator_xslt, access_control=etree.XSLTAccessControl.DENY_ALL)
@@ -109,8 +109,9 @@ class Transforms:
         if not self._voucher_xsd.validate(root):
             issues = self._xsd_issues("voucher", self._voucher_xsd_bytes, self._voucher_xsd, root, source)
             raise ValidationFailed(_summary(source, "is not a valid voucher document", issues), issues)
-        report = self._rules(root)
-        failed = self._failed_asserts(report)
+        if self._rules_precheck is not None and not self._rules_precheck(root):
+            return
+        failed = self._failed_asserts(self._rules(root))
         if failed:
             issues = [_rule_issue(root, node, source) for node in failed]
             raise ValidationFailed(_summary(source, "breaks voucher business rules", issues), issues)
