@@ -1,0 +1,310 @@
+"""The gateway's WSGI application: ``/soap/archive`` (SOAP 1.1 + ``?wsdl``) and ``/healthz``.
+
+spyne does the SOAP work; this layer makes sure that whatever arrives — too large,
+not XML, a DTD, the wrong encoding, not an envelope, no Body, an unknown operation —
+is answered with a SOAP fault carrying a stable code, never an HTML error page.  It
+also serves the WSDL with ``soap:address`` set to the configured public URL rather than
+whatever host name the first caller used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import threading
+import uuid
+from typing import Callable, Iterable
+
+from .. import compat  # noqa: F401  (before any spyne import)
+
+from lxml import etree  # noqa: E402
+from spyne import Application  # noqa: E402
+from spyne.interface.wsdl import Wsdl11  # noqa: E402
+from spyne.protocol.soap import Soap11  # noqa: E402
+from spyne.server.wsgi import WsgiApplication  # noqa: E402
+
+from .. import safexml  # noqa: E402
+from ..errors import Issue, RequestTooLarge, ValidationFailed  # noqa: E402
+from ..settings import Settings  # noqa: E402
+from .auth import OPERATION_ACCESS, PasswordAuthenticator  # noqa: E402
+from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
+from .faults import SOAP11_ENV, GatewayFault, fault_envelope, fault_from_error, fault_from_spyne  # noqa: E402
+from .service import GatewayService  # noqa: E402
+from .types import NAMESPACE  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SOAP_PATH = "/soap/archive"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+_CORRELATION_HEADER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_XML_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+
+
+class _GatewaySoap11(Soap11):
+    """SOAP 1.1 whose schema validation reports every failing place, not only the last."""
+
+    def validate_body(self, ctx, message):
+        schema = self.validation_schema
+        if schema is None or ctx.in_body_doc is None or schema.validate(ctx.in_body_doc):
+            return
+        issues = [
+            Issue(place=e.path or "/", rule="schema", message=e.message, line=e.line or None, source="request")
+            for e in schema.error_log
+        ]
+        correlation_id = _correlation_of(ctx)
+        raise GatewayFault("Validation", f"the request does not match the WSDL: {issues[-1].message}",
+                           correlation_id, issues)
+
+
+def build_application(services: GatewayServices | None, *, response_encoding: str = "utf-8") -> Application:
+    out_protocol = Soap11(encoding=response_encoding)
+    out_protocol.mime_type = f"text/xml; charset={response_encoding.lower()}"
+    app = Application(
+        [GatewayService],
+        tns=NAMESPACE,
+        name="ArchiveGateway",
+        in_protocol=_GatewaySoap11(validator="lxml"),
+        out_protocol=out_protocol,
+    )
+    app.gateway_services = services  # read by GatewayService.call_wrapper
+    app.event_manager.add_listener("method_exception_object", _normalise_fault)
+    return app
+
+
+def _correlation_of(ctx) -> str:
+    environ = getattr(ctx.transport, "req_env", None) or {}
+    return environ.get(CORRELATION_KEY) or uuid.uuid4().hex
+
+
+def _normalise_fault(ctx) -> None:
+    """spyne's own faults (schema, syntax, unknown method) get our detail and codes."""
+    if ctx.out_error is not None and not isinstance(ctx.out_error, GatewayFault):
+        fault = fault_from_spyne(ctx.out_error, _correlation_of(ctx))
+        ctx.out_error = fault
+        if ctx.in_error is not None:
+            ctx.in_error = fault
+
+
+def generate_wsdl(public_url: str) -> bytes:
+    """The gateway's WSDL with ``soap:address`` = ``<public_url>/soap/archive``."""
+    app = build_application(None)
+    WsgiApplication(app)  # sets app.transport, which the WSDL's binding names
+    wsdl = Wsdl11(app.interface)
+    wsdl.build_interface_document(public_url.rstrip("/") + SOAP_PATH)
+    return _stable_document(wsdl.get_interface_document())
+
+
+def _stable_document(document: bytes) -> bytes:
+    """spyne emits schema declarations in hash order; sorted by kind and name they are
+    the same on every run (their order has no meaning in XSD), so the checked-in WSDL
+    can be compared byte for byte.  Pretty-printed UTF-8 keeps 中文 readable."""
+    root = safexml.parse_bytes(document, source="generated WSDL").getroot()
+    for schema in root.iter("{http://www.w3.org/2001/XMLSchema}schema"):
+        declarations = sorted(schema, key=lambda e: (etree.QName(e).localname, e.get("name") or ""))
+        for child in declarations:
+            schema.remove(child)
+        imports = [e for e in declarations if etree.QName(e).localname == "import"]
+        for child in imports + [e for e in declarations if e not in imports]:
+            schema.append(child)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def build_gateway_services(settings: Settings, store, *, transforms=None, sync=None) -> GatewayServices:
+    """The default wiring: archive service, password authenticator, optional sync service."""
+    from ..services.archive import ArchiveService
+    from ..services.users import UserService
+
+    return GatewayServices(
+        store=store,
+        archive=ArchiveService(store, transforms),
+        authenticator=PasswordAuthenticator(UserService(store)),
+        sync=sync,
+    )
+
+
+class GatewayApp:
+    """The WSGI callable; see ``make_gateway_app``."""
+
+    def __init__(self, settings: Settings, services: GatewayServices) -> None:
+        self.services = services
+        self.max_body_bytes = settings.gateway.max_body_bytes
+        self._public_url = settings.public_url
+        self._public_url_configured = bool(settings.gateway.public_url)
+        self._encoding = settings.gateway.response_encoding
+        self._soap = WsgiApplication(
+            build_application(services, response_encoding=self._encoding),
+            max_content_length=self.max_body_bytes,
+        )
+        self._wsdl_lock = threading.Lock()
+        self._wsdl: bytes | None = None
+
+    @property
+    def public_url(self) -> str:
+        return self._public_url
+
+    def adopt_listening_url(self, url: str) -> None:
+        """Called by the server once bound: without a configured public URL, the WSDL
+        names the address actually listened on (port 0 picks a free port)."""
+        if not self._public_url_configured:
+            with self._wsdl_lock:
+                self._public_url, self._wsdl = url.rstrip("/"), None
+
+    def wsdl(self) -> bytes:
+        with self._wsdl_lock:
+            if self._wsdl is None:
+                self._wsdl = generate_wsdl(self._public_url)
+            return self._wsdl
+
+    # --- WSGI ----------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        header = environ.get("HTTP_X_CORRELATION_ID", "")
+        correlation_id = header if _CORRELATION_HEADER.match(header) else uuid.uuid4().hex
+        environ[CORRELATION_KEY] = correlation_id
+
+        def respond(status, headers, exc_info=None):
+            return start_response(status, list(headers) + [("X-Correlation-Id", correlation_id)], exc_info)
+
+        path = environ.get("PATH_INFO") or "/"
+        try:
+            if path == "/healthz":
+                return self._healthz(respond)
+            if path.rstrip("/") == SOAP_PATH:
+                return self._soap_endpoint(environ, respond, correlation_id)
+            return _plain(respond, "404 Not Found", f"nothing at {path}; the SOAP endpoint is {SOAP_PATH}\n")
+        except Exception as exc:  # the last line of defence: still a SOAP fault, no traceback
+            return self._fault(respond, fault_from_error(exc, correlation_id))
+
+    def _healthz(self, respond) -> list[bytes]:
+        try:
+            reachable = bool(self.services.store.ping())
+        except Exception:  # noqa: BLE001 - a broken store is exactly what healthz reports
+            log.exception("health check: store.ping failed")
+            reachable = False
+        body = json.dumps(
+            {"status": "ok" if reachable else "unavailable", "database": reachable, "version": self.services.version}
+        ).encode()
+        status = "200 OK" if reachable else "503 Service Unavailable"
+        respond(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _soap_endpoint(self, environ, respond, correlation_id):
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
+            body = self.wsdl()
+            respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
+            return [b""] if method == "HEAD" else [body]
+        if method != "POST":
+            fault = GatewayFault(
+                "Validation", f"{method} is not allowed here: POST a SOAP 1.1 envelope, or GET {SOAP_PATH}?wsdl",
+                correlation_id,
+            )
+            return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
+        body, content_type = self._checked_body(environ)
+        environ = dict(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_TYPE"] = content_type
+        return self._soap(environ, respond)
+
+    def _checked_body(self, environ) -> tuple[bytes, str]:
+        """The request body, read within the limit and checked to be one SOAP 1.1
+        operation call; returned as bytes spyne parses without a charset header."""
+        body = _read_limited(environ, self.max_body_bytes)
+        media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
+        if media_type == "application/soap+xml":
+            raise ValidationFailed("SOAP 1.2 is not supported: send SOAP 1.1 with Content-Type text/xml")
+        if charset and charset not in ("utf-8", "utf8") and not _XML_DECLARED_ENCODING.match(body):
+            body = _transcode(body, charset)
+        envelope = safexml.parse_bytes(body, source="request").getroot()
+        if envelope.tag == f"{{{SOAP12_ENV}}}Envelope":
+            raise ValidationFailed(f"SOAP 1.2 envelope received: send a SOAP 1.1 envelope ({SOAP11_ENV})")
+        if envelope.tag != f"{{{SOAP11_ENV}}}Envelope":
+            raise ValidationFailed(
+                f"the request is {envelope.tag}, not a SOAP 1.1 Envelope: wrap the operation element in "
+                f"soap:Envelope/soap:Body (soap = {SOAP11_ENV})"
+            )
+        bodies = envelope.findall(f"{{{SOAP11_ENV}}}Body")
+        if len(bodies) != 1:
+            raise ValidationFailed("the Envelope must contain exactly one soap:Body with the operation element")
+        calls = [child for child in bodies[0] if isinstance(child.tag, str)]
+        if len(calls) != 1:
+            raise ValidationFailed(f"soap:Body must contain exactly one operation element, found {len(calls)}")
+        operation = calls[0].tag
+        known = {f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS}
+        if operation not in known:
+            raise ValidationFailed(
+                f"unknown operation {operation}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
+                f"in namespace {NAMESPACE}"
+            )
+        return body, "text/xml"
+
+    def _fault(self, respond, fault: GatewayFault, status: str | None = None, headers=()) -> list[bytes]:
+        body = fault_envelope(fault, self._encoding)
+        respond(
+            status or fault.http_status,
+            [
+                ("Content-Type", f"text/xml; charset={self._encoding.lower()}"),
+                ("Content-Length", str(len(body))),
+                *headers,
+            ],
+        )
+        return [body]
+
+
+def make_gateway_app(settings: Settings, services: GatewayServices) -> GatewayApp:
+    """The gateway as a WSGI callable (``/soap/archive``, ``?wsdl``, ``/healthz``)."""
+    return GatewayApp(settings, services)
+
+
+def _read_limited(environ, limit: int) -> bytes:
+    length_text = (environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ["wsgi.input"]
+    too_large = RequestTooLarge(f"the request body exceeds the limit of {limit} bytes: send smaller attachments")
+    if length_text:
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise ValidationFailed(f"Content-Length {length_text!r} is not a number") from None
+        if length > limit:
+            raise too_large
+        body = stream.read(length)
+    else:
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise too_large
+    return body
+
+
+def _content_type(header: str | None) -> tuple[str, str | None]:
+    if not header:
+        return "text/xml", None
+    media_type, *params = [part.strip() for part in header.split(";")]
+    charset = None
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip("\"'").lower() or None
+    return media_type.lower(), charset
+
+
+def _transcode(body: bytes, charset: str) -> bytes:
+    """A body in the charset of its Content-Type (and no XML declaration saying
+    otherwise), e.g. GBK from a legacy client, re-encoded as UTF-8 for the parser."""
+    try:
+        return body.decode(charset).encode("utf-8")
+    except LookupError:
+        raise ValidationFailed(f"unknown charset {charset!r} in Content-Type: use utf-8 or gbk") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed(
+            f"the body is not valid {charset} (byte {exc.start}): send the encoding named in Content-Type"
+        ) from None
+
+
+def _plain(respond, status: str, text: str) -> list[bytes]:
+    body = text.encode("utf-8")
+    respond(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,44 @@
+"""What the gateway's operations run against: the services, and per call the caller."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import __version__
+from ..services.users import Principal
+from .auth import Authenticator
+
+#: WSGI environ key of the request's correlation id (set by the WSGI layer).
+CORRELATION_KEY = "archive_oa.correlation_id"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class GatewayServices:
+    """Everything the operations call; built once by ``build_gateway_services``."""
+
+    store: Any  # archive_oa.store.engine.Store: ping() for /healthz
+    archive: Any  # archive_oa.services.archive.ArchiveService
+    authenticator: Authenticator
+    sync: Any | None = None  # archive_oa.services.sync.SyncService; None: sync operations unavailable
+    clock: Callable[[], dt.datetime] = field(default=utc_now)
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class GatewayCall:
+    """One authenticated call: put on spyne's ``ctx.udc`` by the service's call wrapper."""
+
+    operation: str
+    principal: Principal
+    services: GatewayServices
+    correlation_id: str
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        return self.principal.org_scope

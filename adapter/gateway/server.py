@@ -1,0 +1,93 @@
+"""Serving the gateway with waitress.
+
+waitress is a production WSGI server in pure Python: no C extension to build on the
+customer's Windows or Linux box, runs on 3.11–3.13, a thread pool for the blocking
+SQLAlchemy work, and it buffers each request fully (to a temp file above a threshold)
+before the application sees it, so slow clients do not tie up worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from .app import SOAP_PATH
+
+log = logging.getLogger(__name__)
+
+#: waitress's own limit sits above the gateway's, so an oversized body gets the
+#: gateway's SOAP fault (413) rather than waitress's plain-text one.
+_WAITRESS_BODY_SLACK = 1024 * 1024
+
+
+@dataclass
+class GatewayHandle:
+    """A gateway running in a background thread (tests, the demo)."""
+
+    host: str
+    port: int
+    _server: object
+    _thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + SOAP_PATH
+
+    @property
+    def wsdl_url(self) -> str:
+        return self.url + "?wsdl"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        server = self._server
+        server.task_dispatcher.shutdown()
+        # Close every socket from inside the event loop's own thread; the loop ends
+        # when its socket map is empty.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        self._thread.join(timeout)
+
+
+def _create(app, host: str, port: int, threads: int):
+    body_limit = getattr(app, "max_body_bytes", 20 * 1024 * 1024) + _WAITRESS_BODY_SLACK
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        max_request_body_size=body_limit,
+        ident="archive-oa",
+        clear_untrusted_proxy_headers=True,
+    )
+    listening = f"http://{host}:{server.effective_port}"
+    if hasattr(app, "adopt_listening_url"):
+        app.adopt_listening_url(listening)
+    return server
+
+
+def start_gateway(app, host: str = "127.0.0.1", port: int = 0, *, threads: int = 8) -> GatewayHandle:
+    """Serve ``app`` on ``host:port`` (0 = a free port) in a daemon thread."""
+    server = _create(app, host, port, threads)
+    thread = threading.Thread(target=server.run, name=f"gateway-{server.effective_port}", daemon=True)
+    thread.start()
+    return GatewayHandle(host, int(server.effective_port), server, thread)
+
+
+def serve_forever(app, host: str, port: int, *, threads: int = 8, on_ready=None) -> None:
+    """Serve in the calling thread until interrupted (``archive-oa serve``)."""
+    server = _create(app, host, port, threads)
+    handle_url = f"http://{host}:{server.effective_port}{SOAP_PATH}"
+    log.info("gateway listening on %s (WSDL %s?wsdl)", handle_url, handle_url)
+    if on_ready is not None:
+        on_ready(handle_url)
+    try:
+        server.run()
+    finally:
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(server._map)

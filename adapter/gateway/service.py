@@ -1,0 +1,195 @@
+"""The gateway's SOAP operations (PRODUCT.md §4).
+
+Each ``@rpc`` method only translates: wire arguments → a domain command, one service
+call, the result → wire types.  Authentication, the role check, the organisation
+scope of the caller and the mapping of errors to faults happen once, in
+``GatewayService.call_wrapper``.  Argument names are the wire names (camelCase).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from .. import compat  # noqa: F401  (before any spyne import)
+
+from spyne import Array, Boolean, ByteArray, DateTime, Integer, Long, Service, Unicode, rpc  # noqa: E402
+
+from ..domain.model import VoucherQuery, WorkflowOutcome, WorkflowState  # noqa: E402
+from ..errors import Unavailable  # noqa: E402
+from ..services.archive import ArchiveDocumentCommand  # noqa: E402
+from . import mapping  # noqa: E402
+from . import types as wire  # noqa: E402
+from .auth import authenticate_call, authorize  # noqa: E402
+from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
+from .faults import fault_from_error  # noqa: E402
+
+Opt = Unicode(min_occurs=0)
+Req = wire.Required
+IdList = Array(Unicode, member_name="id")
+
+
+class GatewayService(Service):
+    """Archive gateway for OA platforms / 会计电子档案对接 OA 平台的网关服务."""
+
+    __service_name__ = "ArchiveGateway"
+
+    @classmethod
+    def call_wrapper(cls, ctx, args=None):
+        environ = getattr(ctx.transport, "req_env", None) or {}
+        correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
+        try:
+            services = ctx.app.gateway_services
+            operation = ctx.descriptor.name
+            principal = authenticate_call(operation, services.authenticator, environ, ctx.in_header_doc)
+            authorize(operation, principal, _Arguments(ctx.in_object))
+            ctx.udc = GatewayCall(operation, principal, services, correlation_id)
+            return super().call_wrapper(ctx, args)
+        except Exception as exc:  # every error leaves as a fault with a stable code
+            raise fault_from_error(exc, correlation_id) from None
+
+    @rpc(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
+    def Ping(ctx):  # noqa: N802,N805
+        """Liveness check, no credentials needed / 连通性检查，无需认证."""
+        return ctx.udc.services.version, ctx.udc.services.clock()
+
+    @rpc(
+        Opt, wire.Period, wire.Period, Opt, Integer, Integer, wire.WorkflowStateType, Opt,
+        wire.Amount, wire.Amount, Integer(min_occurs=1, nillable=False), Integer(min_occurs=1, nillable=False),
+        _returns=(Long, Integer, Integer, Array(wire.VoucherSummary, member_name="voucher")),
+        _out_variable_names=("total", "page", "pageSize", "items"),
+    )
+    def QueryVouchers(ctx, orgCode, periodFrom, periodTo, voucherWord, voucherNoFrom, voucherNoTo,  # noqa: N802,N803,N805
+                      state, keyword, amountMin, amountMax, page, pageSize):
+        """Query vouchers in your organisation scope, page by page (pageSize 1-500)
+        / 按条件分页查询凭证（仅限授权组织，每页 1-500 条）."""
+        q = VoucherQuery(
+            org_code=orgCode, period_from=periodFrom, period_to=periodTo, voucher_word=voucherWord,
+            voucher_no_from=voucherNoFrom, voucher_no_to=voucherNoTo,
+            state=WorkflowState(state) if state else None, keyword=keyword,
+            amount_min=amountMin, amount_max=amountMax, page=page, page_size=pageSize,
+            org_codes=ctx.udc.scope,
+        )
+        result = ctx.udc.services.archive.query_vouchers(q)
+        return result.total, result.page, result.page_size, [mapping.summary_to_wire(s) for s in result.items]
+
+    @rpc(Req, _returns=wire.Voucher, _out_variable_name="voucher")
+    def GetVoucher(ctx, voucherId):  # noqa: N802,N803,N805
+        """A voucher with entries, attachment metadata, archive and workflow parts
+        / 获取凭证：分录、附件信息、归档与审批信息."""
+        return mapping.voucher_to_wire(ctx.udc.services.archive.get_voucher(voucherId, ctx.udc.scope))
+
+    @rpc(Req, _returns=Unicode, _out_variable_name="document")
+    def GetVoucherDocument(ctx, voucherId):  # noqa: N802,N803,N805
+        """The canonical voucher XML (voucher.xsd, urn:archive-oa:voucher:1) as a string
+        / 以字符串返回标准凭证 XML（符合 voucher.xsd）."""
+        return ctx.udc.services.archive.get_voucher_document(voucherId, ctx.udc.scope)
+
+    @rpc(
+        Req,
+        _returns=(Unicode, Unicode, Unicode, Long, Unicode, ByteArray),
+        _out_variable_names=("attachmentId", "fileName", "mimeType", "size", "sha256", "content"),
+    )
+    def GetAttachment(ctx, attachmentId):  # noqa: N802,N803,N805
+        """An attachment's bytes (base64Binary), checked against its sha256
+        / 下载附件内容（base64Binary，已校验 sha256）."""
+        found = ctx.udc.services.archive.get_attachment(attachmentId, ctx.udc.scope)
+        meta = found.meta
+        return meta.attachment_id, meta.file_name, meta.mime_type, meta.size, meta.sha256, [found.content]
+
+    @rpc(
+        Req, Req, wire.required(wire.DocTypeType), Req,
+        wire.required(wire.Period), Req, wire.Amount, Opt,
+        Array(wire.Field, member_name="field"), Array(wire.DocumentAttachment, member_name="attachment"),
+        _returns=(Unicode, Unicode, Boolean),
+        _out_variable_names=("archiveId", "archivalCode", "duplicate"),
+    )
+    def ArchiveDocument(ctx, sourceSystem, sourceId, docType, orgCode, period, title, amount,  # noqa: N802,N803,N805
+                        oaRequestId, fields, attachments):
+        """Archive an approved business document (报销单, 付款单, 合同, 报表) with its files;
+        a repeat of (sourceSystem, sourceId) returns the first result with duplicate=true
+        / 归档 OA 已审批单据及附件；同一来源单据重复提交返回首次结果（duplicate=true）."""
+        cmd = ArchiveDocumentCommand(
+            source_system=sourceSystem, source_id=sourceId, doc_type=docType, org_code=orgCode,
+            period=period, title=title, amount=amount, oa_request_id=oaRequestId,
+            fields=mapping.fields_from_wire(fields), attachments=mapping.files_from_wire(attachments),
+            archived_by=ctx.udc.principal.username,
+        )
+        result = ctx.udc.services.archive.archive_document(cmd, ctx.udc.scope)
+        return result.archive_id, result.archival_code, result.duplicate
+
+    @rpc(
+        Opt, Opt, wire.required(wire.DecisionState),
+        DateTime(min_occurs=1, nillable=False), Array(wire.Approval, member_name="approval"),
+        _returns=(Boolean, Unicode, wire.WorkflowStateType, Boolean),
+        _out_variable_names=("accepted", "voucherId", "voucherState", "duplicate"),
+    )
+    def SubmitWorkflowResult(ctx, oaRequestId, externalKey, state, finishedAt, approvals):  # noqa: N802,N803,N805
+        """The OA reports a decision (APPROVED / REJECTED / WITHDRAWN) with its approval
+        trail; name the request by oaRequestId or externalKey; repeats change nothing
+        / OA 回写审批结果及审批记录；重复提交不产生变化."""
+        outcome = WorkflowOutcome(
+            state=WorkflowState(state), finished_at=finishedAt,
+            approvals=mapping.approvals_from_wire(approvals),
+            oa_request_id=oaRequestId, external_key=externalKey,
+        )
+        result = ctx.udc.services.archive.submit_workflow_result(outcome, ctx.udc.scope)
+        state_out = result.voucher_state.value if result.voucher_state else None
+        return result.accepted, result.voucher_id, state_out, result.duplicate
+
+    @rpc(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
+    def TriggerSync(ctx, orgCode, periodFrom, periodTo, voucherIds):  # noqa: N802,N803,N805
+        """Queue vouchers for delivery to the OA now (manual sync)
+        / 手动触发同步：将凭证加入待推送队列."""
+        result = _sync(ctx).trigger(
+            org_code=orgCode, period_from=periodFrom, period_to=periodTo,
+            voucher_ids=list(voucherIds) if voucherIds else None, org_codes=ctx.udc.scope,
+        )
+        return result.job_id, result.queued
+
+    @rpc(
+        Opt,
+        _returns=(Unicode, Unicode, Integer, Integer, Integer, Integer, DateTime, DateTime),
+        _out_variable_names=("jobId", "state", "queued", "delivered", "failed", "dead", "startedAt", "finishedAt"),
+    )
+    def GetSyncStatus(ctx, jobId):  # noqa: N802,N803,N805
+        """Progress of a sync job (the latest when jobId is empty)
+        / 查询同步任务进度（不填 jobId 则为最近一次）."""
+        s = _sync(ctx).status(jobId or None)
+        state = getattr(s.state, "value", s.state)
+        return s.job_id, state, s.queued, s.delivered, s.failed, s.dead, s.started_at, s.finished_at
+
+    @rpc(
+        Req, wire.required(wire.Period),
+        _returns=(Unicode, Unicode, Integer, Integer, Integer, IdList, IdList,
+                  Array(wire.StateMismatch, member_name="mismatch")),
+        _out_variable_names=("orgCode", "period", "missingCount", "orphanedCount", "mismatchCount",
+                             "missingInOa", "orphanedInOa", "stateMismatches"),
+    )
+    def ReconcilePeriod(ctx, orgCode, period):  # noqa: N802,N803,N805
+        """Compare archive and OA for one organisation and period
+        / 对账：比较档案系统与 OA 中某组织某期间的凭证."""
+        r = _sync(ctx).reconcile(orgCode, period)
+        mismatches = [
+            wire.StateMismatch(voucherId=m.voucher_id, archiveState=getattr(m.archive_state, "value", m.archive_state),
+                               oaState=getattr(m.oa_state, "value", m.oa_state), oaRequestId=m.oa_request_id)
+            for m in r.state_mismatches
+        ]
+        return (orgCode, period, len(r.missing_in_oa), len(r.orphaned_in_oa), len(mismatches),
+                list(r.missing_in_oa), list(r.orphaned_in_oa), mismatches)
+
+
+def _sync(ctx):
+    sync = ctx.udc.services.sync
+    if sync is None:
+        raise Unavailable("the sync engine is not running in this gateway; use archive-oa serve")
+    return sync
+
+
+class _Arguments:
+    """Read access to the request's arguments by wire name (for the access check)."""
+
+    def __init__(self, in_object) -> None:
+        self._in = in_object
+
+    def get(self, name, default=None):
+        return getattr(self._in, name, default) if self._in is not None else default
