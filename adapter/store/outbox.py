@@ -318,6 +318,13 @@ def retrying(conn: sa.Connection, *, job_id: str | None = None) -> int:
     return conn.execute(query).scalar_one()
 
 
+def last_change(conn: sa.Connection, *, job_id: str) -> dt.datetime | None:
+    """When a delivery of the job last changed (its finish time once none is open)."""
+    return conn.execute(
+        sa.select(sa.func.max(deliveries.c.updated_at)).where(deliveries.c.job_id == job_id)
+    ).scalar_one()
+
+
 def next_due(conn: sa.Connection) -> dt.datetime | None:
     """When the earliest open delivery becomes claimable (None: nothing open)."""
     waiting = conn.execute(

@@ -1,0 +1,260 @@
+"""Sync use cases: trigger a sync job, report its status, reconcile archive vs OA.
+
+Called by the gateway (TriggerSync, GetSyncStatus, ReconcilePeriod), the CLI and the
+scheduler.  ``org_codes`` is the caller's organisation scope (None = all).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ..domain.delivery import DeliveryState, idempotency_key
+from ..domain.model import VoucherQuery, WorkflowState
+from ..domain.ports import OaWorkflowPort
+from ..errors import AccessDenied, ConfigurationError, Issue, NotFound, ValidationFailed
+from ..store import jobs, outbox
+from ..sync.repo import ArchiveRepo, default_repo
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    job_id: str
+    queued: int  # deliveries enqueued by this job
+    selected: int = 0  # vouchers that matched (already queued ones are not queued again)
+
+
+@dataclass(frozen=True)
+class SyncJobStatus:
+    job_id: str
+    state: str  # RUNNING: deliveries still open; FINISHED: all delivered or dead
+    queued: int
+    delivered: int
+    failed: int  # open deliveries that failed at least once (retrying)
+    dead: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    voucher_id: str
+    archive_state: WorkflowState
+    oa_state: WorkflowState
+    oa_request_id: str
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    org_code: str
+    period: str
+    checked: int = 0  # archive vouchers compared
+    missing_in_oa: list[str] = field(default_factory=list)  # voucher ids the OA has no request for
+    orphaned_in_oa: list[str] = field(default_factory=list)  # OA request ids the archive does not map
+    state_mismatches: list[StateMismatch] = field(default_factory=list)
+    notes: tuple[str, ...] = ()  # what the comparison could not cover
+
+
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+#: How much of the OA's completed queue reconciliation reads (read only, never acknowledged).
+RECONCILE_SCAN_LIMIT = 5000
+
+
+class SyncService:
+    def __init__(
+        self,
+        store,
+        oa: OaWorkflowPort | None = None,
+        *,
+        repo: ArchiveRepo | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.oa = oa
+        self.repo = repo or default_repo()
+        self.clock = clock
+
+    # --- trigger -------------------------------------------------------------------
+
+    def trigger(
+        self,
+        *,
+        org_code: str | None = None,
+        period_from: str | None = None,
+        period_to: str | None = None,
+        voucher_ids: Sequence[str] | None = None,
+        org_codes: frozenset[str] | None = None,
+        kind: str = "api",
+    ) -> TriggerResult:
+        """Queue every matching voucher not yet sent (state NONE) under a new job."""
+        _check_periods(period_from, period_to)
+        orgs = _orgs_in_scope(org_code, org_codes)
+        ids = list(dict.fromkeys(voucher_ids)) if voucher_ids else None
+        now = self.clock()
+        with self.store.transaction(immediate=True) as conn:
+            job_id = jobs.create_job(
+                conn, kind=kind, now=now, org_code=org_code, period_from=period_from, period_to=period_to
+            )
+            selected: list[tuple[str, int, str]] = []
+            for org in orgs:
+                selected += self.repo.select_for_sync(
+                    conn, org_code=org, period_from=period_from, period_to=period_to, voucher_ids=ids
+                )
+            queued = 0
+            for voucher_id, version, content_hash in selected:
+                key = idempotency_key(voucher_id, content_hash)
+                if outbox.enqueue(conn, voucher_id=voucher_id, version=version, idempotency_key=key,
+                                  now=now, job_id=job_id):
+                    self.repo.set_workflow(conn, voucher_id, state=WorkflowState.QUEUED)
+                    queued += 1
+            jobs.set_job_counts(conn, job_id, voucher_count=len(selected), queued=queued)
+            if queued == 0:
+                jobs.finish_job(conn, job_id, finished_at=now)
+        return TriggerResult(job_id, queued, len(selected))
+
+    # --- status --------------------------------------------------------------------
+
+    def status(self, job_id: str | None = None) -> SyncJobStatus:
+        with self.store.transaction() as conn:
+            job = jobs.get_job(conn, job_id)
+            if job is None:
+                raise NotFound(f"sync job {job_id} does not exist" if job_id else "no sync job has run yet")
+            per_state = outbox.counts(conn, job_id=job.id)
+            retrying = outbox.retrying(conn, job_id=job.id)
+            last_change = outbox.last_change(conn, job_id=job.id)
+        open_count = sum(per_state[s] for s in (DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.IN_FLIGHT))
+        state, finished_at = "RUNNING", None
+        if open_count == 0:
+            state, finished_at = "FINISHED", job.finished_at or last_change or job.started_at
+            if job.state != "FINISHED":
+                with self.store.transaction(immediate=True) as conn:
+                    jobs.finish_job(conn, job.id, finished_at=finished_at)
+        return SyncJobStatus(
+            job_id=job.id,
+            state=state,
+            queued=job.queued,
+            delivered=per_state[DeliveryState.DELIVERED],
+            failed=retrying,
+            dead=per_state[DeliveryState.DEAD],
+            started_at=job.started_at,
+            finished_at=finished_at,
+        )
+
+    # --- reconcile -----------------------------------------------------------------
+
+    def reconcile(self, org_code: str, period: str, *, org_codes: frozenset[str] | None = None) -> ReconcileReport:
+        """Compare the archive's vouchers of ``org_code``/``period`` with the OA.
+
+        - missing in OA: a voucher the adapter queued or delivered whose current key
+          ``FindWorkflowRequests`` does not know;
+        - orphaned in OA: OA requests carrying a key of one of these vouchers (any version)
+          that the archive does not map, and completed requests still in the OA's queue whose
+          key names one of these vouchers but is unknown;
+        - state mismatches: the mapped request's status (``GetWorkflowRequest``) differs
+          from the voucher's workflow state.
+        The OA interface cannot list requests by organisation or period, so a request
+        created outside the adapter with a key unlike ours is not found.
+        """
+        if self.oa is None:
+            raise ConfigurationError("reconciliation needs the OA client; configure [oa] url")
+        if not period or not _PERIOD.match(period):
+            raise ValidationFailed("the period is invalid",
+                                   [Issue("period", "period-format", f"period {period!r} is not YYYY-MM, e.g. 2024-03")])
+        if not org_code:
+            raise ValidationFailed("orgCode is required", [Issue("orgCode", "required", "give the organisation code")])
+        _orgs_in_scope(org_code, org_codes)
+        with self.store.transaction() as conn:
+            summaries = _all_summaries(self.repo, conn, org_code, period)
+            by_voucher: dict[str, list[outbox.Delivery]] = {}
+            for delivery in outbox.for_vouchers(conn, [s.voucher_id for s in summaries]):
+                by_voucher.setdefault(delivery.voucher_id, []).append(delivery)
+            known = _known_requests(conn, by_voucher)
+
+        report = ReconcileReport(org_code=org_code, period=period, checked=len(summaries),
+                                 notes=(
+                                     "the OA cannot list requests by organisation or period: orphans are found "
+                                     "by the keys of this period's vouchers and in the OA's unacknowledged "
+                                     "completed queue only",
+                                 ))
+        orphans: set[str] = set()
+        for summary in summaries:
+            history = by_voucher.get(summary.voucher_id, [])
+            if not history:
+                if summary.state not in (WorkflowState.NONE,):
+                    report.missing_in_oa.append(summary.voucher_id)  # state says sent, no delivery exists
+                continue
+            current = max(history, key=lambda d: (d.version, d.id))
+            for delivery in history:
+                found = [str(i) for i in self.oa.find_requests(delivery.idempotency_key)]
+                if delivery is current and not found:
+                    report.missing_in_oa.append(summary.voucher_id)
+                orphans.update(i for i in found if i not in known)
+            request_id = current.oa_request_id
+            if request_id and summary.state is not WorkflowState.NONE:
+                oa_state = self.oa.get_request(int(request_id)).status
+                if oa_state is not summary.state:
+                    report.state_mismatches.append(StateMismatch(summary.voucher_id, summary.state, oa_state, request_id))
+        orphans.update(self._orphans_in_queue({s.voucher_id for s in summaries}, known, by_voucher))
+        report.orphaned_in_oa.extend(sorted(orphans, key=lambda i: (len(i), i)))
+        return report
+
+    def _orphans_in_queue(self, voucher_ids: set[str], known: set[str], by_voucher) -> set[str]:
+        keys = {d.idempotency_key for history in by_voucher.values() for d in history}
+        orphans: set[str] = set()
+        cursor, seen = 0, 0
+        while seen < RECONCILE_SCAN_LIMIT:
+            batch = self.oa.fetch_completed(cursor, 500)
+            for item in batch.items:
+                key = item.external_key or ""
+                named = key.rpartition(":")[0] in voucher_ids
+                if named and str(item.request_id) not in known and key not in keys:
+                    orphans.add(str(item.request_id))
+            seen += len(batch.items)
+            if not batch.items or batch.next_cursor == cursor:
+                break
+            cursor = batch.next_cursor
+        return orphans
+
+
+def _known_requests(conn, by_voucher) -> set[str]:
+    return {d.oa_request_id for history in by_voucher.values() for d in history if d.oa_request_id}
+
+
+def _all_summaries(repo, conn, org_code: str, period: str) -> list:
+    items, page = [], 1
+    while True:
+        result = repo.query_vouchers(conn, VoucherQuery(org_code=org_code, period_from=period, period_to=period,
+                                             page=page, page_size=500))
+        items.extend(result.items)
+        if page * result.page_size >= result.total or not result.items:
+            return items
+        page += 1
+
+
+def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> list[str | None]:
+    """The organisations to select from: one, every one in scope, or all (None)."""
+    if org_codes is None:
+        return [org_code]
+    if org_code is not None:
+        if org_code not in org_codes:
+            raise AccessDenied(f"organisation {org_code} is outside your scope ({', '.join(sorted(org_codes))})")
+        return [org_code]
+    return sorted(org_codes)
+
+
+def _check_periods(period_from: str | None, period_to: str | None) -> None:
+    issues = [
+        Issue(name, "period-format", f"{name} {value!r} is not a period; write YYYY-MM, e.g. 2024-03")
+        for name, value in (("periodFrom", period_from), ("periodTo", period_to))
+        if value is not None and not _PERIOD.match(value)
+    ]
+    if not issues and period_from and period_to and period_from > period_to:
+        issues.append(Issue("periodTo", "period-order", f"periodTo {period_to} is before periodFrom {period_from}"))
+    if issues:
+        raise ValidationFailed("the sync period is invalid", issues)

@@ -1,0 +1,262 @@
+"""Delivery: outbox → OA workflow requests, exactly once in effect.
+
+One attempt is three short steps with no database transaction open during the
+network call: claim (commit) → ask / render / send → settle (commit).  A claim that
+may have reached the OA before (UNCERTAIN, or an expired lease) first asks the OA
+for its idempotency key and adopts a request it finds instead of sending again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from typing import Callable
+
+from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
+from ..domain.model import WorkflowState
+from ..domain.ports import OaWorkflowPort
+from ..errors import (
+    IntegrityError,
+    NotFound,
+    OaAmbiguous,
+    OaAuthenticationFailed,
+    OaRejected,
+    OaServerFault,
+    OaUnreachable,
+    ValidationFailed,
+)
+from ..settings import SyncSettings
+from ..store import outbox
+from ..store.outbox import Claim
+from .render import render_workflow
+from .repo import ArchiveRepo, default_repo
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def default_owner(prefix: str = "worker") -> str:
+    """A lease owner name unique per process and instance: host, pid, random suffix."""
+    return f"{prefix}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class DeliveryCounts:
+    claimed: int = 0
+    delivered: int = 0  # a new OA request was created
+    adopted: int = 0  # the OA already held the key's request: adopted, nothing sent
+    retrying: int = 0  # failed, due again later
+    dead: int = 0  # permanent failure or out of attempts
+    lost: int = 0  # our lease expired meanwhile: the new holder settles it
+    released: int = 0  # given back unsent at shutdown
+    anomalies: int = 0  # more than one OA request for one key (should never happen)
+    errors: int = 0  # unexpected errors while settling (left to lease expiry)
+
+    def __iadd__(self, other: "DeliveryCounts") -> "DeliveryCounts":
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+
+def classify(exc: BaseException, phase: str) -> FailureKind:
+    """How an attempt's failure affects the next one.
+
+    ``phase`` is where it failed: ``find`` (asking the OA), ``render`` or ``send``.
+    """
+    if phase == "find":
+        return FailureKind.AMBIGUOUS  # the earlier doubt is not resolved yet
+    if isinstance(exc, OaAuthenticationFailed):
+        return FailureKind.TRANSIENT  # our credentials, not this delivery: fix config, it retries
+    if isinstance(exc, (OaRejected, ValidationFailed, NotFound, IntegrityError)):
+        return FailureKind.PERMANENT
+    if isinstance(exc, OaUnreachable):
+        return FailureKind.TRANSIENT
+    if isinstance(exc, (OaAmbiguous, OaServerFault)):
+        return FailureKind.AMBIGUOUS
+    # an unexpected error before sending cannot have reached the OA; during sending it may have
+    return FailureKind.TRANSIENT if phase == "render" else FailureKind.AMBIGUOUS
+
+
+class DeliveryWorker:
+    """Claims due deliveries and delivers them with a pool of ``settings.workers`` threads."""
+
+    def __init__(
+        self,
+        store,
+        oa: OaWorkflowPort,
+        transforms,
+        settings: SyncSettings,
+        *,
+        owner: str | None = None,
+        repo: ArchiveRepo | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.oa = oa
+        self.transforms = transforms
+        self.settings = settings
+        self.owner = owner or default_owner()
+        self.repo = repo or default_repo()
+        self.policy = policy or settings.retry_policy
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
+
+    # --- public --------------------------------------------------------------------
+
+    def run_once(self) -> DeliveryCounts:
+        """Claim one batch and deliver it; returns what happened."""
+        counts = DeliveryCounts()
+        if self._stopping.is_set():
+            return counts
+        claims = outbox.claim(
+            self.store, self.owner, self.settings.batch_size, self.settings.lease_seconds, self.clock()
+        )
+        counts.claimed = len(claims)
+        for result, anomaly in self._pool.map(self._deliver_safely, claims):
+            setattr(counts, result, getattr(counts, result) + 1)
+            counts.anomalies += anomaly
+        return counts
+
+    def run_until_idle(
+        self,
+        deadline: float | None = None,
+        *,
+        on_progress: Callable[[DeliveryCounts], None] | None = None,
+        wait_for_retries: bool = True,
+    ) -> DeliveryCounts:
+        """Deliver until nothing is due; ``deadline`` is a ``time.monotonic()`` instant.
+
+        With ``wait_for_retries`` it also sleeps until retries come due, as long as
+        they come due before the deadline.
+        """
+        total = DeliveryCounts()
+        while not self._stopping.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            batch = self.run_once()
+            total += batch
+            if on_progress and batch.claimed:
+                on_progress(total)
+            if batch.claimed:
+                continue
+            if not wait_for_retries:
+                break
+            with self.store.transaction() as conn:
+                due = outbox.next_due(conn)
+            if due is None:
+                break
+            wait = max((due - self.clock()).total_seconds(), 0.05)
+            if deadline is not None and time.monotonic() + wait > deadline:
+                break
+            self._stopping.wait(min(wait, 5.0))
+        return total
+
+    def stop(self) -> None:
+        """Stop claiming; deliveries already sent are settled, unsent ones are released."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def close(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=True)
+
+    # --- one delivery --------------------------------------------------------------
+
+    def _deliver_safely(self, claim: Claim) -> tuple[str, bool]:
+        """(name of the DeliveryCounts field to count, whether the key had several OA requests)."""
+        try:
+            return self._deliver(claim)
+        except Exception:  # a bug or the database went away: the lease expires, a re-claim asks first
+            log.exception("delivery %s (%s) could not be settled", claim.delivery_id, claim.idempotency_key)
+            return "errors", False
+
+    def _deliver(self, claim: Claim) -> tuple[str, bool]:
+        if self._stopping.is_set():
+            return self._release(claim), False
+        key = claim.idempotency_key
+        if claim.ask_first:
+            try:
+                found = sorted(int(i) for i in self.oa.find_requests(key))
+            except Exception as exc:
+                return self._failed(claim, exc, "find"), False
+            if found:
+                note = None
+                if len(found) > 1:  # adopt the first; the others show up in reconciliation
+                    note = f"anomaly: OA holds {len(found)} requests for key {key}: {found}; adopted {found[0]}"
+                    log.error("delivery %s: %s", claim.delivery_id, note)
+                return self._delivered(claim, found[0], adopted=True, note=note), len(found) > 1
+        try:
+            workflow_xml = render_workflow(self.store, self.transforms, self.repo, claim.voucher_id, claim.version, key)
+        except Exception as exc:
+            return self._failed(claim, exc, "render"), False
+        if self._stopping.is_set():
+            return self._release(claim), False
+        try:
+            request_id = self.oa.create_request(workflow_xml)
+        except Exception as exc:
+            return self._failed(claim, exc, "send"), False
+        return self._delivered(claim, request_id, adopted=False), False
+
+    def _delivered(self, claim: Claim, request_id: int, *, adopted: bool, note: str | None = None) -> str:
+        """Settle in one transaction: delivery DELIVERED, request mapped, voucher SUBMITTED."""
+        rid = str(request_id)
+        now = self.clock()
+        with self.store.transaction(immediate=True) as conn:
+            # first statement: takes the delivery row lock that apply_outcome also waits for
+            if not outbox.mark_delivered(conn, claim, oa_request_id=rid, now=now, note=note):
+                log.warning("delivery %s: lease lost before settling; the new holder adopts %s", claim.delivery_id, rid)
+                return "lost"
+            self.repo.map_request(
+                conn, external_key=claim.idempotency_key, voucher_id=claim.voucher_id,
+                version=claim.version, oa_request_id=rid,
+            )
+            latest = self.repo.latest_version(conn, claim.voucher_id)
+            voucher = self.repo.load_voucher(conn, claim.voucher_id) if latest and latest[0] == claim.version else None
+            # an outcome may already be in (it can overtake the settle): never move a decision back
+            if voucher is not None and not voucher.state.decided:
+                self.repo.set_workflow(conn, claim.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id=rid)
+        return "adopted" if adopted else "delivered"
+
+    def _failed(self, claim: Claim, exc: BaseException, phase: str) -> str:
+        kind = classify(exc, phase)
+        now = self.clock()
+        with self._rng_lock:
+            decision = self.policy.decide(kind, claim.attempts, now, self.rng)
+        if decision.dead:
+            state = DeliveryState.DEAD
+        elif kind is FailureKind.AMBIGUOUS:
+            state = DeliveryState.UNCERTAIN
+        else:
+            state = DeliveryState.PENDING
+        error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
+        log.info("delivery %s (%s) failed: %s", claim.delivery_id, claim.idempotency_key, error)
+        with self.store.transaction(immediate=True) as conn:
+            ok = outbox.mark_failed(conn, claim, state=state, error=error, now=now,
+                                    next_attempt_at=decision.next_attempt_at)
+        if not ok:
+            return "lost"
+        return "dead" if state is DeliveryState.DEAD else "retrying"
+
+    def _release(self, claim: Claim) -> str:
+        with self.store.transaction(immediate=True) as conn:
+            outbox.release(conn, claim, now=self.clock())
+        return "released"
