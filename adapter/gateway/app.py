@@ -255,8 +255,21 @@ class GatewayApp:
         return [body]
 
 
-def make_gateway_app(settings: Settings, services: GatewayServices) -> GatewayApp:
-    """The gateway as a WSGI callable (``/soap/archive``, ``?wsdl``, ``/healthz``)."""
+def make_gateway_app(settings, services: GatewayServices | None = None) -> GatewayApp:
+    """The gateway as a WSGI callable (``/soap/archive``, ``?wsdl``, ``/healthz``).
+
+    ``make_gateway_app(settings, services)``, or ``make_gateway_app(adapter)`` with the
+    wired ``archive_oa.app.Adapter`` (its settings, store, archive, users and sync).
+    """
+    if services is None:
+        adapter = settings
+        settings = adapter.settings
+        services = GatewayServices(
+            store=adapter.store,
+            archive=adapter.archive,
+            authenticator=PasswordAuthenticator(adapter.users),
+            sync=adapter.sync,
+        )
     return GatewayApp(settings, services)
 
 

@@ -168,7 +168,7 @@ class GatewayService(Service):
     def ReconcilePeriod(ctx, orgCode, period):  # noqa: N802,N803,N805
         """Compare archive and OA for one organisation and period
         / 对账：比较档案系统与 OA 中某组织某期间的凭证."""
-        r = _sync(ctx).reconcile(orgCode, period)
+        r = _sync(ctx).reconcile(orgCode, period, org_codes=ctx.udc.scope)
         mismatches = [
             wire.StateMismatch(voucherId=m.voucher_id, archiveState=getattr(m.archive_state, "value", m.archive_state),
                                oaState=getattr(m.oa_state, "value", m.oa_state), oaRequestId=m.oa_request_id)

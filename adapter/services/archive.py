@@ -176,14 +176,13 @@ class ArchiveService:
         """The OA's callback with a decision (the push path; the poller is the pull path)."""
         check_outcome(outcome)
         with self._store.transaction(immediate=True) as conn:
-            mapping = voucher_repo.lookup_request(
-                conn, oa_request_id=outcome.oa_request_id, external_key=outcome.external_key
-            )
-            org = voucher_repo.voucher_org(conn, mapping.voucher_id) if mapping else None
-            if mapping is None or not _in_scope(org, org_codes):
+            result = outcomes.apply_outcome(conn, outcome, via="callback", now=self._clock())
+            org = voucher_repo.voucher_org(conn, result.voucher_id) if result.voucher_id else None
+            if not _in_scope(org, org_codes):
+                # Raising rolls the transaction back: nothing of the outcome is kept.
                 key = outcome.oa_request_id or outcome.external_key
                 raise NotFound(f"no workflow request {key!r} is known: check oaRequestId / externalKey")
-            return outcomes.apply_outcome(conn, outcome, via="callback", now=self._clock())
+            return result
 
     # --- helpers -------------------------------------------------------------
 

@@ -8,19 +8,10 @@ what makes ArchiveDocument idempotent.
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    ForeignKey,
-    Integer,
-    Numeric,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-)
+from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 
 from .metadata import metadata
+from .types import Money, UtcDateTime
 
 archived_documents = Table(
     "archived_documents",
@@ -32,13 +23,13 @@ archived_documents = Table(
     Column("org_code", String(64), nullable=False, index=True),
     Column("period", String(7), nullable=False),
     Column("title", String(500), nullable=False),
-    Column("amount", Numeric(20, 2), nullable=True),
+    Column("amount", Money, nullable=True),
     Column("oa_request_id", String(64), nullable=True),
     Column("archival_code", String(128), nullable=False, unique=True),  # 档号
     Column("category", String(32), nullable=False),  # 会计凭证 / 财务会计报告 / 其他 …
     Column("retention", String(16), nullable=False),  # PERMANENT / Y30 / Y10 / Y5
     Column("archived_by", String(128), nullable=True),
-    Column("archived_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", UtcDateTime, nullable=False),
     UniqueConstraint("source_system", "source_id"),
 )
 

@@ -188,7 +188,7 @@ def _load(conn: Connection, row) -> ArchivedDocument:
         archival_code=row["archival_code"],
         category=row["category"],
         retention=row["retention"],
-        archived_at=_aware(row["archived_at"]),
+        archived_at=row["archived_at"],
         archived_by=row["archived_by"],
         fields=tuple(DocumentField(name, value) for name, value in fields),
         files=tuple(
@@ -197,7 +197,3 @@ def _load(conn: Connection, row) -> ArchivedDocument:
         ),
     )
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

@@ -14,6 +14,10 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# Frozen copies of archive_oa.store.types: Money is integer cents on SQLite.
+_TS = sa.DateTime(timezone=True)
+_MONEY = sa.Numeric(20, 2).with_variant(sa.BigInteger(), "sqlite")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -25,13 +29,13 @@ def upgrade() -> None:
         sa.Column("org_code", sa.String(64), nullable=False),
         sa.Column("period", sa.String(7), nullable=False),
         sa.Column("title", sa.String(500), nullable=False),
-        sa.Column("amount", sa.Numeric(20, 2), nullable=True),
+        sa.Column("amount", _MONEY, nullable=True),
         sa.Column("oa_request_id", sa.String(64), nullable=True),
         sa.Column("archival_code", sa.String(128), nullable=False),
         sa.Column("category", sa.String(32), nullable=False),
         sa.Column("retention", sa.String(16), nullable=False),
         sa.Column("archived_by", sa.String(128), nullable=True),
-        sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("archived_at", _TS, nullable=False),
         sa.PrimaryKeyConstraint("archive_id", name=op.f("pk_archived_documents")),
         sa.UniqueConstraint("archival_code", name=op.f("uq_archived_documents_archival_code")),
         sa.UniqueConstraint(

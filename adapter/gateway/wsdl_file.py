@@ -1,0 +1,59 @@
+"""The checked-in ``wsdl/archive-gateway.wsdl``: how it is made and compared.
+
+Regenerate after changing an operation or a wire type::
+
+    python -m archive_oa.gateway.wsdl_file            # writes wsdl/archive-gateway.wsdl
+    python -m archive_oa.gateway.wsdl_file --check    # exit 1 when it drifted
+
+The file is generated with the public URL ``http://127.0.0.1:8080`` (the default of
+``archive-oa serve``); a served WSDL equals it once its ``soap:address`` is normalised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import re
+import sys
+from pathlib import Path
+
+from .app import generate_wsdl
+
+FILE_NAME = "archive-gateway.wsdl"
+CHECKED_IN_PUBLIC_URL = "http://127.0.0.1:8080"
+_ADDRESS = re.compile(rb'(<[A-Za-z0-9_]+:address location=")[^"]*(")')
+
+
+def checked_in_path() -> Path:
+    return Path(str(importlib.resources.files("archive_oa.wsdl") / FILE_NAME))
+
+
+def expected_wsdl() -> bytes:
+    return generate_wsdl(CHECKED_IN_PUBLIC_URL)
+
+
+def normalise_address(wsdl: bytes, location: str = CHECKED_IN_PUBLIC_URL + "/soap/archive") -> bytes:
+    """The WSDL with every ``soap:address`` location replaced, for comparisons."""
+    return _ADDRESS.sub(lambda m: m.group(1) + location.encode() + m.group(2), wsdl)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 on drift")
+    parser.add_argument("--output", type=Path, default=None, help="write here instead of the package's wsdl/")
+    args = parser.parse_args(argv)
+    target = args.output or checked_in_path()
+    expected = expected_wsdl()
+    if args.check:
+        current = target.read_bytes() if target.is_file() else b""
+        if current != expected:
+            print(f"{target} drifted from the service: regenerate it", file=sys.stderr)
+            return 1
+        return 0
+    target.write_bytes(expected)
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
