@@ -30,7 +30,11 @@ class _RefuseResolver(etree.Resolver):
     """Answers every external lookup with an error, should one ever be attempted."""
 
     def resolve(self, url, pubid, context):  # noqa: ARG002 - lxml's signature
-        raise ValidationFailed(f"external resource {url!r} refused: documents must be self-contained")
+        raise ValidationFailed(
+            f"external resource {url!r} refused: documents must be self-contained",
+            [_issue(f"remove the reference to {url!r}; DTDs and external entities are not accepted",
+                    "no-dtd", None, None)],
+        )
 
 
 def make_parser() -> etree.XMLParser:
@@ -60,6 +64,11 @@ def parse_bytes(data: bytes, *, source: str | None = None) -> etree._ElementTree
         )
     try:
         tree = etree.ElementTree(etree.fromstring(data, make_parser()))
+    except ValidationFailed as exc:  # from _RefuseResolver: name the document
+        raise ValidationFailed(
+            f"{name}: {exc.message}",
+            [_issue(issue.message, issue.rule, issue.line or 1, source) for issue in exc.issues],
+        ) from None
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or None
         message = exc.msg or str(exc)

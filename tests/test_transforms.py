@@ -1,0 +1,382 @@
+"""The contracts and the transform pipeline: schemas, rules, stylesheet, hardened parsing, CLI."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from archive_oa.cli.main import main
+from archive_oa.errors import ValidationFailed
+from archive_oa.safexml import parse_bytes
+from archive_oa.settings import WorkflowSettings
+from archive_oa.transforms.pipeline import VOUCHER_NS, WORKFLOW_NS, Transforms
+
+GOLDEN = Path(__file__).parent / "golden"
+V = f"{{{VOUCHER_NS}}}"
+
+#: golden case -> (input voucher, WorkflowSettings overrides, externalKey)
+CASES = {
+    "basic": ("basic.voucher.xml", {}, "HD01-202609-0101:0123456789abcdef"),
+    "full": ("full.voucher.xml", {}, "XB03-202610-0042:fedcba9876543210"),
+    "custom": (
+        "full.voucher.xml",
+        {
+            "workflow_code": "EC_PZSP",
+            "creator": "fin.robot",
+            "title_pattern": "[{orgCode}] {voucherId} ¥{amount} {unknown} {summary} {",
+            "level": 2,
+            "embed_attachments": False,
+            "field_voucher_id": "voucher_id",
+            "field_amount": "total_amount",
+            "detail_table": "dt_voucher_lines",
+            "field_debit": "debit_cny",
+        },
+        "key-1",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def tx_transforms() -> Transforms:
+    return Transforms.from_settings(WorkflowSettings())
+
+
+@pytest.fixture()
+def tx_voucher() -> etree._Element:
+    """A fresh, valid voucher tree to break in one place."""
+    return parse_bytes((GOLDEN / "full.voucher.xml").read_bytes()).getroot()
+
+
+def canonical(data: bytes) -> bytes:
+    """C14N of the document with indentation whitespace removed."""
+    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+    return etree.tostring(etree.fromstring(data, parser), method="c14n")
+
+
+def child(element, *path):
+    for name in path:
+        element = element.find(V + name)
+    return element
+
+
+def rendered(transforms, case) -> bytes:
+    source, overrides, key = CASES[case]
+    if overrides:
+        transforms = Transforms.from_settings(WorkflowSettings(**overrides))
+    return transforms.voucher_to_workflow((GOLDEN / source).read_bytes(), key)
+
+
+# --- golden files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_workflow_request(tx_transforms, case):
+    expected = (GOLDEN / f"{case}.workflow.xml").read_bytes()
+    assert canonical(rendered(tx_transforms, case)) == canonical(expected)
+
+
+def test_total_amount_is_exact_to_the_cent(tx_transforms):
+    # 0.1 + 0.2 as binary doubles is 0.30000000000000004: the mapping must say 0.30
+    result = etree.fromstring(rendered(tx_transforms, "basic"))
+    fields = {f.findtext(f"{{{WORKFLOW_NS}}}name"): f.findtext(f"{{{WORKFLOW_NS}}}value")
+              for f in result.iter(f"{{{WORKFLOW_NS}}}field")}
+    assert fields["je"] == "0.30"
+
+
+def test_settings_are_compiled_once(tx_transforms):
+    assert Transforms.from_settings(WorkflowSettings()) is tx_transforms
+    assert Transforms.from_settings(WorkflowSettings(level=1)) is not tx_transforms
+
+
+# --- business rules -----------------------------------------------------------------------
+
+
+def _unbalance(v):
+    child(v, "entries")[0].find(V + "debit").text = "12345678901.24"
+
+
+def _both_sides(v):
+    # still balanced (X + 5 = 5 + X), but both lines now carry two sides
+    child(v, "entries")[0].find(V + "credit").text = "5.00"
+    child(v, "entries")[1].find(V + "debit").text = "5.00"
+
+
+def _date_outside(v):
+    child(v, "date").text = "2026-11-01"
+
+
+def _fiscal_year(v):
+    child(v, "fiscalYear").text = "2025"
+
+
+def _attachment_count(v):
+    child(v, "attachmentCount").text = "1"
+
+
+def _dot_dot(v):
+    child(v, "attachments")[1].find(V + "fileName").text = ".."
+
+
+@pytest.mark.parametrize(
+    "breaks, rule, place",
+    [
+        (_unbalance, "debit-equals-credit", "/Voucher/entries"),
+        (_both_sides, "one-side-per-entry", "/Voucher/entries/entry[1] /Voucher/entries/entry[2]"),
+        (_date_outside, "date-in-period", "/Voucher/date"),
+        (_fiscal_year, "fiscal-year-matches-period", "/Voucher/fiscalYear"),
+        (_attachment_count, "attachment-count", "/Voucher/attachmentCount"),
+        (_dot_dot, "plain-file-name", "/Voucher/attachments/attachment[2]/fileName"),
+    ],
+)
+def test_each_business_rule_names_rule_and_place(tx_transforms, tx_voucher, breaks, rule, place):
+    breaks(tx_voucher)
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher, source="v.xml")
+    assert [(i.rule, i.place) for i in caught.value.issues] == [(rule, p) for p in place.split()]
+    issue = caught.value.issues[-1]
+    assert issue.line and issue.line > 1 and issue.source == "v.xml"
+    assert rule in str(caught.value) and place.split()[-1] in str(caught.value)
+
+
+def test_entry_with_neither_side_is_refused(tx_transforms, tx_voucher):
+    entries = child(tx_voucher, "entries")
+    extra = copy.deepcopy(entries[0])
+    extra.find(V + "lineNo").text = "3"
+    extra.find(V + "debit").text = "0"
+    entries.append(extra)
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher)
+    assert ("one-side-per-entry", "/Voucher/entries/entry[3]") in [(i.rule, i.place) for i in caught.value.issues]
+
+
+def test_rules_apply_to_every_voucher_of_a_batch(tx_transforms, tx_voucher):
+    batch = etree.Element(V + "Vouchers", nsmap={None: VOUCHER_NS})
+    second = copy.deepcopy(tx_voucher)
+    child(second, "voucherId").text = "XB03-202610-0043"
+    _date_outside(second)
+    batch.extend([tx_voucher, second])
+    batch = parse_bytes(etree.tostring(batch)).getroot()
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(batch)
+    assert [(i.rule, i.place) for i in caught.value.issues] == [("date-in-period", "/Vouchers/Voucher[2]/date")]
+
+
+def test_fast_precheck_agrees_with_schematron(tx_transforms, tx_voucher):
+    assert tx_transforms._rules_precheck is not None
+    assert not tx_transforms._rules_precheck(tx_voucher)
+    for breaks in (_unbalance, _both_sides, _date_outside, _fiscal_year, _attachment_count, _dot_dot):
+        broken = copy.deepcopy(tx_voucher)
+        breaks(broken)
+        assert tx_transforms._rules_precheck(broken), breaks.__name__
+
+
+# --- schema failures ------------------------------------------------------------------------
+
+
+def test_xsd_failure_names_line_path_and_constraint(tx_transforms):
+    data = (GOLDEN / "basic.voucher.xml").read_bytes()
+    data = data.replace(b"<debit>0.20</debit>", b"<debit>0.205</debit>")
+    data = data.replace(b"<period>2026-09</period>", b"<period>2026-9</period>")
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(data, source="bad.xml")
+    issues = {i.place: i for i in caught.value.issues}
+    debit = issues["/Voucher/entries/entry[2]/debit"]
+    assert debit.rule == "xsd:fractionDigits" and debit.line == 30 and "0.205" in debit.message
+    period = issues["/Voucher/period"]
+    assert period.rule == "xsd:pattern" and period.line == 9 and period.source == "bad.xml"
+
+
+def test_missing_element_points_at_the_unexpected_one(tx_transforms):
+    data = (GOLDEN / "basic.voucher.xml").read_bytes().replace(b"<preparer>\xe9\x99\x88\xe9\x9d\x99</preparer>", b"")
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(data)
+    issue = caught.value.issues[0]
+    assert issue.rule == "xsd:content" and issue.place == "/Voucher/summary" and "preparer" in issue.message
+
+
+def test_wrong_root_is_refused(tx_transforms):
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(b"<Voucher/>")
+    assert caught.value.issues[0].rule == "root-element"
+    with pytest.raises(ValidationFailed):
+        tx_transforms.validate_workflow((GOLDEN / "basic.voucher.xml").read_bytes())
+
+
+def test_a_batch_is_not_one_workflow_request(tx_transforms, tx_voucher):
+    batch = etree.Element(V + "Vouchers", nsmap={None: VOUCHER_NS})
+    batch.append(tx_voucher)
+    with pytest.raises(ValidationFailed, match="split a Vouchers batch"):
+        tx_transforms.voucher_to_workflow(batch, "k")
+
+
+def test_invalid_stylesheet_output_is_refused(tmp_path, tx_voucher):
+    sheet = tmp_path / "broken.xsl"
+    sheet.write_text(
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+        '<xsl:template match="/"><WorkflowRequest xmlns="urn:archive-oa:oa-workflow:1">'
+        "<title>no code</title></WorkflowRequest></xsl:template></xsl:stylesheet>",
+        encoding="utf-8",
+    )
+    transforms = Transforms.from_settings(WorkflowSettings(stylesheet=str(sheet)))
+    with pytest.raises(ValidationFailed, match="invalid workflow request") as caught:
+        transforms.voucher_to_workflow(tx_voucher, "k")
+    assert caught.value.issues[0].place.startswith("/WorkflowRequest")
+
+
+def test_stylesheet_cannot_read_files(tmp_path, tx_voucher):
+    secret = tmp_path / "secret.xml"
+    secret.write_text("<secret>s3cret</secret>", encoding="utf-8")
+    sheet = tmp_path / "reader.xsl"
+    sheet.write_text(
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+        f'<xsl:template match="/"><x><xsl:value-of select="document(\'{secret.as_uri()}\')"/></x>'
+        "</xsl:template></xsl:stylesheet>",
+        encoding="utf-8",
+    )
+    transforms = Transforms.from_settings(WorkflowSettings(stylesheet=str(sheet)))
+    with pytest.raises(ValidationFailed) as caught:
+        transforms.voucher_to_workflow(tx_voucher, "k")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_concurrent_validation_reports_its_own_document(tx_transforms, tx_voucher):
+    broken = copy.deepcopy(tx_voucher)
+    _date_outside(broken)
+    errors = []
+
+    def work(doc, valid):
+        for _ in range(30):
+            try:
+                tx_transforms.validate_voucher(doc)
+                ok = True
+            except ValidationFailed as exc:
+                ok = False
+                if [i.rule for i in exc.issues] != ["date-in-period"]:
+                    errors.append(exc.issues)
+            if ok != valid:
+                errors.append(("wrong verdict", valid))
+
+    threads = [threading.Thread(target=work, args=(d, v)) for d, v in [(tx_voucher, True), (broken, False)] * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+# --- hardened parsing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE Voucher [<!ENTITY x "boom">]><Voucher>&x;</Voucher>',
+        b'<?xml version="1.0"?><!DOCTYPE Voucher SYSTEM "file:///etc/passwd"><Voucher/>',
+        b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><l>&c;&c;&c;&c;</l>',
+        b'<!DOCTYPE r [<!ENTITY e SYSTEM "http://127.0.0.1:9/x">]><r>&e;</r>',
+    ],
+    ids=["internal-entity", "external-dtd", "billion-laughs", "external-entity"],
+)
+def test_dtds_and_entities_are_refused(payload):
+    with pytest.raises(ValidationFailed) as caught:
+        parse_bytes(payload, source="evil.xml")
+    issue = caught.value.issues[0]
+    assert issue.rule == "no-dtd" and issue.source == "evil.xml"
+    assert "boom" not in str(caught.value) and "root:" not in str(caught.value)
+
+
+def test_xinclude_is_not_processed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret", encoding="utf-8")
+    data = (
+        f'<r xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="{secret.as_uri()}" parse="text"/></r>'
+    ).encode()
+    tree = parse_bytes(data)
+    assert b"s3cret" not in etree.tostring(tree)
+
+
+def test_syntax_error_names_the_line():
+    with pytest.raises(ValidationFailed) as caught:
+        parse_bytes(b"<a>\n<b>\n</a>", source="broken.xml")
+    issue = caught.value.issues[0]
+    assert issue.rule == "xml-syntax" and issue.line == 3 and "broken.xml" in str(caught.value)
+
+
+def test_empty_document_is_refused():
+    with pytest.raises(ValidationFailed, match="empty"):
+        parse_bytes(b"  \n")
+
+
+# --- files and the command line -----------------------------------------------------------------
+
+
+def test_validate_file_lists_issues(tx_transforms, tmp_path):
+    good, bad = tmp_path / "good.xml", tmp_path / "bad.xml"
+    good.write_bytes((GOLDEN / "basic.voucher.xml").read_bytes())
+    bad.write_bytes(good.read_bytes().replace(b"<date>2026-09-30</date>", b"<date>2026-10-01</date>"))
+    assert tx_transforms.validate_file(good) == []
+    assert tx_transforms.validate_file(GOLDEN / "basic.workflow.xml") == []
+    [issue] = tx_transforms.validate_file(bad)
+    assert (issue.rule, issue.place, issue.line, issue.source) == ("date-in-period", "/Voucher/date", 12, str(bad))
+    assert tx_transforms.validate_file(good, kind="workflow")[0].rule == "root-element"
+
+
+def test_cli_validate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path))
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes((GOLDEN / "basic.voucher.xml").read_bytes().replace(b"<fiscalYear>2026", b"<fiscalYear>2024"))
+    assert main(["validate", str(GOLDEN / "basic.voucher.xml"), str(GOLDEN / "full.workflow.xml")]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["validate", str(bad), str(GOLDEN / "basic.voucher.xml")]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:8 /Voucher/fiscalYear [fiscal-year-matches-period] fiscalYear 2024" in out
+    assert main(["validate", "--kind", "workflow", str(GOLDEN / "basic.voucher.xml")]) == 1
+
+
+def test_cli_transform_one_voucher(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path))
+    source, _, key = CASES["basic"]
+    assert main(["transform", str(GOLDEN / source), "--external-key", key]) == 0
+    out = capsys.readouterr().out.encode("utf-8")
+    assert canonical(out) == canonical((GOLDEN / "basic.workflow.xml").read_bytes())
+
+    target = tmp_path / "out.xml"
+    assert main(["transform", str(GOLDEN / source), "-o", str(target), "--pretty"]) == 0
+    result = etree.fromstring(target.read_bytes())
+    # without --external-key: the key the sync engine would send (voucher id + content hash)
+    assert result.findtext(f"{{{WORKFLOW_NS}}}externalKey").startswith("HD01-202609-0101:")
+
+
+def test_cli_transform_uses_configured_form(tmp_path, capsys):
+    (tmp_path / "archive-oa.toml").write_text('[workflow]\nworkflow_code = "EC_PZSP"\nlevel = 1\n', encoding="utf-8")
+    assert main(["transform", str(GOLDEN / "basic.voucher.xml"), "--data-dir", str(tmp_path)]) == 0
+    result = etree.fromstring(capsys.readouterr().out.encode("utf-8"))
+    assert result.findtext(f"{{{WORKFLOW_NS}}}workflowCode") == "EC_PZSP"
+    assert result.findtext(f"{{{WORKFLOW_NS}}}level") == "1"
+
+
+def test_cli_transform_batch_needs_a_folder(tmp_path, capsys, monkeypatch):
+    from archive_oa import samples
+
+    monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path))
+    batch = samples.sample_files()[0]
+    with __import__("importlib").resources.as_file(batch) as path:
+        assert main(["transform", str(path)]) == 1
+        assert "-o DIR" in capsys.readouterr().err
+        assert main(["transform", str(path), "-o", str(tmp_path / "out")]) == 0
+    written = sorted((tmp_path / "out").glob("*.workflow.xml"))
+    assert len(written) == 42
+    assert main(["validate", str(tmp_path / "out")]) == 0
+
+
+def test_cli_transform_invalid_voucher_exits_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path))
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes((GOLDEN / "basic.voucher.xml").read_bytes().replace(b"<debit>0.1</debit>", b"<debit>0.2</debit>"))
+    assert main(["transform", str(bad)]) == 1
+    assert "[debit-equals-credit]" in capsys.readouterr().err
