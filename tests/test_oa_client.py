@@ -291,6 +291,9 @@ def test_client_faults_are_rejections(start):
             client.get_request(999)
         with pytest.raises(OaRejected, match="maxItems"):
             client.fetch_completed(0, 0)
+        with pytest.raises(OaRejected, match="level = 7"):
+            client.create_request(workflow_xml().replace(b"<level>1</level>", b"<level>7</level>"))
+    assert sim.db.count_requests() == 0
 
 
 def test_a_document_that_is_not_a_workflow_request_is_refused_before_sending(start):

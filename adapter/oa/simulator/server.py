@@ -142,6 +142,9 @@ def start_simulator(
     on_decided: Callable[[CompletedEntry], None] | None = None,
 ) -> SimulatorHandle:
     """Start the simulator on its own threads; port 0 picks a free port."""
+    # spyne logs every client fault (wrong password, unknown id) with a traceback;
+    # for the OA those are answers, not failures of the simulator
+    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
     holder = _ConfigHolder(config)
     db = SimulatorDb(data_dir)
     stopping = threading.Event()

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ... import compat  # noqa: F401  (before any spyne import)
 
-from spyne import Application, Fault, Integer, Long, ServiceBase, Unicode, rpc
+from spyne import Application, Fault, Integer32, Long, ServiceBase, Unicode, rpc
 from spyne.protocol.soap import Soap11
 
 from .config import SimulatorConfig
@@ -69,6 +69,8 @@ class ServiceContext:
 class WorkflowService(ServiceBase):
     @rpc(WorkflowRequest.customize(min_occurs=1, nillable=False), _returns=Long, _out_variable_name="requestId")
     def CreateWorkflowRequest(ctx, request):
+        if request.level not in (None, 0, 1, 2):
+            raise InvalidArgumentFault(f"level = {request.level}: use 0 (normal), 1 (important) or 2 (urgent)")
         form = _form_from_wire(request)
         decide_at = time.time() + ctx.udc.config().decide_after
         return ctx.udc.db.create(form, decide_at)
@@ -86,7 +88,7 @@ class WorkflowService(ServiceBase):
 
     @rpc(
         Long(min_occurs=1, nillable=False),
-        Integer(min_occurs=1, nillable=False),
+        Integer32(min_occurs=1, nillable=False),
         _returns=(CompletedItemList, Long),
         _out_variable_names=("items", "nextCursor"),
     )
@@ -97,7 +99,7 @@ class WorkflowService(ServiceBase):
         next_cursor = entries[-1].cursor if entries else afterCursor
         return CompletedItemList(item=[_completed_to_wire(e) for e in entries]), next_cursor
 
-    @rpc(Long(min_occurs=1, nillable=False), _returns=Integer, _out_variable_name="acknowledged")
+    @rpc(Long(min_occurs=1, nillable=False), _returns=Integer32, _out_variable_name="acknowledged")
     def AcknowledgeCompleted(ctx, upToCursor):
         return ctx.udc.db.acknowledge(upToCursor)
 

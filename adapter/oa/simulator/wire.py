@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from ... import compat  # noqa: F401  (before any spyne import)
 
-from spyne import ByteArray, ComplexModel, DateTime, Integer, Long, Unicode, XmlAttribute
+from spyne import ByteArray, ComplexModel, DateTime, Integer32, Long, Unicode, XmlAttribute
 
 NAMESPACE = "urn:legacy-oa:workflow:1"
 
-Status = Unicode(values=["IN_PROGRESS", "APPROVED", "REJECTED", "WITHDRAWN"], type_name="WorkflowStatus")
+Status = Unicode(
+    values=["IN_PROGRESS", "APPROVED", "REJECTED", "WITHDRAWN"], type_name="WorkflowStatus", __namespace__=NAMESPACE
+)
 
 
 class _Wire(ComplexModel):
@@ -62,7 +64,7 @@ class WorkflowRequest(_Wire):
         ("workflowCode", Unicode(min_occurs=1)),
         ("title", Unicode(min_occurs=1)),
         ("creator", Unicode(min_occurs=1)),
-        ("level", Integer(ge=0, le=2)),
+        ("level", Integer32),  # 0..2, checked by the service (a facet would rename the type)
         ("externalKey", Unicode),
         ("mainFields", FieldList.customize(min_occurs=1)),
         ("detailTables", DetailTableList),
@@ -73,7 +75,7 @@ class WorkflowRequest(_Wire):
 
 class ApprovalLog(_Wire):
     _type_info = [
-        ("step", Integer(min_occurs=1)),
+        ("step", Integer32(min_occurs=1)),
         ("approver", Unicode(min_occurs=1)),
         ("action", Unicode(min_occurs=1)),
         ("comment", Unicode),
@@ -91,12 +93,12 @@ class WorkflowRequestRecord(_Wire):
         ("workflowCode", Unicode(min_occurs=1)),
         ("title", Unicode(min_occurs=1)),
         ("creator", Unicode(min_occurs=1)),
-        ("level", Integer),
+        ("level", Integer32),
         ("externalKey", Unicode),
         ("mainFields", FieldList),
         ("detailTables", DetailTableList),
         ("remark", Unicode),
-        ("status", Status(min_occurs=1)),
+        ("status", Status),  # customising would make spyne rename the type
         ("createdAt", DateTime(min_occurs=1)),
         ("finishedAt", DateTime),
         ("logs", ApprovalLogList),
@@ -112,7 +114,7 @@ class CompletedItem(_Wire):
         ("cursor", Long(min_occurs=1)),
         ("requestId", Long(min_occurs=1)),
         ("externalKey", Unicode),
-        ("status", Status(min_occurs=1)),
+        ("status", Status),  # customising would make spyne rename the type
         ("finishedAt", DateTime(min_occurs=1)),
         ("logs", ApprovalLogList),
     ]
