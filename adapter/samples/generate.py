@@ -31,7 +31,7 @@ from ..domain.model import (
 )
 from ..voucher_xml import vouchers_to_xml
 from . import catalog
-from .attachments import make_attachment
+from .source_documents import make_attachment
 from .scenarios import SCENARIOS, Event
 
 VOUCHERS_PER_BATCH = 42
