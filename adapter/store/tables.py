@@ -83,6 +83,7 @@ Index(
     vouchers.c.period,
     vouchers.c.voucher_word,
     vouchers.c.voucher_no,
+    vouchers.c.voucher_id,  # the tie-breaker of the order: pages come straight off the index
     sqlite_where=LATEST,
     postgresql_where=LATEST,
 )

@@ -59,7 +59,7 @@ def upgrade() -> None:
     )
     op.create_index("ux_vouchers_latest", "vouchers", ["voucher_id"], unique=True, **_LATEST)
     op.create_index(
-        "ix_vouchers_latest_order", "vouchers", ["org_code", "period", "voucher_word", "voucher_no"], **_LATEST
+        "ix_vouchers_latest_order", "vouchers", ["org_code", "period", "voucher_word", "voucher_no", "voucher_id"], **_LATEST
     )
     op.create_index("ix_vouchers_latest_state", "vouchers", ["state", "org_code", "period"], **_LATEST)
     op.create_index("ix_vouchers_latest_no", "vouchers", ["voucher_no"], **_LATEST)
