@@ -108,6 +108,7 @@ def test_queue_cursor_grows_and_acknowledge_removes(tmp_path):
     assert db.acknowledge(first[-1].cursor) == 2
     assert db.acknowledge(first[-1].cursor) == 0
     assert [e.request_id for e in db.fetch_completed(0, 10)] == [ids[2]]
+    assert [e.request_id for e in db.fetch_completed(0, 10, include_acknowledged=True)] == ids
     db.close()
 
     reopened = SimulatorDb(tmp_path)  # the file keeps everything
@@ -336,3 +337,53 @@ def test_served_wsdl_matches_the_checked_in_one(sim):
     # the operation wrappers are anonymous in the checked-in WSDL and named types in spyne's
     served = {k: v for k, v in served.items() if k in checked_in or not k.startswith("type:")}
     assert served == checked_in
+
+
+def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
+    """GatewayCallback speaks wsdl/archive-gateway.wsdl with HTTP Basic auth; a recording stub answers."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from archive_oa.oa.simulator.callback import GatewayCallback
+    from archive_oa.oa.simulator.db import CompletedEntry
+
+    seen = []
+    answer = (
+        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:g="urn:archive-oa:gateway:1">'
+        "<soap:Body><g:SubmitWorkflowResultResponse><g:accepted>true</g:accepted><g:voucherId>V1</g:voucherId>"
+        "<g:voucherState>REJECTED</g:voucherState><g:duplicate>false</g:duplicate>"
+        "</g:SubmitWorkflowResultResponse></soap:Body></soap:Envelope>"
+    ).encode()
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.headers["Authorization"], self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml; charset=utf-8")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    callback = GatewayCallback(f"http://127.0.0.1:{server.server_address[1]}/soap/archive", "demo-archivist", "pw")
+    try:
+        logs = (LogEntry(1, "张伟(部门经理)", "APPROVE", "同意", AT), LogEntry(2, "李娜(财务总监)", "REJECT", "金额超出授权 驳回", AT))
+        callback(CompletedEntry(5, 42, "V1#abc", "REJECTED", AT, logs))
+        assert callback.drain(5) and callback.sent == 1 and callback.failed == 0
+    finally:
+        callback.close()
+        server.shutdown()
+        server.server_close()
+    ((authorization, body),) = seen
+    assert authorization == "Basic " + base64.b64encode(b"demo-archivist:pw").decode()
+    document = etree.fromstring(body)
+    g = "{urn:archive-oa:gateway:1}"
+    call = document.find(f".//{g}SubmitWorkflowResult")
+    assert call.findtext(f"{g}oaRequestId") == "42" and call.findtext(f"{g}externalKey") == "V1#abc"
+    assert call.findtext(f"{g}state") == "REJECTED"
+    assert [a.findtext(f"{g}comment") for a in call.iterfind(f"{g}approvals/{g}approval")] == ["同意", "金额超出授权 驳回"]

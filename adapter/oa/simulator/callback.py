@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 import requests
@@ -52,10 +53,28 @@ class GatewayCallback:
         self._client = client
         self._service = client.create_service(binding, url)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="oa-sim-callback")
+        self._pending: set[Future] = set()
+        self._lock = threading.Lock()
         self.url = url
+        self.sent = 0  # callbacks the gateway accepted
+        self.failed = 0  # callbacks given up after ATTEMPTS tries
 
     def __call__(self, entry: CompletedEntry) -> None:
-        self._pool.submit(self._send, entry)
+        future = self._pool.submit(self._send, entry)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait for every callback submitted so far; False if some are still running."""
+        with self._lock:
+            pending = set(self._pending)
+        _done, not_done = wait(pending, timeout)
+        return not not_done
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._pending.discard(future)
 
     def send_now(self, entry: CompletedEntry) -> object:
         """One synchronous call (tests and the demo's checks)."""
@@ -79,13 +98,18 @@ class GatewayCallback:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 self.send_now(entry)
+                with self._lock:
+                    self.sent += 1
                 return
             except Exception as exc:  # best effort; polling carries the outcome anyway
                 log.warning(
                     "callback of OA request %s to %s failed (attempt %d/%d): %s",
                     entry.request_id, self.url, attempt, ATTEMPTS, exc,
                 )
-                time.sleep(0.5 * attempt)
+                if attempt < ATTEMPTS:
+                    time.sleep(0.5 * attempt)
+        with self._lock:
+            self.failed += 1
 
 
 def gateway_callback(config: SimulatorConfig) -> Callable[[CompletedEntry], None]:

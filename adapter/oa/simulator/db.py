@@ -234,13 +234,18 @@ class SimulatorDb:
             ).fetchall()
             return [self._stored(row, ()) for row in rows]
 
-    def fetch_completed(self, after_cursor: int, max_items: int) -> list[CompletedEntry]:
+    def fetch_completed(
+        self, after_cursor: int, max_items: int, include_acknowledged: bool = False
+    ) -> list[CompletedEntry]:
+        """The queue after ``after_cursor``; acknowledged entries only when asked (for checks)."""
+        acknowledged = (0, 1) if include_acknowledged else (0,)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT c.cursor, r.id, r.external_key, r.status, r.finished_at"
                 " FROM completed c JOIN requests r ON r.id = c.request_id"
-                " WHERE c.cursor > ? AND c.acknowledged = 0 ORDER BY c.cursor LIMIT ?",
-                (after_cursor, max_items),
+                f" WHERE c.cursor > ? AND c.acknowledged IN ({', '.join('?' * len(acknowledged))})"
+                " ORDER BY c.cursor LIMIT ?",
+                (after_cursor, *acknowledged, max_items),
             ).fetchall()
             return [
                 CompletedEntry(

@@ -62,7 +62,8 @@ class FaultInjector:
             time.sleep(config.latency_ms / 1000)
         fault = self._draw(config)
         if fault:
-            self.injected[fault] += 1
+            with self._rng_lock:
+                self.injected[fault] += 1
             log.info("injecting %s fault into %s", fault, operation)
         if fault == "error":
             return self._server_fault(start_response, config.encoding, operation)
@@ -77,6 +78,11 @@ class FaultInjector:
             self._stopping.wait(config.ambiguous_hold)
             raise DropConnection(operation)
         return self._answer(environ, start_response, config.encoding)
+
+    def counts(self) -> dict[str, int]:
+        """How many faults of each kind were injected so far."""
+        with self._rng_lock:
+            return dict(self.injected)
 
     def _draw(self, config: SimulatorConfig) -> str | None:
         if not (config.error_rate or config.drop_rate or config.ambiguous_rate):
