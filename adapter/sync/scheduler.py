@@ -83,7 +83,7 @@ class Scheduler:
             job.run(tick)
         except Exception:  # one failed round must not end the schedule
             log.exception("scheduled job %s failed at tick %s", job.name, tick.isoformat())
-        self.runs[job.name] += 1
+        self.runs[job.name] = self.runs.get(job.name, 0) + 1
         return True
 
     def _loop(self, job: ScheduledJob) -> None:

@@ -1,0 +1,596 @@
+"""Delivery, polling and outcomes against a real store and a fake OA that fails on purpose."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import random
+import threading
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from archive_oa import voucher_xml
+from archive_oa.domain.delivery import DeliveryState, RetryPolicy, idempotency_key
+from archive_oa.domain.model import Approval, Entry, Voucher, WorkflowOutcome, WorkflowState
+from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
+from archive_oa.errors import (
+    NotFound,
+    OaAmbiguous,
+    OaRejected,
+    OaServerFault,
+    OaUnreachable,
+    ValidationFailed,
+)
+from archive_oa.services.outcomes import apply_outcome
+from archive_oa.settings import SyncSettings, load_settings
+from archive_oa.store import cursors, outbox
+from archive_oa.store import vouchers as repo
+from archive_oa.store.engine import open_store
+from archive_oa.store.sync_tables import workflow_results
+from archive_oa.sync.poller import Poller
+from archive_oa.sync.worker import DeliveryWorker
+from archive_oa.transforms.pipeline import Transforms
+
+S = DeliveryState
+T0 = dt.datetime(2024, 3, 10, 8, 0, tzinfo=dt.timezone.utc)
+
+
+# --- fakes ---------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now=T0):
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            return self.now
+
+    def advance(self, seconds):
+        with self.lock:
+            self.now += dt.timedelta(seconds=seconds)
+
+
+class FakeOa:
+    """An OA that keeps requests in memory and fails as scripted.
+
+    ``create_faults`` is a list of actions consumed per CreateWorkflowRequest call:
+    ``ok``, ``unreachable``, ``fault`` (server fault, nothing stored), ``lost`` (times
+    out before storing), ``commit-then-timeout`` (stores, then the answer is lost),
+    ``rejected``.
+    """
+
+    def __init__(self, create_faults=(), find_faults=()):
+        self.create_faults = list(create_faults)
+        self.find_faults = list(find_faults)
+        self.requests: dict[int, dict] = {}
+        self.ids = itertools.count(1001)
+        self.calls: list[str] = []
+        self.completed: list[CompletedItem] = []
+        self.acked: list[int] = []
+        self.lock = threading.Lock()
+        self.during_create = None  # hook(request_id) run after storing, before answering
+
+    def create_request(self, workflow_xml: bytes) -> int:
+        with self.lock:
+            self.calls.append("create")
+            action = self.create_faults.pop(0) if self.create_faults else "ok"
+        if action == "unreachable":
+            raise OaUnreachable("connection refused by 127.0.0.1:9")
+        if action == "fault":
+            raise OaServerFault("soap:Server: database busy")
+        if action == "lost":
+            raise OaAmbiguous("read timed out")
+        if action == "rejected":
+            raise OaRejected("soap:Client: workflowCode unknown")
+        key = _external_key(workflow_xml)
+        with self.lock:
+            request_id = next(self.ids)
+            self.requests[request_id] = {"key": key, "xml": workflow_xml, "status": WorkflowState.SUBMITTED}
+        if self.during_create:
+            self.during_create(request_id)
+        if action == "commit-then-timeout":
+            raise OaAmbiguous("read timed out after the OA committed")
+        return request_id
+
+    def find_requests(self, external_key):
+        with self.lock:
+            self.calls.append("find")
+            if self.find_faults:
+                raise self.find_faults.pop(0)
+            return [rid for rid, r in self.requests.items() if r["key"] == external_key]
+
+    def get_request(self, request_id):
+        r = self.requests[request_id]
+        return OaRequest(request_id, r["key"], r["status"], None, ())
+
+    def fetch_completed(self, after_cursor, max_items):
+        items = tuple(i for i in self.completed if i.cursor > after_cursor)[:max_items]
+        return CompletedBatch(items, items[-1].cursor if items else after_cursor)
+
+    def acknowledge(self, up_to_cursor):
+        self.acked.append(up_to_cursor)
+
+    def per_key(self):
+        counts: dict[str, int] = {}
+        for r in self.requests.values():
+            counts[r["key"]] = counts.get(r["key"], 0) + 1
+        return counts
+
+    def decide(self, request_id, state, finished_at, cursor=None):
+        r = self.requests[request_id]
+        r["status"] = state
+        item = CompletedItem(
+            cursor=cursor or len(self.completed) + 1,
+            request_id=request_id,
+            external_key=r["key"],
+            status=state,
+            finished_at=finished_at,
+            logs=(Approval(1, "李总", "APPROVE" if state is WorkflowState.APPROVED else "REJECT", "同意", finished_at),),
+        )
+        self.completed.append(item)
+        return item
+
+
+def _external_key(workflow_xml: bytes) -> str:
+    from lxml import etree
+
+    root = etree.fromstring(workflow_xml)
+    return root.findtext("{urn:archive-oa:oa-workflow:1}externalKey")
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+    yield store
+    store.dispose()
+
+
+@pytest.fixture(scope="module")
+def transforms():
+    return Transforms.from_settings()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+SYNC = SyncSettings(batch_size=10, workers=3, lease_seconds=60, max_attempts=4, poll_batch_size=2)
+POLICY = RetryPolicy(base_seconds=1, max_seconds=8, max_attempts=4, jitter=0.0)
+
+
+def make_voucher(n: int, amount="880.00") -> Voucher:
+    amount = Decimal(amount)
+    return Voucher(
+        voucher_id=f"HD01-2024-03-J-{n:04d}",
+        org_code="HD01",
+        org_name="华东实业有限公司",
+        fonds_code="Z001",
+        fiscal_year=2024,
+        period="2024-03",
+        voucher_word="记",
+        voucher_no=n,
+        date=dt.date(2024, 3, 8),
+        preparer="王芳",
+        entries=(
+            Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
+            Entry(2, "现金支付", "1001", "库存现金", credit=amount),
+        ),
+        summary="报销差旅费",
+    )
+
+
+def add_vouchers(store, count, *, start=1):
+    """Store vouchers and queue them, as the importer does; returns their keys."""
+    keys = []
+    with store.transaction(immediate=True) as conn:
+        for n in range(start, start + count):
+            voucher = make_voucher(n)
+            content = voucher_xml.canonical_hash(voucher)
+            saved = repo.save_voucher(conn, voucher, content, T0)
+            key = idempotency_key(voucher.voucher_id, content)
+            assert outbox.enqueue(conn, voucher_id=voucher.voucher_id, version=saved.version,
+                                  idempotency_key=key, now=T0)
+            repo.set_workflow(conn, voucher.voucher_id, state=WorkflowState.QUEUED)
+            keys.append(key)
+    return keys
+
+
+def worker_for(store, oa, transforms, clock, **kw):
+    return DeliveryWorker(store, oa, transforms, SYNC, owner=kw.pop("owner", "w1"), clock=clock, policy=POLICY,
+                          rng=random.Random(1), **kw)
+
+
+def delivery(store, key):
+    with store.transaction() as conn:
+        return outbox.find_by_key(conn, key)
+
+
+def voucher_state(store, voucher_id):
+    with store.transaction() as conn:
+        return repo.load_voucher(conn, voucher_id).workflow
+
+
+# --- outbox --------------------------------------------------------------------------
+
+
+def test_enqueue_is_idempotent_per_key(store):
+    (key,) = add_vouchers(store, 1)
+    with store.transaction(immediate=True) as conn:
+        again = outbox.enqueue(conn, voucher_id="HD01-2024-03-J-0001", version=1, idempotency_key=key, now=T0)
+    assert again is False
+    with store.transaction() as conn:
+        assert outbox.counts(conn)[S.PENDING] == 1
+
+
+def test_enqueue_rolls_back_with_its_transaction(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction(immediate=True) as conn:
+            outbox.enqueue(conn, voucher_id="X", version=1, idempotency_key="X:1", now=T0)
+            raise RuntimeError("the change that caused it failed")
+    with store.transaction() as conn:
+        assert outbox.find_by_key(conn, "X:1") is None
+
+
+def test_claims_do_not_overlap_and_expired_leases_come_back_uncertain(store, clock):
+    add_vouchers(store, 5)
+    first = outbox.claim(store, "a", 3, 60, clock())
+    second = outbox.claim(store, "b", 10, 60, clock())
+    assert len(first) == 3 and len(second) == 2
+    assert not {c.delivery_id for c in first} & {c.delivery_id for c in second}
+    assert outbox.claim(store, "c", 10, 60, clock()) == []
+    clock.advance(61)
+    again = outbox.claim(store, "c", 10, 60, clock())
+    assert len(again) == 5 and all(c.ask_first and c.attempts == 2 for c in again)
+    # the first holder can no longer settle: its claim is stale
+    with store.transaction(immediate=True) as conn:
+        assert not outbox.mark_delivered(conn, first[0], oa_request_id="1", now=clock())
+
+
+# --- delivery ------------------------------------------------------------------------
+
+
+def test_happy_path_one_request_per_voucher(store, transforms, clock):
+    keys = add_vouchers(store, 4)
+    oa = FakeOa()
+    counts = worker_for(store, oa, transforms, clock).run_once()
+    assert (counts.claimed, counts.delivered, counts.retrying, counts.dead) == (4, 4, 0, 0)
+    assert oa.per_key() == {k: 1 for k in keys}
+    assert "find" not in oa.calls  # nothing uncertain: no need to ask
+    d = delivery(store, keys[0])
+    assert d.state is S.DELIVERED and d.oa_request_id and d.delivered_at == T0
+    workflow = voucher_state(store, "HD01-2024-03-J-0001")
+    assert workflow.state is WorkflowState.SUBMITTED and workflow.oa_request_id == d.oa_request_id
+    with store.transaction() as conn:
+        mapping = repo.lookup_request(conn, oa_request_id=d.oa_request_id)
+    assert mapping.external_key == keys[0] and mapping.version == 1
+    request = oa.requests[int(d.oa_request_id)]
+    assert b"HD01-2024-03-" in request["xml"] and keys[0].encode() in request["xml"]
+
+
+def test_commit_then_timeout_is_adopted_not_duplicated(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"])
+    worker = worker_for(store, oa, transforms, clock)
+    counts = worker.run_once()
+    assert counts.retrying == 1
+    d = delivery(store, key)
+    assert d.state is S.UNCERTAIN and d.attempts == 1 and "OaAmbiguous" in d.last_error
+    assert worker.run_once().claimed == 0  # not due yet: backoff
+    clock.advance(1)
+    counts = worker.run_once()
+    assert counts.adopted == 1 and counts.delivered == 0
+    assert oa.calls == ["create", "find"]  # asked before resending, never sent again
+    assert oa.per_key() == {key: 1}
+    assert delivery(store, key).state is S.DELIVERED
+
+
+def test_timeout_before_commit_asks_then_sends_once(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["lost", "fault"])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    clock.advance(1)
+    worker.run_once()  # find: none → send → server fault → uncertain again
+    assert delivery(store, key).state is S.UNCERTAIN
+    clock.advance(2)
+    counts = worker.run_once()
+    assert counts.delivered == 1
+    assert oa.calls == ["create", "find", "create", "find", "create"]
+    assert oa.per_key() == {key: 1}
+
+
+def test_unreachable_retries_without_asking_and_backs_off(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["unreachable", "unreachable"])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    d1 = delivery(store, key)
+    assert d1.state is S.PENDING and d1.next_attempt_at == T0 + dt.timedelta(seconds=1)
+    clock.advance(1)
+    worker.run_once()
+    d2 = delivery(store, key)
+    assert d2.next_attempt_at == clock() + dt.timedelta(seconds=2)  # exponential
+    clock.advance(2)
+    assert worker.run_once().delivered == 1
+    assert "find" not in oa.calls and oa.per_key() == {key: 1}
+
+
+def test_rejected_goes_dead_at_once(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["rejected"])
+    counts = worker_for(store, oa, transforms, clock).run_once()
+    assert counts.dead == 1
+    d = delivery(store, key)
+    assert d.state is S.DEAD and d.attempts == 1 and "workflowCode unknown" in d.last_error
+
+
+def test_invalid_rendering_goes_dead_without_calling_the_oa(store, clock):
+    (key,) = add_vouchers(store, 1)
+
+    class BrokenTransforms:
+        def voucher_to_workflow(self, doc, external_key, source=None):
+            raise ValidationFailed("stylesheet output is invalid")
+
+    oa = FakeOa()
+    counts = worker_for(store, oa, BrokenTransforms(), clock).run_once()
+    assert counts.dead == 1 and oa.calls == []
+    assert delivery(store, key).state is S.DEAD
+
+
+def test_dead_after_max_attempts_then_retry_from_dead_letters(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["unreachable"] * 4)
+    worker = worker_for(store, oa, transforms, clock)
+    for _ in range(4):
+        worker.run_once()
+        clock.advance(10)
+    d = delivery(store, key)
+    assert d.state is S.DEAD and d.attempts == 4 and "gave up after 4 attempts" in d.last_error
+    with store.transaction(immediate=True) as conn:
+        assert outbox.retry_dead(conn, [d.id], now=clock()) == 1
+    revived = delivery(store, key)
+    assert revived.state is S.UNCERTAIN and revived.attempts == 0  # may have reached the OA once
+    assert worker.run_once().delivered == 1
+    assert oa.calls[-2:] == ["find", "create"] and oa.per_key() == {key: 1}
+
+
+def test_find_failing_keeps_the_delivery_uncertain(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"], find_faults=[OaUnreachable("down")])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    clock.advance(1)
+    worker.run_once()
+    assert delivery(store, key).state is S.UNCERTAIN
+    clock.advance(2)
+    assert worker.run_once().adopted == 1
+    assert oa.per_key() == {key: 1}
+
+
+def test_lease_lost_during_the_call_is_not_settled_twice(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa()
+    first = worker_for(store, oa, transforms, clock, owner="slow")
+    second = worker_for(store, oa, transforms, clock, owner="fast")
+    results = []
+
+    def meanwhile(request_id):  # the first worker stalls past its lease inside the OA call
+        oa.during_create = None
+        clock.advance(SYNC.lease_seconds + 1)
+        results.append(second.run_once())
+
+    oa.during_create = meanwhile
+    counts = first.run_once()
+    assert results[0].adopted == 1  # the re-claimer asked and adopted the request
+    assert counts.lost == 1 and counts.delivered == 0
+    assert oa.per_key() == {key: 1}
+    assert delivery(store, key).state is S.DELIVERED
+
+
+def test_several_requests_for_one_key_adopt_the_lowest(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    oa.requests[999] = {"key": key, "xml": b"", "status": WorkflowState.SUBMITTED}  # someone else's copy
+    clock.advance(1)
+    counts = worker.run_once()
+    assert counts.adopted == 1 and counts.anomalies == 1
+    d = delivery(store, key)
+    assert d.oa_request_id == "999" and "anomaly" in d.last_error
+
+
+def test_stopping_releases_unsent_claims(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa()
+    worker = worker_for(store, oa, transforms, clock)
+    claims = outbox.claim(store, worker.owner, 10, 60, clock())
+    worker.stop()
+    assert worker._deliver(claims[0]) == ("released", False)
+    d = delivery(store, key)
+    assert d.state is S.PENDING and d.attempts == 0 and oa.calls == []
+    assert worker.run_once().claimed == 0  # stopped workers claim nothing
+
+
+def test_run_until_idle_waits_for_retries_within_the_deadline(store, transforms):
+    import time
+
+    keys = add_vouchers(store, 3)
+    oa = FakeOa(create_faults=["unreachable", "commit-then-timeout"])
+    policy = RetryPolicy(base_seconds=0.05, max_seconds=0.2, max_attempts=5, jitter=0.0)
+    worker = DeliveryWorker(store, oa, Transforms.from_settings(), SYNC, owner="w", policy=policy)
+    try:
+        counts = worker.run_until_idle(time.monotonic() + 10)
+    finally:
+        worker.close()
+    assert counts.delivered + counts.adopted == 3 and counts.retrying == 2
+    assert oa.per_key() == {k: 1 for k in keys}
+
+
+def test_outcome_overtaking_the_settle_is_not_moved_back(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    (request_id,) = oa.requests
+    item = oa.decide(request_id, WorkflowState.APPROVED, T0 + dt.timedelta(seconds=30))
+    poll = Poller(store, oa, SYNC, clock=clock).run_once()
+    assert poll.applied == 1  # found through the outbox although not yet settled
+    clock.advance(1)
+    assert worker.run_once().adopted == 1
+    workflow = voucher_state(store, "HD01-2024-03-J-0001")
+    assert workflow.state is WorkflowState.APPROVED and workflow.decided_at == item.finished_at
+    assert workflow.oa_request_id == str(request_id)
+
+
+# --- outcomes ------------------------------------------------------------------------
+
+
+def delivered_request(store, transforms, clock, n=1):
+    oa = FakeOa()
+    add_vouchers(store, n)
+    worker_for(store, oa, transforms, clock).run_once()
+    return oa
+
+
+def outcome(request_id, state=WorkflowState.APPROVED, minutes=5, **kw):
+    return WorkflowOutcome(state=state, finished_at=T0 + dt.timedelta(minutes=minutes),
+                           approvals=(Approval(1, "李总", "APPROVE", "同意", T0),),
+                           oa_request_id=str(request_id), **kw)
+
+
+def test_apply_outcome_writes_state_trail_and_repeats_are_duplicates(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    with store.transaction(immediate=True) as conn:
+        first = apply_outcome(conn, outcome(rid), via="callback", now=clock())
+    assert first.accepted and first.applied and not first.duplicate
+    assert first.voucher_state is WorkflowState.APPROVED and first.voucher_id == "HD01-2024-03-J-0001"
+    workflow = voucher_state(store, first.voucher_id)
+    assert workflow.decided_at == T0 + dt.timedelta(minutes=5)
+    assert [a.approver for a in workflow.approvals] == ["李总"]
+    with store.transaction(immediate=True) as conn:
+        again = apply_outcome(conn, outcome(rid), via="poll", now=clock())
+    assert again.duplicate and again.accepted and again.voucher_state is WorkflowState.APPROVED
+    # the same decision reported in another zone is the same instant: still a duplicate
+    cst = dt.timezone(dt.timedelta(hours=8))
+    shifted = dataclasses.replace(outcome(rid), finished_at=outcome(rid).finished_at.astimezone(cst))
+    with store.transaction(immediate=True) as conn:
+        assert apply_outcome(conn, shifted, via="poll", now=clock()).duplicate
+    with store.transaction() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(workflow_results)).scalar() == 1
+
+
+def test_older_outcome_does_not_overwrite_a_newer_one(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    with store.transaction(immediate=True) as conn:
+        apply_outcome(conn, outcome(rid, WorkflowState.WITHDRAWN, minutes=10), via="callback", now=clock())
+        stale = apply_outcome(conn, outcome(rid, WorkflowState.APPROVED, minutes=5), via="poll", now=clock())
+    assert stale.accepted and not stale.applied and not stale.duplicate
+    assert stale.voucher_state is WorkflowState.WITHDRAWN
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.WITHDRAWN
+
+
+def test_outcome_by_external_key_only(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    key = oa.requests[rid]["key"]
+    by_key = WorkflowOutcome(WorkflowState.REJECTED, T0 + dt.timedelta(minutes=1), external_key=key)
+    with store.transaction(immediate=True) as conn:
+        result = apply_outcome(conn, by_key, via="callback", now=clock())
+    assert result.applied and result.voucher_state is WorkflowState.REJECTED
+
+
+def test_unknown_and_invalid_outcomes_change_nothing(store, transforms, clock):
+    delivered_request(store, transforms, clock)
+    with store.transaction(immediate=True) as conn:
+        with pytest.raises(NotFound, match="not one of the adapter's requests"):
+            apply_outcome(conn, outcome(424242), via="poll", now=clock())
+        with pytest.raises(NotFound):
+            apply_outcome(conn, WorkflowOutcome(WorkflowState.APPROVED, T0, external_key="nobody:1"),
+                          via="callback", now=clock())
+        with pytest.raises(ValidationFailed) as info:
+            apply_outcome(conn, outcome(1001, WorkflowState.SUBMITTED), via="callback", now=clock())
+        assert info.value.issues[0].place == "state"
+        with pytest.raises(ValidationFailed):
+            apply_outcome(conn, WorkflowOutcome(WorkflowState.APPROVED, dt.datetime(2024, 3, 1), oa_request_id="1001"),
+                          via="callback", now=clock())
+        assert conn.execute(sa.select(sa.func.count()).select_from(workflow_results)).scalar() == 0
+
+
+# --- poller --------------------------------------------------------------------------
+
+
+def test_poller_applies_advances_and_acknowledges(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock, n=3)
+    for minutes, rid in enumerate(sorted(oa.requests), start=1):
+        oa.decide(rid, WorkflowState.APPROVED if minutes != 2 else WorkflowState.REJECTED,
+                  T0 + dt.timedelta(minutes=minutes))
+    oa.completed.append(CompletedItem(4, 77, "someone-else:1", WorkflowState.APPROVED, T0, ()))
+    counts = Poller(store, oa, SYNC, clock=clock).run_once()
+    # two full batches, then an empty one shows the queue is drained
+    assert (counts.fetched, counts.applied, counts.unknown, counts.batches) == (4, 3, 1, 3)
+    assert counts.cursor == 4 and oa.acked == [2, 4]
+    with store.transaction() as conn:
+        assert cursors.get_cursor(conn, "oa.completed") == 4
+    assert voucher_state(store, "HD01-2024-03-J-0002").state is WorkflowState.REJECTED
+
+
+def test_same_batch_twice_applies_once(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    oa.decide(rid, WorkflowState.APPROVED, T0 + dt.timedelta(minutes=3))
+    Poller(store, oa, SYNC, clock=clock).run_once()
+    with store.transaction(immediate=True) as conn:  # as if the cursor had never moved
+        cursors.advance_cursor(conn, "oa.completed", expected=1, value=0, now=clock())
+    again = Poller(store, oa, SYNC, clock=clock).run_once()
+    assert again.fetched == 1 and again.duplicates == 1 and again.applied == 0
+
+
+def test_crash_before_commit_keeps_the_cursor_and_applies_once_later(store, transforms, clock, monkeypatch):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    oa.decide(rid, WorkflowState.APPROVED, T0 + dt.timedelta(minutes=3))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("process killed between apply and commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cursors, "advance_cursor", crash)
+        with pytest.raises(RuntimeError):
+            Poller(store, oa, SYNC, clock=clock).run_once()
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.SUBMITTED  # rolled back
+    with store.transaction() as conn:
+        assert cursors.get_cursor(conn, "oa.completed") == 0
+    assert oa.acked == []
+    counts = Poller(store, oa, SYNC, clock=clock).run_once()
+    assert counts.applied == 1 and counts.cursor == 1
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.APPROVED
+
+
+def test_cursor_moved_by_another_poller_leaves_the_batch_to_it(store, transforms, clock):
+    oa = delivered_request(store, transforms, clock)
+    (rid,) = oa.requests
+    oa.decide(rid, WorkflowState.APPROVED, T0 + dt.timedelta(minutes=3))
+    real_fetch = oa.fetch_completed
+
+    def fetch_while_another_commits(after, limit):
+        batch = real_fetch(after, limit)
+        with store.transaction(immediate=True) as conn:
+            cursors.advance_cursor(conn, "oa.completed", expected=0, value=1, now=clock())
+        return batch
+
+    oa.fetch_completed = fetch_while_another_commits
+    counts = Poller(store, oa, SYNC, clock=clock).poll_batch()
+    assert counts.conflicts == 1 and counts.applied == 0
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.SUBMITTED
