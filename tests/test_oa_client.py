@@ -343,3 +343,36 @@ def test_concurrent_creates_share_the_pool(start):
     assert errors == []
     assert len(set(results)) == 12
     assert sim.db.count_requests() == 12
+
+
+def test_find_before_resend_gives_exactly_one_request_per_key_under_faults(start):
+    """The contract the sync engine relies on: every fault either committed nothing or is findable."""
+    sim = start(error_rate=0.15, drop_rate=0.15, ambiguous_rate=0.1, ambiguous_hold=0.6, seed=11, decide_after=60)
+    outcomes = {"created": 0, "found": 0}
+    with client_for(sim.url, timeout=0.3) as client:
+
+        def find(key):
+            while True:
+                try:
+                    return client.find_requests(key)
+                except (OaServerFault, OaAmbiguous):
+                    continue
+
+        for i in range(40):
+            key = f"V{i:03d}#hash"
+            while True:
+                try:
+                    client.create_request(workflow_xml(key=key))
+                    outcomes["created"] += 1
+                    break
+                except OaServerFault:
+                    pass  # nothing committed: resend (asking first is still the rule)
+                except OaAmbiguous:
+                    pass
+                if find(key):
+                    outcomes["found"] += 1
+                    break
+    assert sim.db.requests_per_external_key() == {f"V{i:03d}#hash": 1 for i in range(40)}
+    injected = sim.injector.counts()
+    assert injected["error"] and injected["drop"] and injected["ambiguous"]
+    assert outcomes["found"] >= 1 and outcomes["created"] + outcomes["found"] == 40
