@@ -69,6 +69,9 @@ def build_application(services: GatewayServices | None, *, response_encoding: st
         out_protocol=out_protocol,
     )
     app.gateway_services = services  # read by GatewayService.call_wrapper
+    # A caller's mistake is answered with a fault; spyne would also log each one with a
+    # traceback at ERROR, drowning real problems (server faults stay logged).
+    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
     app.event_manager.add_listener("method_exception_object", _normalise_fault)
     return app
 
