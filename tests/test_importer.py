@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from archive_oa import voucher_xml
 from archive_oa.cli.main import main
@@ -25,9 +26,21 @@ PDF = b"%PDF-1.4\n% fake invoice for tests\n"
 PNG = b"\x89PNG\r\n\x1a\n fake bank receipt"
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+#: A PostgreSQL URL (a database the tests may wipe) runs the importer tests there as well.
+POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
+def store(request, tmp_path):
+    env = {}
+    if request.param == "postgresql":
+        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
+        engine = create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
     yield store
     store.dispose()
 
