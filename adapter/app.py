@@ -45,7 +45,7 @@ class Adapter:
 
     @cached_property
     def sync(self) -> SyncService:
-        return SyncService(self.store, lambda: self.oa, self.transforms, self.settings.sync)
+        return SyncService(self.store, self.oa)
 
     def close(self) -> None:
         for close in reversed(self._closers):
