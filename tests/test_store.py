@@ -200,6 +200,8 @@ def test_query_filters_order_and_paging(archive):
     assert query(archive, voucher_no_from=2, voucher_no_to=2).total == 4
     assert query(archive, amount_min=Decimal("2000"), amount_max=Decimal("2999.99")).total == 4
     assert query(archive, amount_min=Decimal("3000.01")).total == 0
+    assert query(archive, amount_min=Decimal("2999.995"), amount_max=Decimal("3000.004")).total == 4
+    assert query(archive, amount_min=Decimal("1000.001"), amount_max=Decimal("1999.999")).total == 0
 
     page2 = query(archive, page=2, page_size=5)
     assert (page2.total, page2.page, page2.page_size, len(page2.items)) == (12, 2, 5, 5)

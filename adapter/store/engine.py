@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from ..errors import ConfigurationError, Unavailable
+from ..errors import ConfigurationError
 from ..settings import Settings
 from .blobs import BlobStore
 
@@ -52,7 +52,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except OperationalError:
+        except SQLAlchemyError:
             return False
 
     def dispose(self) -> None:
@@ -161,7 +161,3 @@ def _postgresql_engine(url, settings: Settings, pool_size: int) -> Engine:
         pool_timeout=30,
     )
 
-
-def unavailable(exc: OperationalError) -> Unavailable:
-    """The adapter's error for a database that cannot be reached or is locked too long."""
-    return Unavailable(f"the database is unavailable: {exc.orig or exc}; retry later")

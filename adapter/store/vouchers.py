@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
@@ -33,6 +34,7 @@ from .tables import LATEST, attachments, entries, request_map, vouchers
 from .tables import approvals as trail_table  # ``approvals`` is also a parameter name
 
 MAX_PAGE_SIZE = 500
+_CENT = Decimal("0.01")
 _IN_CHUNK = 500  # ids per IN (...) list: far below every driver's parameter limit
 
 
@@ -306,10 +308,11 @@ def _query_filters(q: VoucherQuery, dialect: str) -> list:
         where.append(c.voucher_no <= q.voucher_no_to)
     if q.state is not None:
         where.append(c.state == WorkflowState(q.state).value)
+    # Amounts are whole cents: round the bounds inwards, exactly equivalent and bindable.
     if q.amount_min is not None:
-        where.append(c.total_amount >= q.amount_min)
+        where.append(c.total_amount >= Decimal(q.amount_min).quantize(_CENT, rounding=ROUND_CEILING))
     if q.amount_max is not None:
-        where.append(c.total_amount <= q.amount_max)
+        where.append(c.total_amount <= Decimal(q.amount_max).quantize(_CENT, rounding=ROUND_FLOOR))
     if q.keyword:
         where.append(
             or_(
