@@ -228,6 +228,12 @@ def test_query_state_filter_follows_workflow(archive):
     rejected = query(archive, state=WorkflowState.REJECTED)
     assert ids(rejected) == ["ORG-A-2024-01-1"] and rejected.items[0].state is WorkflowState.REJECTED
     assert query(archive, state=WorkflowState.NONE).total == 11
+    with archive.transaction() as conn:
+        assert repo.count_by_state(conn) == {WorkflowState.NONE: 11, WorkflowState.REJECTED: 1}
+        assert repo.count_by_state(conn, org_codes=frozenset({"ORG-B"})) == {WorkflowState.NONE: 6}
+        latest = repo.workflow_of_latest(conn)
+    assert len(latest) == 12 and latest["ORG-A-2024-01-1"] == (WorkflowState.REJECTED, "9")
+    assert latest["ORG-B-2024-01-1"] == (WorkflowState.NONE, None)
 
 
 def test_keyword_matches_summaries_and_wildcards_are_literal(store):

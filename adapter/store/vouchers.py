@@ -163,6 +163,21 @@ def voucher_org(conn: Connection, voucher_id: str) -> str | None:
     ).scalar()
 
 
+def count_by_state(conn: Connection, *, org_codes: frozenset[str] | None = None) -> dict[WorkflowState, int]:
+    """How many vouchers (latest versions) are in each workflow state; absent states are left out."""
+    where = [LATEST]
+    if org_codes is not None:
+        where.append(vouchers.c.org_code.in_(sorted(org_codes)))
+    rows = conn.execute(select(vouchers.c.state, func.count()).where(*where).group_by(vouchers.c.state))
+    return {WorkflowState(state): n for state, n in rows}
+
+
+def workflow_of_latest(conn: Connection) -> dict[str, tuple[WorkflowState, str | None]]:
+    """voucher_id -> (state, oa_request_id) of every latest version: for audits and the demo's verdict."""
+    rows = conn.execute(select(vouchers.c.voucher_id, vouchers.c.state, vouchers.c.oa_request_id).where(LATEST))
+    return {voucher_id: (WorkflowState(state), request_id) for voucher_id, state, request_id in rows}
+
+
 def find_attachment(conn: Connection, attachment_id: str) -> tuple[AttachmentMeta, str, str] | None:
     """(meta, voucher_id, org_code) of an attachment, preferring the newest version that has it."""
     row = conn.execute(
