@@ -271,9 +271,20 @@ def make_gateway_app(settings, services: GatewayServices | None = None) -> Gatew
             store=adapter.store,
             archive=adapter.archive,
             authenticator=PasswordAuthenticator(adapter.users),
-            sync=adapter.sync,
+            sync=_LazySync(adapter),
         )
     return GatewayApp(settings, services)
+
+
+class _LazySync:
+    """``adapter.sync`` built on first use: the OA client behind it is only needed by
+    the sync operations, so the gateway starts (and reads work) without it."""
+
+    def __init__(self, adapter) -> None:
+        self._adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self._adapter.sync, name)
 
 
 def _read_limited(environ, limit: int) -> bytes:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 #: waitress's own limit sits above the gateway's, so an oversized body gets the
 #: gateway's SOAP fault (413) rather than waitress's plain-text one.
 _WAITRESS_BODY_SLACK = 1024 * 1024
+_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 @dataclass
@@ -65,9 +66,10 @@ def _create(app, host: str, port: int, threads: int):
         ident="archive-oa",
         clear_untrusted_proxy_headers=True,
     )
-    listening = f"http://{host}:{server.effective_port}"
-    if hasattr(app, "adopt_listening_url"):
-        app.adopt_listening_url(listening)
+    # Port 0 picks a free port: without a configured public URL the WSDL names the one
+    # actually bound.  A wildcard address names no host a client could use.
+    if hasattr(app, "adopt_listening_url") and host not in _WILDCARDS:
+        app.adopt_listening_url(f"http://{host}:{server.effective_port}")
     return server
 
 
