@@ -228,7 +228,10 @@ class OaClient:
         except OaError:
             raise
         except Exception as exc:
-            raise self._map_error(operation, exc) from exc
+            mapped = self._map_error(operation, exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         finally:
             log.debug("OA %s took %.3fs", operation, time.monotonic() - started)
 
