@@ -34,6 +34,7 @@ from . import outcomes
 
 MAX_PAGE_SIZE = 500
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_MAX_AMOUNT = Decimal(10) ** 18  # NUMERIC(20, 2)
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ class _Checks:
             return
         if not value.is_finite():
             self.fail(place, "amount", f"{place} {value} must be a finite number")
+        elif abs(value) >= _MAX_AMOUNT:
+            self.fail(place, "amount", f"{place} {value} is too large: at most 18 digits before the point")
         elif value.as_tuple().exponent < -2 and value != value.quantize(Decimal("0.01")):
             self.fail(place, "amount", f"{place} {value} has more than 2 decimal places; round it to cents")
         elif value < 0:

@@ -1,0 +1,267 @@
+"""Units behind the gateway: the access table, credentials, roles, faults, input checks,
+archival codes, idempotent archiving under concurrency, password hashing."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from archive_oa.errors import (
+    AuthenticationFailed,
+    IntegrityError,
+    Issue,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
+from archive_oa.gateway.auth import (
+    OPERATION_ACCESS,
+    PASSWORD_DIGEST,
+    WSSE_NS,
+    PasswordAuthenticator,
+    authorize,
+    credentials_from,
+)
+from archive_oa.gateway.faults import INTERNAL_MESSAGE, fault_envelope, fault_from_error
+from archive_oa.gateway.service import GatewayService
+from archive_oa.gateway.types import NAMESPACE
+from archive_oa.services.archive import (
+    ArchiveDocumentCommand,
+    ArchiveService,
+    NewFile,
+    archival_rule,
+    check_document,
+)
+from archive_oa.services.users import Principal, UserService, hash_password, verify_password
+from archive_oa.settings import load_settings
+from archive_oa.store.engine import open_store
+
+G = f"{{{NAMESPACE}}}"
+
+
+# --- one access table for every operation ---------------------------------------------------
+
+
+def test_every_operation_declares_its_role_and_nothing_else_is_declared():
+    operations = set(GatewayService.public_methods)
+    assert operations == set(OPERATION_ACCESS)
+    assert OPERATION_ACCESS["Ping"].role is None
+    assert {name for name, access in OPERATION_ACCESS.items() if access.role is None} == {"Ping"}
+
+
+@pytest.mark.parametrize(
+    "held, required, allowed",
+    [
+        ({"viewer"}, "viewer", True),
+        ({"viewer"}, "archivist", False),
+        ({"archivist"}, "viewer", True),
+        ({"operator"}, "archivist", True),
+        ({"operator"}, "admin", False),
+        ({"admin"}, "operator", True),
+        ({"auditor"}, "viewer", False),
+        ({"admin"}, "auditor", False),
+        ({"auditor", "viewer"}, "viewer", True),
+    ],
+)
+def test_role_ranks(held, required, allowed):
+    assert Principal("u", frozenset(held), None).has_role(required) is allowed
+
+
+def test_authorize_checks_the_declared_organisation_argument():
+    scoped = Principal("op", frozenset({"operator"}), frozenset({"ORG1"}))
+    authorize("ReconcilePeriod", scoped, {"orgCode": "ORG1", "period": "2024-03"})
+    with pytest.raises(Exception) as denied:
+        authorize("ReconcilePeriod", scoped, {"orgCode": "ORG2", "period": "2024-03"})
+    assert denied.value.code == "AccessDenied" and "ORG2" in str(denied.value)
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+def _basic(text: bytes) -> dict:
+    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(text).decode()}
+
+
+def _wsse(password_type: str | None = None) -> list:
+    attr = f' Type="{password_type}"' if password_type else ""
+    return [etree.fromstring(
+        f'<wsse:Security xmlns:wsse="{WSSE_NS}"><wsse:UsernameToken><wsse:Username>王五</wsse:Username>'
+        f"<wsse:Password{attr}>秘密</wsse:Password><wsse:Nonce>bm9uY2U=</wsse:Nonce></wsse:UsernameToken>"
+        "</wsse:Security>"
+    )]
+
+
+def test_basic_credentials_in_utf8_and_gbk():
+    assert credentials_from(_basic("王五:秘密".encode()), None).password == "秘密"
+    gbk = credentials_from(_basic("王五:秘密".encode("gbk")), None)
+    assert (gbk.username, gbk.password, gbk.scheme) == ("王五", "秘密", "basic")
+    assert credentials_from({}, None) is None
+    with pytest.raises(AuthenticationFailed):
+        credentials_from({"HTTP_AUTHORIZATION": "Basic !!!"}, None)
+    with pytest.raises(AuthenticationFailed):
+        credentials_from(_basic(b"no-colon"), None)
+
+
+def test_username_token_wins_over_basic_and_digest_is_refused_for_now():
+    token = credentials_from(_basic(b"other:x"), _wsse())
+    assert (token.username, token.password, token.scheme, token.nonce) == ("王五", "秘密", "wsse-text", "bm9uY2U=")
+    digest = credentials_from({}, _wsse(PASSWORD_DIGEST))
+    assert digest.scheme == "wsse-digest"
+    with pytest.raises(AuthenticationFailed) as refused:
+        PasswordAuthenticator(users=None).authenticate(digest)
+    assert "PasswordText" in str(refused.value)
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_validation_fault_carries_code_message_correlation_and_issues():
+    error = ValidationFailed("bad", [Issue("/QueryVouchers/pageSize", "range", "use 1-500", line=3)])
+    fault = fault_from_error(error, "cid-1")
+    assert fault.faultcode == "Client"
+    doc = etree.fromstring(fault_envelope(fault))
+    detail = doc.find(f".//detail/{G}GatewayFault")
+    assert detail.findtext(f"{G}code") == "Validation"
+    assert detail.findtext(f"{G}correlationId") == "cid-1"
+    issue = detail.find(f"{G}issues/{G}issue")
+    assert (issue.findtext(f"{G}place"), issue.findtext(f"{G}rule"), issue.findtext(f"{G}line")) == (
+        "/QueryVouchers/pageSize", "range", "3")
+
+
+@pytest.mark.parametrize(
+    "error, code, faultcode",
+    [
+        (NotFound("voucher x not found"), "NotFound", "Client"),
+        (Unavailable("db at /var/lib/secret is down"), "Unavailable", "Server"),
+        (IntegrityError("blob /data/blobs/ab/cd mismatch"), "Internal", "Server"),
+        (KeyError("/home/app/secret.py"), "Internal", "Server"),
+    ],
+)
+def test_error_mapping_hides_internals(error, code, faultcode):
+    fault = fault_from_error(error, "cid")
+    assert (fault.gateway_code, fault.faultcode) == (code, faultcode)
+    if faultcode == "Server":
+        assert "/" not in fault.gateway_message.replace("n/a", "")
+    if code == "Internal":
+        assert fault.gateway_message == INTERNAL_MESSAGE
+
+
+# --- input checks and archival codes ---------------------------------------------------------
+
+
+def _cmd(**changes) -> ArchiveDocumentCommand:
+    values = dict(source_system="ekp", source_id="FK-1", doc_type="PAYMENT", org_code="ORG1", period="2024-03",
+                  title="付款单", amount=Decimal("10.00"))
+    values.update(changes)
+    return ArchiveDocumentCommand(**values)
+
+
+@pytest.mark.parametrize(
+    "changes, place",
+    [
+        (dict(amount=Decimal("12.345")), "amount"),
+        (dict(amount=Decimal("NaN")), "amount"),
+        (dict(amount=Decimal("Infinity")), "amount"),
+        (dict(amount=Decimal("-1")), "amount"),
+        (dict(amount=Decimal("1E+19")), "amount"),
+        (dict(period="2024-3"), "period"),
+        (dict(doc_type="INVOICE"), "docType"),
+        (dict(title="  "), "title"),
+        (dict(attachments=(NewFile("", "application/pdf", b"x"),)), "attachments/attachment[1]/fileName"),
+        (dict(attachments=(NewFile("a.pdf", "application/pdf", b""),)), "attachments/attachment[1]/content"),
+    ],
+)
+def test_document_checks_name_the_field(changes, place):
+    with pytest.raises(ValidationFailed) as invalid:
+        check_document(_cmd(**changes))
+    assert place in [issue.place for issue in invalid.value.issues]
+
+
+def test_trailing_zeros_are_not_extra_decimals():
+    check_document(_cmd(amount=Decimal("1.230")))
+
+
+def test_archival_rules():
+    assert (archival_rule(_cmd(doc_type="EXPENSE_CLAIM")).category_code,
+            archival_rule(_cmd(doc_type="EXPENSE_CLAIM")).retention.value) == ("PZ", "Y30")
+    assert archival_rule(_cmd(doc_type="REPORT")).retention.value == "Y10"
+    annual = archival_rule(_cmd(doc_type="REPORT", fields=(("reportKind", "年度"),)))
+    assert (annual.category, annual.retention.value) == ("财务会计报告", "PERMANENT")
+
+
+# --- the archive service on a real store ---------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+    yield store
+    store.dispose()
+
+
+def test_concurrent_archive_of_one_source_stores_one_document(store):
+    service = ArchiveService(store)
+    cmd = _cmd(attachments=(NewFile("回单.pdf", "application/pdf", b"receipt"),))
+    results, errors = [], []
+    barrier = threading.Barrier(6)
+
+    def archive():
+        barrier.wait()
+        try:
+            results.append(service.archive_document(cmd, frozenset({"ORG1"})))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=archive) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({(r.archive_id, r.archival_code) for r in results}) == 1
+    assert sorted(r.duplicate for r in results) == [False] + [True] * 5
+    assert results[0].archival_code == "ORG1-2024-PZ-Y30-0001"
+    second = service.archive_document(_cmd(source_id="FK-2"), None)
+    assert second.archival_code == "ORG1-2024-PZ-Y30-0002"
+    content = service.get_attachment(f"{results[0].archive_id}-1", frozenset({"ORG1"}))
+    assert content.content == b"receipt" and content.meta.file_name == "回单.pdf"
+    with pytest.raises(NotFound):
+        service.get_attachment(f"{results[0].archive_id}-1", frozenset({"ORG2"}))
+
+
+def test_archive_outside_scope_is_denied(store):
+    with pytest.raises(Exception) as denied:
+        ArchiveService(store).archive_document(_cmd(org_code="ORG9"), frozenset({"ORG1"}))
+    assert denied.value.code == "AccessDenied"
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def test_password_hash_format_and_verification():
+    encoded = hash_password("口令-1")
+    assert encoded.startswith("scrypt$16384$8$1$") and "口令" not in encoded
+    assert verify_password("口令-1", encoded)
+    assert not verify_password("口令-2", encoded)
+    assert not verify_password("x", "md5$abc")
+
+
+def test_user_service(store):
+    users = UserService(store, clock=lambda: dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    users.add_user("alice", "s3cret", {"archivist"}, {"ORG1", "ORG2"})
+    principal = users.authenticate("alice", "s3cret")
+    assert principal == Principal("alice", frozenset({"archivist"}), frozenset({"ORG1", "ORG2"}))
+    for name, secret in (("alice", "wrong"), ("nobody", "s3cret")):
+        with pytest.raises(AuthenticationFailed):
+            users.authenticate(name, secret)
+    users.add_user("alice", "s3cret", {"archivist"}, None, disabled=True)
+    with pytest.raises(AuthenticationFailed):
+        users.authenticate("alice", "s3cret")
+    with pytest.raises(ValidationFailed) as invalid:
+        users.add_user("bob", "pw", {"superuser"})
+    assert [i.place for i in invalid.value.issues] == ["roles"]
