@@ -1,0 +1,192 @@
+"""SyncService: trigger (scope, periods), job status from deliveries, reconciliation; CLI tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from archive_oa import voucher_xml
+from archive_oa.cli.sync import _table
+from archive_oa.domain.delivery import DeliveryState
+from archive_oa.domain.model import Entry, Voucher, WorkflowState
+from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
+from archive_oa.errors import AccessDenied, NotFound, ValidationFailed
+from archive_oa.services.sync import SyncService
+from archive_oa.settings import load_settings
+from archive_oa.store import outbox
+from archive_oa.store import vouchers as repo
+from archive_oa.store.engine import open_store
+
+T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeOa:
+    """Answers lookups from a dict: key → request ids; request id → status."""
+
+    def __init__(self):
+        self.by_key: dict[str, list[int]] = {}
+        self.status: dict[int, WorkflowState] = {}
+        self.completed: list[CompletedItem] = []
+
+    def find_requests(self, key):
+        return list(self.by_key.get(key, []))
+
+    def get_request(self, request_id):
+        return OaRequest(request_id, None, self.status[request_id], None, ())
+
+    def fetch_completed(self, after, limit):
+        items = tuple(i for i in self.completed if i.cursor > after)[:limit]
+        return CompletedBatch(items, items[-1].cursor if items else after)
+
+
+def voucher(org: str, period: str, n: int) -> Voucher:
+    year, month = map(int, period.split("-"))
+    amount = Decimal("100.00") * n
+    return Voucher(
+        voucher_id=f"{org}-{period}-{n:04d}", org_code=org, org_name=f"{org} 公司", fonds_code="Z9",
+        fiscal_year=year, period=period, voucher_word="记", voucher_no=n, date=dt.date(year, month, 3),
+        preparer="刘洋",
+        entries=(Entry(1, "购买办公用品", "6602", "管理费用", debit=amount),
+                 Entry(2, "银行付款", "1002", "银行存款", credit=amount)),
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+    with store.transaction(immediate=True) as conn:
+        for org in ("HD01", "HN02"):
+            for period in ("2024-03", "2024-04"):
+                for n in (1, 2):
+                    v = voucher(org, period, n)
+                    repo.save_voucher(conn, v, voucher_xml.canonical_hash(v), T0)
+    yield store
+    store.dispose()
+
+
+def states(store, org=None):
+    with store.transaction() as conn:
+        return {vid: repo.load_voucher(conn, vid).state
+                for vid, _, _ in repo.select_for_sync(conn, org_code=org, states=tuple(WorkflowState))}
+
+
+def test_trigger_queues_matching_vouchers_once(store):
+    service = SyncService(store, clock=Clock())
+    first = service.trigger(org_code="HD01", period_from="2024-04", period_to="2024-04")
+    assert (first.queued, first.selected) == (2, 2)
+    assert {vid for vid, s in states(store).items() if s is WorkflowState.QUEUED} == {
+        "HD01-2024-04-0001", "HD01-2024-04-0002"}
+    again = service.trigger(org_code="HD01")
+    assert again.queued == 2  # only the March ones are still NONE
+    assert service.trigger(org_code="HD01").queued == 0
+    with store.transaction() as conn:
+        assert {d.job_id for d in outbox.list_deliveries(conn)} == {first.job_id, again.job_id}
+
+
+def test_trigger_by_voucher_ids_and_scope(store):
+    service = SyncService(store, clock=Clock())
+    with pytest.raises(AccessDenied, match="HN02 is outside your scope"):
+        service.trigger(org_code="HN02", org_codes=frozenset({"HD01"}))
+    scoped = service.trigger(voucher_ids=["HD01-2024-03-0001", "HN02-2024-03-0001", "nope"],
+                             org_codes=frozenset({"HD01"}))
+    assert scoped.queued == 1  # the out-of-scope and unknown ids are not touched
+    assert states(store)["HN02-2024-03-0001"] is WorkflowState.NONE
+    everything_in_scope = service.trigger(org_codes=frozenset({"HD01"}))
+    assert everything_in_scope.queued == 3
+    assert all(s is WorkflowState.NONE for s in states(store, "HN02").values())
+
+
+@pytest.mark.parametrize("kwargs,place", [
+    ({"period_from": "2024-13"}, "periodFrom"),
+    ({"period_to": "24-03"}, "periodTo"),
+    ({"period_from": "2024-05", "period_to": "2024-03"}, "periodTo"),
+])
+def test_trigger_refuses_bad_periods(store, kwargs, place):
+    with pytest.raises(ValidationFailed) as info:
+        SyncService(store).trigger(**kwargs)
+    assert info.value.issues[0].place == place
+
+
+def test_status_counts_from_deliveries_and_finishes(store):
+    clock = Clock()
+    service = SyncService(store, clock=clock)
+    with pytest.raises(NotFound, match="no sync job"):
+        service.status()
+    job = service.trigger(org_code="HD01")
+    status = service.status()  # the latest job
+    assert (status.job_id, status.state, status.queued, status.delivered, status.failed, status.dead) == (
+        job.job_id, "RUNNING", 4, 0, 0, 0)
+    claims = outbox.claim(store, "w", 10, 60, T0)
+    with store.transaction(immediate=True) as conn:
+        outbox.mark_delivered(conn, claims[0], oa_request_id="1", now=T0)
+        outbox.mark_delivered(conn, claims[1], oa_request_id="2", now=T0)
+        outbox.mark_failed(conn, claims[2], state=DeliveryState.PENDING, error="down", now=T0,
+                           next_attempt_at=T0 + dt.timedelta(seconds=5))
+        outbox.mark_failed(conn, claims[3], state=DeliveryState.DEAD, error="rejected",
+                           now=T0 + dt.timedelta(minutes=1))
+    status = service.status(job.job_id)
+    assert (status.state, status.delivered, status.failed, status.dead) == ("RUNNING", 2, 1, 1)
+    c = outbox.claim(store, "w", 10, 60, T0 + dt.timedelta(seconds=5))
+    with store.transaction(immediate=True) as conn:
+        outbox.mark_delivered(conn, c[0], oa_request_id="3", now=T0 + dt.timedelta(minutes=2))
+    done = service.status(job.job_id)
+    assert (done.state, done.delivered, done.failed, done.dead) == ("FINISHED", 3, 0, 1)
+    assert done.finished_at == T0 + dt.timedelta(minutes=2)
+    with pytest.raises(NotFound, match="sync job x does not exist"):
+        service.status("x")
+
+
+def test_empty_trigger_is_finished_at_once(store):
+    service = SyncService(store, clock=Clock())
+    job = service.trigger(org_code="XX99")
+    assert job.queued == 0 and service.status(job.job_id).state == "FINISHED"
+
+
+def test_reconcile_reports_missing_orphaned_and_mismatched(store):
+    oa = FakeOa()
+    service = SyncService(store, oa, clock=Clock())
+    service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")
+    with store.transaction() as conn:
+        d1, d2 = sorted(outbox.list_deliveries(conn), key=lambda d: d.voucher_id)
+    claims = {c.delivery_id: c for c in outbox.claim(store, "w", 10, 60, T0)}
+    with store.transaction(immediate=True) as conn:  # first voucher delivered as request 11
+        outbox.mark_delivered(conn, claims[d1.id], oa_request_id="11", now=T0)
+        repo.map_request(conn, external_key=d1.idempotency_key, voucher_id=d1.voucher_id, version=1,
+                         oa_request_id="11")
+        repo.set_workflow(conn, d1.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id="11")
+    oa.by_key[d1.idempotency_key] = [11, 12]  # 12: an extra request nobody maps
+    oa.status[11] = WorkflowState.APPROVED  # the OA decided, the archive has not heard yet
+    # d2 never reached the OA; a stray completed request names a voucher of the period with a foreign key
+    oa.completed.append(CompletedItem(1, 99, f"{d2.voucher_id}:0000", WorkflowState.APPROVED, T0, ()))
+    oa.completed.append(CompletedItem(2, 98, "HN02-2024-03-0001:1111", WorkflowState.APPROVED, T0, ()))
+
+    report = service.reconcile("HD01", "2024-03")
+    assert report.checked == 2
+    assert report.missing_in_oa == [d2.voucher_id]
+    assert report.orphaned_in_oa == ["12", "99"]  # 98 belongs to another organisation
+    (mismatch,) = report.state_mismatches
+    assert (mismatch.voucher_id, mismatch.archive_state, mismatch.oa_state, mismatch.oa_request_id) == (
+        d1.voucher_id, WorkflowState.SUBMITTED, WorkflowState.APPROVED, "11")
+    assert report.notes
+
+    with pytest.raises(AccessDenied):
+        service.reconcile("HD01", "2024-03", org_codes=frozenset({"HN02"}))
+    with pytest.raises(ValidationFailed):
+        service.reconcile("HD01", "March")
+
+
+def test_table_lines_up_chinese_text():
+    text = _table(["凭证", "state"], [["记-1", "APPROVED"], ["x", "NONE"]])
+    lines = text.splitlines()
+    assert lines[0].startswith("凭证  state") and lines[2].startswith("记-1  APPROVED")
+    assert lines[3].startswith("x     NONE")
