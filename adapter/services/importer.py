@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import voucher_xml
 from ..domain.delivery import idempotency_key
 from ..domain.model import Voucher, WorkflowState
-from ..errors import Issue, ValidationFailed
+from ..errors import AdapterError, Issue, ValidationFailed
 from ..store import vouchers as repo
 from ..store.engine import Store
 
@@ -81,10 +81,13 @@ def import_paths(
         report.files += 1
         try:
             ready = _read_file(path, transforms)
-        except ValidationFailed as exc:
+        except AdapterError as exc:  # the file's fault (invalid, too large …): report it, go on
+            if not exc.client_error:
+                raise
             report.failed_files += 1
             report.failed_paths.append(str(path))
-            report.issues.extend(exc.issues or [Issue("/", "invalid-file", exc.message, None, str(path))])
+            issues = getattr(exc, "issues", ())
+            report.issues.extend(issues or [Issue("/", exc.code, exc.message, None, str(path))])
             continue
         report.vouchers_seen += len(ready)
         for item in ready:
