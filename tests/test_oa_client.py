@@ -318,6 +318,8 @@ def test_wsdl_is_parsed_once_and_timeouts_are_explicit():
         adapter = first._client.transport.session.get_adapter("http://x")
         assert adapter._pool_maxsize == 2 and adapter.max_retries.total == 0
         assert first._service._binding_options["address"] == "http://127.0.0.1:9/soap/workflow"
+        (port,) = load_wsdl().services["WorkflowService"].ports.values()
+        assert port.binding_options["address"] == "http://127.0.0.1:8090/soap/workflow"  # the placeholder
     finally:
         first.close()
         second.close()

@@ -387,3 +387,37 @@ def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
     assert call.findtext(f"{g}oaRequestId") == "42" and call.findtext(f"{g}externalKey") == "V1#abc"
     assert call.findtext(f"{g}state") == "REJECTED"
     assert [a.findtext(f"{g}comment") for a in call.iterfind(f"{g}approvals/{g}approval")] == ["同意", "金额超出授权 驳回"]
+
+
+def test_oa_sim_command_serves_until_terminated(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from archive_oa.oa.client import OaClient
+    from archive_oa.settings import OaSettings
+
+    env = dict(os.environ, ARCHIVE_OA_SIM_ENCODING="gbk", ARCHIVE_OA_SIM_DECIDE_AFTER="60")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archive_oa.cli.main", "oa-sim", "--port", "0", "--data-dir", str(tmp_path),
+         "--user", "oa-user", "--password", "秘密"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("OA simulator: http://127.0.0.1:"), first + process.stderr.read()
+        url = first.split(": ", 1)[1].strip()
+        with OaClient(OaSettings(url=url, user="oa-user", password="秘密", timeout=5)) as client:
+            request_id = client.create_request(
+                b'<WorkflowRequest xmlns="urn:archive-oa:oa-workflow:1"><workflowCode>F</workflowCode>'
+                b"<title>t</title><creator>c</creator><level>0</level><externalKey>cli</externalKey>"
+                b"<mainFields><field><name>je</name><value>1</value></field></mainFields></WorkflowRequest>"
+            )
+            assert list(client.find_requests("cli")) == [request_id]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        process.stdout.close()
+        process.stderr.close()
+    assert (tmp_path / "oa-sim.db").is_file()

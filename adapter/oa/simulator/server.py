@@ -62,6 +62,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     block_on_close = False  # a call held by the ambiguous fault must not block stop()
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 drops connects when many workers call at once
 
 
 class _ConfigHolder:
