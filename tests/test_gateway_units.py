@@ -4,6 +4,7 @@ archival codes, idempotent archiving under concurrency, password hashing."""
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import threading
 from decimal import Decimal
@@ -28,8 +29,10 @@ from archive_oa.gateway.auth import (
     credentials_from,
 )
 from archive_oa.gateway.faults import INTERNAL_MESSAGE, fault_envelope, fault_from_error
+from archive_oa.gateway.mapping import plain
 from archive_oa.gateway.service import GatewayService
 from archive_oa.gateway.types import NAMESPACE
+from archive_oa.gateway.wsdl_file import checked_in_path
 from archive_oa.services.archive import (
     ArchiveDocumentCommand,
     ArchiveService,
@@ -131,6 +134,23 @@ def test_validation_fault_carries_code_message_correlation_and_issues():
     issue = detail.find(f"{G}issues/{G}issue")
     assert (issue.findtext(f"{G}place"), issue.findtext(f"{G}rule"), issue.findtext(f"{G}line")) == (
         "/QueryVouchers/pageSize", "range", "3")
+
+
+def test_fault_detail_matches_the_type_declared_in_the_wsdl():
+    wsdl = etree.fromstring(checked_in_path().read_bytes())
+    embedded = wsdl.find(".//{http://www.w3.org/2001/XMLSchema}schema")
+    # standalone, the schema needs the in-scope prefixes its QName values (tns:…) use
+    standalone = etree.Element(embedded.tag, dict(embedded.attrib), nsmap=embedded.nsmap)
+    standalone.extend(copy.deepcopy(child) for child in embedded)
+    schema = etree.XMLSchema(standalone)
+    error = ValidationFailed("bad", [Issue("page", "range", "use 1 or more", line=2), Issue("pageSize", "r", "m")])
+    detail = etree.fromstring(fault_envelope(fault_from_error(error, "cid"))).find(f".//detail/{G}GatewayFault")
+    assert schema.validate(detail), schema.error_log
+    assert 'name="GatewayFault" message="tns:GatewayFault"' in checked_in_path().read_text(encoding="utf-8")
+
+
+def test_exchange_rates_leave_without_exponent():
+    assert str(plain(Decimal("1E+1"))) == "10" and str(plain(Decimal("7.1234"))) == "7.1234"
 
 
 @pytest.mark.parametrize(

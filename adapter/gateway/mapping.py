@@ -16,6 +16,11 @@ def amount(value: Decimal | None) -> Decimal | None:
     return None if value is None else Decimal(value).quantize(_CENTS)
 
 
+def plain(value: Decimal | None) -> Decimal | None:
+    """xs:decimal has no exponent: ``Decimal("1E+1")`` must go out as ``10``."""
+    return None if value is None else Decimal(format(Decimal(value), "f"))
+
+
 def summary_to_wire(s: model.VoucherSummary) -> wire.VoucherSummary:
     return wire.VoucherSummary(
         voucherId=s.voucher_id,
@@ -67,7 +72,7 @@ def _entry(e: model.Entry) -> wire.Entry:
         debit=amount(e.debit),
         credit=amount(e.credit),
         currency=e.currency,
-        exchangeRate=e.exchange_rate,
+        exchangeRate=plain(e.exchange_rate),
         originalAmount=amount(e.original_amount),
         auxiliary=[wire.AuxiliaryItem(type=a.type, code=a.code, name=a.name) for a in e.auxiliary] or None,
     )

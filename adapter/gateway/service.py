@@ -8,6 +8,7 @@ scope of the caller and the mapping of errors to faults happen once, in
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from .. import compat  # noqa: F401  (before any spyne import)
@@ -22,6 +23,9 @@ from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize  # noqa: E402
 from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
 from .faults import fault_from_error  # noqa: E402
+
+#: Every operation declares the one fault it can answer with (WS-I: faults in the WSDL).
+rpc = functools.partial(rpc, _throws=[wire.FaultDetail])  # noqa: F811
 
 Opt = Unicode(min_occurs=0)
 Req = wire.Required

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .. import compat  # noqa: F401  (before any spyne import)
 
+from spyne.model.fault import Fault  # noqa: E402
 from spyne import (  # noqa: E402
     Array,
     Boolean,
@@ -203,6 +204,31 @@ class StateMismatch(_Wire):
     ]
 
 
+# --- faults (documentation of soap:Fault/detail; raised as faults.GatewayFault) ------------
+
+
+class FaultIssue(_Wire):
+    """One failing place of a Validation fault."""
+
+    _type_info = [("place", Unicode), ("rule", Unicode), ("message", Unicode), ("line", Integer)]
+
+
+class FaultDetail(Fault):
+    """What every fault of the gateway carries in soap:Fault/detail: a stable ``code``
+    (Authentication, AccessDenied, Validation, NotFound, Conflict, RequestTooLarge,
+    Unavailable, Internal), a ``message`` saying what to fix, the ``correlationId``
+    and, for Validation, the ``issues`` with their place."""
+
+    __namespace__ = NAMESPACE
+    __type_name__ = "GatewayFault"
+    _type_info = [
+        ("code", Unicode),
+        ("message", Unicode),
+        ("correlationId", Unicode),
+        ("issues", Array(FaultIssue, member_name="issue")),
+    ]
+
+
 __all__ = [
     "NAMESPACE",
     "Amount",
@@ -215,6 +241,8 @@ __all__ = [
     "DocTypeType",
     "DocumentAttachment",
     "Entry",
+    "FaultDetail",
+    "FaultIssue",
     "Field",
     "Period",
     "Required",
