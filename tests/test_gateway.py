@@ -20,7 +20,6 @@ from zeep.wsse.username import UsernameToken
 
 from archive_oa import safexml
 from archive_oa.domain.model import (
-    Approval,
     AttachmentKind,
     AttachmentMeta,
     Entry,

@@ -25,7 +25,6 @@ from ..domain.model import (
     Voucher,
     VoucherQuery,
     WorkflowOutcome,
-    WorkflowState,
 )
 from ..errors import AccessDenied, IntegrityError, Issue, NotFound, ValidationFailed
 from ..store import documents as document_repo
