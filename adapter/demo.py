@@ -15,6 +15,7 @@ import datetime as dt
 import socket
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Callable
 
 from .app import Adapter, build
 from .domain.model import WorkflowState
+from .errors import OaError
 from .oa.simulator import SimulatorConfig, start_simulator
 from .samples import samples_dir
 from .services.importer import import_paths
@@ -197,7 +199,7 @@ class Demo:
 
         worker = DeliveryWorker(adapter.store, adapter.oa, adapter.transforms, self.settings.sync, owner="demo")
         poller = Poller(adapter.store, adapter.oa, self.settings.sync)
-        retries = adopted = delivered = polled_new = polled_seen = 0
+        retries = adopted = delivered = repeats = 0
         last_line = 0.0
         try:
             while time.monotonic() < deadline:
@@ -205,9 +207,10 @@ class Demo:
                 delivered += counts.delivered
                 adopted += counts.adopted
                 retries += counts.retrying
-                poll = poller.run_once()
-                polled_new += getattr(poll, "applied", 0)
-                polled_seen += getattr(poll, "duplicates", 0)
+                try:
+                    repeats += poller.run_once().duplicates
+                except OaError as exc:  # the simulator dropped or failed the poll: next round
+                    self.say(f"poll failed ({type(exc).__name__}); trying again next round")
                 states = self.archive_states()
                 open_work = states.get(WorkflowState.QUEUED, 0) + states.get(WorkflowState.SUBMITTED, 0)
                 if time.monotonic() - last_line >= 1.0 or not open_work:
@@ -220,9 +223,11 @@ class Demo:
         finally:
             worker.close()
         # the approvers are done; wait for pending callbacks to land
-        if self._callback is not None and hasattr(self._callback, "drain"):
-            self._callback.drain()
-        return self.summary(report.created, retries, adopted, time.monotonic() - started)
+        if self._callback is not None:
+            self._callback.drain(30.0)
+            # a callback that arrived after polling had applied the decision was a repeat too
+            repeats += self._callback.sent - self._first_by_callback()
+        return self.summary(report.created, retries, adopted, repeats, time.monotonic() - started)
 
     def _progress_line(self, states, retries: int, seconds: float) -> str:
         faults = self.simulator.injector.counts() if hasattr(self.simulator.injector, "counts") else {}
@@ -235,6 +240,10 @@ class Demo:
             + (f" · injected: {fault_text}" if fault_text else "")
         )
 
+    def _first_by_callback(self) -> int:
+        with self.adapter.store.transaction() as conn:
+            return _outcome_sources(conn).get("callback", 0)
+
     def archive_states(self) -> dict[WorkflowState, int]:
         from .store.vouchers import count_by_state
 
@@ -243,7 +252,7 @@ class Demo:
 
     # --- the verdict, counted in the simulator's database and the archive ---------------
 
-    def summary(self, vouchers: int, retries: int, adopted: int, seconds: float) -> DemoSummary:
+    def summary(self, vouchers: int, retries: int, adopted: int, repeats: int, seconds: float) -> DemoSummary:
         from .store import outbox
         from .store.vouchers import workflow_of_latest
         from .domain.delivery import DeliveryState
@@ -258,7 +267,7 @@ class Demo:
         duplicates = sum(n - 1 for n in per_key.values() if n > 1)
         lost = sum(1 for key in keys if per_key.get(key, 0) == 0)
         mismatched = 0
-        for entry in sim_db.fetch_completed(0, 1_000_000):
+        for entry in sim_db.fetch_completed(0, 1_000_000, include_acknowledged=True):
             state = archive.get(_voucher_of(keys, entry.external_key))
             if state is None or state[0].value != entry.status:
                 mismatched += 1
@@ -281,7 +290,7 @@ class Demo:
             adopted=adopted,
             via_poll=via.get("poll", 0),
             via_callback=via.get("callback", 0),
-            repeats_ignored=via.get("duplicate", 0),
+            repeats_ignored=repeats,
             seconds=seconds,
         )
 
@@ -292,9 +301,18 @@ def _voucher_of(deliveries: dict, external_key: str | None) -> str | None:
 
 
 def _outcome_sources(conn) -> dict[str, int]:
-    from .services.outcomes import count_by_source
+    """How each decision first arrived: {"poll": n, "callback": m}."""
+    import sqlalchemy as sa
 
-    return count_by_source(conn)
+    from .store.sync_tables import workflow_results
+
+    query = sa.select(workflow_results.c.via, sa.func.count()).group_by(workflow_results.c.via)
+    return {via: count for via, count in conn.execute(query)}
+
+
+def _display_width(text: str) -> int:
+    """Terminal columns: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def format_summary(summary: DemoSummary) -> str:
@@ -318,8 +336,8 @@ def format_summary(summary: DemoSummary) -> str:
         ("seconds", f"{summary.seconds:.1f}"),
         ("vouchers per second", f"{summary.vouchers_per_second:.1f}"),
     ]
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value:>8}" for label, value in rows]
+    width = max(_display_width(label) for label, _ in rows)
+    lines = [f"{label}{' ' * (width - _display_width(label))}  {value:>8}" for label, value in rows]
     rule = "-" * (width + 10)
     verdict = "OK: nothing lost, nothing doubled" if summary.ok else "FAILED: see the counts above"
     return "\n".join([rule, *lines, rule, verdict])
