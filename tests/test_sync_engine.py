@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import os
 import random
 import threading
 from decimal import Decimal
@@ -146,9 +147,21 @@ def _external_key(workflow_xml: bytes) -> str:
 # --- fixtures ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+#: A PostgreSQL URL (a database the tests may wipe) runs these tests on PostgreSQL too.
+POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
+def store(request, tmp_path):
+    env = {}
+    if request.param == "postgresql":
+        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
     yield store
     store.dispose()
 
@@ -253,6 +266,27 @@ def test_claims_do_not_overlap_and_expired_leases_come_back_uncertain(store, clo
     # the first holder can no longer settle: its claim is stale
     with store.transaction(immediate=True) as conn:
         assert not outbox.mark_delivered(conn, first[0], oa_request_id="1", now=clock())
+
+
+def test_concurrent_claimers_never_share_a_delivery(store, clock):
+    add_vouchers(store, 24)
+    claimed: list[list] = []
+    barrier = threading.Barrier(4)
+
+    def claimer(name):
+        barrier.wait()
+        mine = []
+        while batch := outbox.claim(store, name, 3, 60, clock()):
+            mine += batch
+        claimed.append(mine)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ids = [c.delivery_id for mine in claimed for c in mine]
+    assert len(ids) == 24 and len(set(ids)) == 24
 
 
 # --- delivery ------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from archive_oa import voucher_xml
 from archive_oa.cli.sync import _table
@@ -61,9 +63,20 @@ def voucher(org: str, period: str, n: int) -> Voucher:
     )
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
+POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
+def store(request, tmp_path):
+    env = {}
+    if request.param == "postgresql":
+        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
     with store.transaction(immediate=True) as conn:
         for org in ("HD01", "HN02"):
             for period in ("2024-03", "2024-04"):

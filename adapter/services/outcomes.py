@@ -85,7 +85,8 @@ def apply_outcome(
             received_at=now,
         )
         .on_conflict_do_nothing(index_elements=["outcome_key"])
-    ).rowcount
+        .returning(workflow_results.c.id)  # INSERT rowcount is -1 on psycopg
+    ).first()
     if not recorded:
         first = conn.execute(sa.select(workflow_results).where(workflow_results.c.outcome_key == okey)).one()
         state = WorkflowState(first.voucher_state) if first.voucher_state else None

@@ -29,7 +29,8 @@ def advance_cursor(
             return False
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         stmt = insert(sync_cursors).values(name=name, value=value, updated_at=now)
-        return conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"])).rowcount == 1
+        stmt = stmt.on_conflict_do_nothing(index_elements=["name"]).returning(sync_cursors.c.name)
+        return conn.execute(stmt).first() is not None  # INSERT rowcount is -1 on psycopg
     moved = conn.execute(
         sa.update(sync_cursors)
         .where(sync_cursors.c.name == name, sync_cursors.c.value == expected)

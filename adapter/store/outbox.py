@@ -119,8 +119,9 @@ def enqueue(
             updated_at=now,
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(deliveries.c.id)  # rowcount of an INSERT is not reliable on every driver (psycopg: -1)
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).first() is not None
 
 
 # --- claim ---------------------------------------------------------------------------
