@@ -557,3 +557,22 @@ def test_correlation_id_is_echoed(env):
     fault = assert_soap_fault(response, "Validation")
     assert response.headers["X-Correlation-Id"] == "abc-123"
     assert fault is not None
+
+
+def test_parallel_callers_get_their_own_answers(env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def archive(i):
+        client = basic_client(env, "archivist1")
+        return client.ArchiveDocument(sourceSystem="seeyon", sourceId="PAR-1", docType="PAYMENT", orgCode="ORG1",
+                                      period="2024-04", title=f"付款单 {i}").archiveId
+
+    def invalid(i):
+        body = envelope(f"<g:QueryVouchers><g:page>1</g:page><g:pageSize>x{i}</g:pageSize></g:QueryVouchers>")
+        return etree.tostring(assert_soap_fault(post(env, body.encode()), "Validation"), encoding="unicode")
+
+    with ThreadPoolExecutor(8) as pool:
+        archived = list(pool.map(archive, range(8)))
+        refused = list(pool.map(invalid, range(8)))
+    assert len(set(archived)) == 1
+    assert all(f"x{i}" in text for i, text in enumerate(refused))

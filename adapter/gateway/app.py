@@ -45,13 +45,21 @@ _XML_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Z
 class _GatewaySoap11(Soap11):
     """SOAP 1.1 whose schema validation reports every failing place, not only the last."""
 
+    #: One compiled schema serves every thread, and its ``error_log`` is shared state:
+    #: validate and read the log under a lock so requests never see each other's errors.
+    _validation_lock = threading.Lock()
+
     def validate_body(self, ctx, message):
         schema = self.validation_schema
-        if schema is None or ctx.in_body_doc is None or schema.validate(ctx.in_body_doc):
+        if schema is None or ctx.in_body_doc is None:
             return
+        with self._validation_lock:
+            if schema.validate(ctx.in_body_doc):
+                return
+            errors = [(e.path, e.message, e.line) for e in schema.error_log]
         issues = [
-            Issue(place=e.path or "/", rule="schema", message=e.message, line=e.line or None, source="request")
-            for e in schema.error_log
+            Issue(place=path or "/", rule="schema", message=text, line=line or None, source="request")
+            for path, text, line in errors
         ]
         correlation_id = _correlation_of(ctx)
         raise GatewayFault("Validation", f"the request does not match the WSDL: {issues[-1].message}",
