@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain.model import AttachmentKind, AttachmentMeta
 from .document_tables import (
@@ -146,21 +147,24 @@ def find_file(conn: Connection, attachment_id: str) -> tuple[AttachmentMeta, str
 def next_sequence(conn: Connection, prefix: str) -> int:
     """The next number for an archival-code prefix, gap-free within committed work.
 
-    The UPDATE takes the row lock (PostgreSQL) / the write lock (SQLite), so two
-    transactions never get the same number; the first number of a prefix is inserted.
-    A concurrent first insert of the same prefix fails on the primary key and the
-    caller's transaction is retried as a whole.
+    The row of a new prefix is created with ON CONFLICT DO NOTHING (a concurrent first
+    insert waits, then does nothing); the UPDATE then takes the row lock (PostgreSQL) or
+    runs under the write lock (SQLite), so two transactions never get the same number.
     """
-    result = conn.execute(
-        update(archival_sequences)
-        .where(archival_sequences.c.prefix == prefix)
-        .values(last_value=archival_sequences.c.last_value + 1)
-        .returning(archival_sequences.c.last_value)
-    ).first()
-    if result is not None:
-        return int(result[0])
-    conn.execute(insert(archival_sequences).values(prefix=prefix, last_value=1))
-    return 1
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(archival_sequences)
+        .values(prefix=prefix, last_value=0)
+        .on_conflict_do_nothing(index_elements=["prefix"])
+    )
+    return int(
+        conn.execute(
+            update(archival_sequences)
+            .where(archival_sequences.c.prefix == prefix)
+            .values(last_value=archival_sequences.c.last_value + 1)
+            .returning(archival_sequences.c.last_value)
+        ).scalar_one()
+    )
 
 
 def _load(conn: Connection, row) -> ArchivedDocument:
