@@ -151,9 +151,9 @@ def next_sequence(conn: Connection, prefix: str) -> int:
     insert waits, then does nothing); the UPDATE then takes the row lock (PostgreSQL) or
     runs under the write lock (SQLite), so two transactions never get the same number.
     """
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
-        insert(archival_sequences)
+        upsert(archival_sequences)
         .values(prefix=prefix, last_value=0)
         .on_conflict_do_nothing(index_elements=["prefix"])
     )
