@@ -43,6 +43,10 @@ NOW = dt.datetime(2024, 3, 1, 2, 0, tzinfo=dt.timezone.utc)
         (S.PENDING, S.DEAD),
         (S.DEAD, S.PENDING),
         (S.DEAD, S.UNCERTAIN),
+        # adoption: an OA outcome named the request carrying the key
+        (S.PENDING, S.DELIVERED),
+        (S.UNCERTAIN, S.DELIVERED),
+        (S.DEAD, S.DELIVERED),
     ],
 )
 def test_allowed_transitions(current, new):
@@ -54,9 +58,8 @@ def test_allowed_transitions(current, new):
     [
         (S.DELIVERED, S.PENDING),  # delivered is final: never sent twice
         (S.DELIVERED, S.IN_FLIGHT),
-        (S.PENDING, S.DELIVERED),  # only a claimed attempt can deliver
         (S.UNCERTAIN, S.PENDING),  # doubt is only resolved by asking the OA
-        (S.UNCERTAIN, S.DELIVERED),
+        (S.PENDING, S.UNCERTAIN),
         (S.DEAD, S.IN_FLIGHT),  # dead letters come back only through retry
         (S.IN_FLIGHT, S.IN_FLIGHT),
     ],

@@ -479,8 +479,11 @@ def test_outcome_overtaking_the_settle_is_not_moved_back(store, transforms, cloc
     item = oa.decide(request_id, WorkflowState.APPROVED, T0 + dt.timedelta(seconds=30))
     poll = Poller(store, oa, SYNC, clock=clock).run_once()
     assert poll.applied == 1  # found through the outbox although not yet settled
+    d = delivery(store, key)  # the outcome named the request: adopted, never sent again
+    assert d.state is S.DELIVERED and d.oa_request_id == str(request_id) and "adopted" in d.last_error
     clock.advance(1)
-    assert worker.run_once().adopted == 1
+    assert worker.run_once().claimed == 0
+    assert oa.calls == ["create"]
     workflow = voucher_state(store, "HD01-2024-03-J-0001")
     assert workflow.state is WorkflowState.APPROVED and workflow.decided_at == item.finished_at
     assert workflow.oa_request_id == str(request_id)
@@ -631,3 +634,23 @@ def test_cursor_moved_by_another_poller_leaves_the_batch_to_it(store, transforms
     counts = Poller(store, oa, SYNC, clock=clock).poll_batch()
     assert counts.conflicts == 1 and counts.applied == 0
     assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.SUBMITTED
+
+
+def test_key_only_callback_then_poll_maps_and_adopts_a_waiting_delivery(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"])
+    worker_for(store, oa, transforms, clock).run_once()
+    (rid,) = oa.requests
+    finished = T0 + dt.timedelta(minutes=2)
+    with store.transaction(immediate=True) as conn:  # the OA's callback names only the key
+        first = apply_outcome(conn, WorkflowOutcome(WorkflowState.APPROVED, finished, external_key=key),
+                              via="callback", now=clock())
+    assert first.applied and delivery(store, key).state is S.UNCERTAIN  # request id still unknown
+    oa.decide(rid, WorkflowState.APPROVED, finished)
+    counts = Poller(store, oa, SYNC, clock=clock).run_once()
+    assert counts.duplicates == 1 and counts.applied == 0  # same decision by the other path
+    d = delivery(store, key)
+    assert d.state is S.DELIVERED and d.oa_request_id == str(rid)
+    with store.transaction() as conn:
+        assert repo.lookup_request(conn, external_key=key).oa_request_id == str(rid)
+    assert voucher_state(store, "HD01-2024-03-J-0001").oa_request_id == str(rid)

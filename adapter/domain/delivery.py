@@ -23,14 +23,17 @@ class DeliveryState(str, enum.Enum):
 
 
 #: Which state may follow which.  Anything else is a bug and raises.
+#: PENDING / UNCERTAIN / DEAD → DELIVERED is *adoption*: an outcome from the OA named the
+#: request that carries the key (e.g. the OA decided a request whose creation timed out),
+#: so the request exists and must never be sent again.
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
-    DeliveryState.PENDING: frozenset({DeliveryState.IN_FLIGHT, DeliveryState.DEAD}),
-    DeliveryState.UNCERTAIN: frozenset({DeliveryState.IN_FLIGHT, DeliveryState.DEAD}),
+    DeliveryState.PENDING: frozenset({DeliveryState.IN_FLIGHT, DeliveryState.DEAD, DeliveryState.DELIVERED}),
+    DeliveryState.UNCERTAIN: frozenset({DeliveryState.IN_FLIGHT, DeliveryState.DEAD, DeliveryState.DELIVERED}),
     DeliveryState.IN_FLIGHT: frozenset(
         {DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.DELIVERED, DeliveryState.DEAD}
     ),
     DeliveryState.DELIVERED: frozenset(),
-    DeliveryState.DEAD: frozenset({DeliveryState.PENDING, DeliveryState.UNCERTAIN}),
+    DeliveryState.DEAD: frozenset({DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.DELIVERED}),
 }
 
 

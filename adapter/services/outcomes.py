@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..domain.delivery import DeliveryState
 from ..domain.model import WorkflowInfo, WorkflowOutcome, WorkflowState
 from ..errors import Issue, NotFound, ValidationFailed
 from ..store import outbox
@@ -106,9 +107,12 @@ def apply_outcome(
             decided_at=finished_at,
             approvals=tuple(outcome.approvals),
         )
-        if mapped_id is None and request_id and key:
-            repo.map_request(conn, external_key=key, voucher_id=voucher_id, version=version, oa_request_id=request_id)
         result = OutcomeResult(True, voucher_id, outcome.state, duplicate=False, applied=True)
+    if mapped_id is None and request_id and key:  # learnt which request carries the key
+        repo.map_request(conn, external_key=key, voucher_id=voucher_id, version=version, oa_request_id=request_id)
+        _adopt_delivery(conn, key, request_id, now)
+        if not result.applied and current.oa_request_id is None:  # the voucher learns its request id too
+            repo.set_workflow(conn, voucher_id, state=current.state, oa_request_id=request_id)
 
     conn.execute(
         sa.update(workflow_results)
@@ -116,6 +120,19 @@ def apply_outcome(
         .values(accepted=result.accepted, applied=result.applied, voucher_state=result.voucher_state.value)
     )
     return result
+
+
+def _adopt_delivery(conn, key: str, request_id: str, now: dt.datetime) -> None:
+    """The outcome proves the OA holds ``request_id`` for ``key``: settle a waiting delivery.
+
+    Without this a delivery waiting to retry after an ambiguous failure would stay open
+    (and its job RUNNING) although its voucher is already decided.
+    """
+    delivery = outbox.find_by_key(conn, key)
+    if delivery is not None and delivery.state in (
+        DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.DEAD
+    ):
+        outbox.adopt(conn, delivery, oa_request_id=request_id, now=now)
 
 
 def _checked(outcome: WorkflowOutcome) -> dt.datetime:

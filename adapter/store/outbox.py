@@ -215,6 +215,33 @@ def mark_delivered(conn: sa.Connection, claim: Claim, *, oa_request_id: str, now
     return result.rowcount == 1
 
 
+def adopt(conn: sa.Connection, delivery: Delivery, *, oa_request_id: str, now: dt.datetime) -> bool:
+    """A delivery nobody holds → DELIVERED with the request an OA outcome named.
+
+    Conditional on the row being unchanged since ``delivery`` was read; an IN_FLIGHT
+    delivery is left to its worker (it asks the OA and adopts the same request).
+    """
+    if delivery.state is S.IN_FLIGHT:
+        return False
+    check_transition(delivery.state, S.DELIVERED)
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.id == delivery.id,
+            deliveries.c.state == delivery.state.value,
+            deliveries.c.attempts == delivery.attempts,
+        )
+        .values(
+            state=S.DELIVERED.value,
+            oa_request_id=str(oa_request_id),
+            last_error=short_error(f"adopted from the OA's outcome for request {oa_request_id}"),
+            delivered_at=now,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
 def mark_failed(
     conn: sa.Connection,
     claim: Claim,
