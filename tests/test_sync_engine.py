@@ -654,3 +654,25 @@ def test_key_only_callback_then_poll_maps_and_adopts_a_waiting_delivery(store, t
     with store.transaction() as conn:
         assert repo.lookup_request(conn, external_key=key).oa_request_id == str(rid)
     assert voucher_state(store, "HD01-2024-03-J-0001").oa_request_id == str(rid)
+
+
+def test_failure_after_an_outcome_named_the_request_adopts_it(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa(create_faults=["commit-then-timeout"])
+    worker = worker_for(store, oa, transforms, clock)
+    worker.run_once()
+    (rid,) = oa.requests
+    clock.advance(1)
+
+    def decided_while_asking(external_key):  # the poller applies the decision during our find
+        with store.transaction(immediate=True) as conn:
+            result = apply_outcome(conn, outcome(rid, external_key=external_key), via="poll", now=clock())
+        assert result.applied
+        raise OaUnreachable("connection reset")
+
+    oa.find_requests = decided_while_asking
+    counts = worker.run_once()
+    assert counts.adopted == 1 and counts.retrying == 0
+    d = delivery(store, key)
+    assert d.state is S.DELIVERED and d.oa_request_id == str(rid) and "named by an OA outcome" in d.last_error
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.APPROVED

@@ -196,6 +196,12 @@ def _ours(claim: Claim):
 # --- settle --------------------------------------------------------------------------
 
 
+def lock(conn: sa.Connection, delivery_id: int) -> None:
+    """Hold the delivery row until commit (PostgreSQL; SQLite's write lock already serialises)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id).with_for_update())
+
+
 def mark_delivered(conn: sa.Connection, claim: Claim, *, oa_request_id: str, now: dt.datetime, note: str | None = None) -> bool:
     """IN_FLIGHT → DELIVERED; False when the lease is no longer ours (nothing changed)."""
     check_transition(S.IN_FLIGHT, S.DELIVERED)

@@ -250,6 +250,14 @@ class DeliveryWorker:
         error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
         log.info("delivery %s (%s) failed: %s", claim.delivery_id, claim.idempotency_key, error)
         with self.store.transaction(immediate=True) as conn:
+            outbox.lock(conn, claim.delivery_id)  # apply_outcome takes the same lock
+            # An outcome may have arrived meanwhile and named the key's request: adopt it.
+            known = self.repo.lookup_request(conn, external_key=claim.idempotency_key)
+            if known is not None:
+                note = f"adopted request {known.oa_request_id} named by an OA outcome ({error})"
+                if not outbox.mark_delivered(conn, claim, oa_request_id=known.oa_request_id, now=now, note=note):
+                    return "lost"
+                return "adopted"
             ok = outbox.mark_failed(conn, claim, state=state, error=error, now=now,
                                     next_attempt_at=decision.next_attempt_at)
         if not ok:
