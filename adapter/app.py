@@ -47,6 +47,14 @@ class Adapter:
     def sync(self) -> SyncService:
         return SyncService(self.store, self.oa)
 
+    def start_scheduler(self) -> "RunningScheduler":
+        """Delivery and polling on their schedules (``serve``, ``worker``, ``demo --keep-running``)."""
+        from .sync.scheduler import sync_scheduler
+
+        scheduler, worker = sync_scheduler(self.store, self.oa, self.transforms, self.settings)
+        scheduler.start()
+        return RunningScheduler(scheduler, worker)
+
     def close(self) -> None:
         for close in reversed(self._closers):
             close()
@@ -57,6 +65,17 @@ class Adapter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass
+class RunningScheduler:
+    scheduler: object
+    worker: object
+
+    def stop(self) -> None:
+        """Stop ticking, let sent deliveries settle, release the rest."""
+        self.scheduler.stop()
+        self.worker.close()
 
 
 def build(settings: Settings, *, upgrade: bool | None = None) -> Adapter:

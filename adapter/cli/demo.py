@@ -84,7 +84,7 @@ def _stay_up(demo: Demo) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    scheduler = demo.start_scheduler()
+    scheduler = demo.adapter.start_scheduler()
     try:
         while not stop.wait(0.5):
             pass

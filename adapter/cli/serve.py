@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with build(settings) as adapter:
         app = make_gateway_app(adapter)
-        scheduler = None if args.no_scheduler else start_scheduler(adapter)
+        scheduler = None if args.no_scheduler else adapter.start_scheduler()
 
         def ready(url: str) -> None:
             print(f"gateway  {url}\nWSDL     {url}?wsdl\nhealth   {url.rsplit('/soap/', 1)[0]}/healthz", flush=True)
@@ -62,13 +62,3 @@ def run(args: argparse.Namespace) -> int:
 def _stop_on_sigterm(signum, frame) -> None:
     """SIGTERM (service managers, containers) stops like Ctrl-C: waitress ends its loop."""
     raise SystemExit(0)
-
-
-def start_scheduler(adapter):
-    """HOOK for the lead: start engineer E's scheduler (``archive_oa.sync``) for delivery
-    and polling on ``adapter`` and return an object with ``stop()``.
-
-    Not wired yet: until it is, ``serve`` runs the gateway only (as with --no-scheduler)."""
-    print("archive-oa serve: the sync scheduler is not wired into serve yet; "
-          "run delivery and polling with archive-oa sync / poll", file=sys.stderr)
-    return None
