@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _stay_up(demo: Demo) -> None:
     gateway, simulator = demo.gateway, demo.simulator
+    # From here on people explore by hand: a simulator failing one call in five would
+    # only get in their way.  `archive-oa oa-sim` offers every fault switch.
+    simulator.set_faults(error_rate=0.0, drop_rate=0.0, ambiguous_rate=0.0, latency_ms=0)
     users = "\n".join(f"    demo-{role:<10} password demo-{role}" for role in DEMO_ROLES)
     print(
         f"\nThe demo keeps running (Ctrl-C stops it).\n"
@@ -78,6 +81,7 @@ def _stay_up(demo: Demo) -> None:
         f"  OA simulator WSDL:  {simulator.wsdl_url}\n"
         f"  health:             http://127.0.0.1:{demo.gateway_port}/healthz\n"
         f"  data folder:        {demo.data_dir}\n"
+        f"  the simulator's fault injection is now off\n"
         f"  users (HTTP Basic or WS-Security UsernameToken, all organisations):\n{users}\n",
         file=sys.stderr,
         flush=True,

@@ -77,9 +77,11 @@ def build_application(services: GatewayServices | None, *, response_encoding: st
         out_protocol=out_protocol,
     )
     app.gateway_services = services  # read by GatewayService.call_wrapper
-    # A caller's mistake is answered with a fault; spyne would also log each one with a
-    # traceback at ERROR, drowning real problems (server faults stay logged).
-    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
+    # Every fault is logged once by fault_from_error (with the correlation id, and the
+    # traceback for internal errors); spyne would log each again with its own traceback
+    # at ERROR, drowning real problems.
+    for side in ("client", "server"):
+        logging.getLogger(f"spyne.application.{side}").setLevel(logging.CRITICAL)
     app.event_manager.add_listener("method_exception_object", _normalise_fault)
     return app
 
