@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 import socket
 import tempfile
 import time
@@ -180,6 +181,8 @@ class Demo:
             self.gateway.stop()
         if self.adapter is not None:
             self.adapter.close()
+        if self.options.data_dir is None:  # a temporary folder of our own
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # --- the run -----------------------------------------------------------------------
 
