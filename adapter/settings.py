@@ -99,6 +99,25 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Authentication, lockout, audit and XML limits (PRODUCT.md §7)."""
+
+    token_window_seconds: int = 300  # a UsernameToken's Created may be this old
+    clock_skew_seconds: int = 60  # … and this far in the future (clocks ahead)
+    allow_plaintext_http: bool = False  # PasswordText / Basic over plain HTTP off loopback
+    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-* headers are believed
+    failure_window_seconds: int = 900  # failures counted over this window
+    slowdown_after: int = 3  # failures before answers are delayed
+    lockout_after: int = 10  # failures before the user or source is locked
+    lockout_seconds: int = 900
+    secret_key: str = ""  # key encrypting secrets PasswordDigest needs (see README: rotation)
+    audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json
+    max_depth: int = 64  # XML element nesting
+    max_text_bytes: int = 16 * 1024 * 1024  # one text node (attachments travel base64 in one)
+    max_attributes: int = 64  # per element
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -106,6 +125,7 @@ class Settings:
     oa: OaSettings = field(default_factory=OaSettings)
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def database_url(self) -> str:
@@ -137,6 +157,7 @@ _SECTIONS = {
     "oa": OaSettings,
     "workflow": WorkflowSettings,
     "sync": SyncSettings,
+    "security": SecuritySettings,
 }
 _ALIASES = {"ARCHIVE_OA_PUBLIC_URL": ("gateway", "public_url")}
 
