@@ -1,4 +1,5 @@
-"""The gateway's WSGI application: ``/soap/archive`` (SOAP 1.1 + ``?wsdl``) and ``/healthz``.
+"""The gateway's WSGI application: ``/soap/archive`` (SOAP 1.1 + ``?wsdl``), ``/soap12/archive``
+(SOAP 1.2, see ``soap12.py``) and ``/healthz``.
 
 spyne does the SOAP work; this layer makes sure that whatever arrives — too large,
 not XML, a DTD, the wrong encoding, not an envelope, no Body, an unknown operation —
@@ -26,6 +27,7 @@ from spyne.protocol.soap import Soap11  # noqa: E402
 from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
+from . import encoding, wsdl_shape  # noqa: E402
 from ..errors import Issue, RequestTooLarge, ValidationFailed  # noqa: E402
 from ..settings import Settings  # noqa: E402
 from .auth import OPERATION_ACCESS, PasswordAuthenticator  # noqa: E402
@@ -37,9 +39,9 @@ from .types import NAMESPACE  # noqa: E402
 log = logging.getLogger(__name__)
 
 SOAP_PATH = "/soap/archive"
+SOAP12_PATH = "/soap12/archive"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 _CORRELATION_HEADER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_XML_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
 
 
 class _GatewaySoap11(Soap11):
@@ -114,6 +116,7 @@ def _stable_document(document: bytes) -> bytes:
     the same on every run (their order has no meaning in XSD), so the checked-in WSDL
     can be compared byte for byte.  Pretty-printed UTF-8 keeps 中文 readable."""
     root = safexml.parse_bytes(document, source="generated WSDL").getroot()
+    wsdl_shape.tidy(root)
     for schema in root.iter("{http://www.w3.org/2001/XMLSchema}schema"):
         declarations = sorted(schema, key=lambda e: (etree.QName(e).localname, e.get("name") or ""))
         for child in declarations:
@@ -146,11 +149,15 @@ class GatewayApp:
         self.max_body_bytes = settings.gateway.max_body_bytes
         self._public_url = settings.public_url
         self._public_url_configured = bool(settings.gateway.public_url)
-        self._encoding = settings.gateway.response_encoding
+        self._encoding = encoding.response_charset(settings.gateway.response_encoding)
         self._soap = WsgiApplication(
             build_application(services, response_encoding=self._encoding),
             max_content_length=self.max_body_bytes,
         )
+        from .soap12 import Soap12Endpoint  # imported here: it builds on this module
+
+        self._soap12 = Soap12Endpoint(services, max_body_bytes=self.max_body_bytes,
+                                      response_encoding=self._encoding, public_url=lambda: self.public_url)
         self._wsdl_lock = threading.Lock()
         self._wsdl: bytes | None = None
 
@@ -187,6 +194,8 @@ class GatewayApp:
                 return self._healthz(respond)
             if path.rstrip("/") == SOAP_PATH:
                 return self._soap_endpoint(environ, respond, correlation_id)
+            if path.rstrip("/") == SOAP12_PATH:
+                return self._soap12(environ, respond)
             return _plain(respond, "404 Not Found", f"nothing at {path}; the SOAP endpoint is {SOAP_PATH}\n")
         except Exception as exc:  # the last line of defence: still a SOAP fault, no traceback
             return self._fault(respond, fault_from_error(exc, correlation_id))
@@ -229,12 +238,13 @@ class GatewayApp:
         body = _read_limited(environ, self.max_body_bytes)
         media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
         if media_type == "application/soap+xml":
-            raise ValidationFailed("SOAP 1.2 is not supported: send SOAP 1.1 with Content-Type text/xml")
-        if charset and charset not in ("utf-8", "utf8") and not _XML_DECLARED_ENCODING.match(body):
-            body = _transcode(body, charset)
+            raise ValidationFailed(f"SOAP 1.2 is served at {SOAP12_PATH}: send SOAP 1.1 here with Content-Type text/xml")
+        body = encoding.request_as_utf8(body, charset)
         envelope = safexml.parse_bytes(body, source="request").getroot()
         if envelope.tag == f"{{{SOAP12_ENV}}}Envelope":
-            raise ValidationFailed(f"SOAP 1.2 envelope received: send a SOAP 1.1 envelope ({SOAP11_ENV})")
+            raise ValidationFailed(
+                f"SOAP 1.2 envelope received: send a SOAP 1.1 envelope ({SOAP11_ENV}) here, or SOAP 1.2 to {SOAP12_PATH}"
+            )
         if envelope.tag != f"{{{SOAP11_ENV}}}Envelope":
             raise ValidationFailed(
                 f"the request is {envelope.tag}, not a SOAP 1.1 Envelope: wrap the operation element in "
@@ -326,19 +336,6 @@ def _content_type(header: str | None) -> tuple[str, str | None]:
         if name.strip().lower() == "charset":
             charset = value.strip().strip("\"'").lower() or None
     return media_type.lower(), charset
-
-
-def _transcode(body: bytes, charset: str) -> bytes:
-    """A body in the charset of its Content-Type (and no XML declaration saying
-    otherwise), e.g. GBK from a legacy client, re-encoded as UTF-8 for the parser."""
-    try:
-        return body.decode(charset).encode("utf-8")
-    except LookupError:
-        raise ValidationFailed(f"unknown charset {charset!r} in Content-Type: use utf-8 or gbk") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed(
-            f"the body is not valid {charset} (byte {exc.start}): send the encoding named in Content-Type"
-        ) from None
 
 
 def _plain(respond, status: str, text: str) -> list[bytes]:

@@ -1,9 +1,10 @@
-"""The checked-in ``wsdl/archive-gateway.wsdl``: how it is made and compared.
+"""The checked-in ``wsdl/archive-gateway.wsdl`` (SOAP 1.1) and ``wsdl/archive-gateway-soap12.wsdl``
+(SOAP 1.2): how they are made and compared.
 
 Regenerate after changing an operation or a wire type::
 
-    python -m archive_oa.gateway.wsdl_file            # writes wsdl/archive-gateway.wsdl
-    python -m archive_oa.gateway.wsdl_file --check    # exit 1 when it drifted
+    python -m archive_oa.gateway.wsdl_file            # writes both files in wsdl/
+    python -m archive_oa.gateway.wsdl_file --check    # exit 1 when one drifted
 
 The file is generated with the public URL ``http://127.0.0.1:8080`` (the default of
 ``archive-oa serve``); a served WSDL equals it once its ``soap:address`` is normalised.
@@ -18,18 +19,22 @@ import sys
 from pathlib import Path
 
 from .app import generate_wsdl
+from .soap12 import generate_soap12_wsdl
 
 FILE_NAME = "archive-gateway.wsdl"
+SOAP12_FILE_NAME = "archive-gateway-soap12.wsdl"
+#: file name → the generator of its content
+GENERATORS = {FILE_NAME: generate_wsdl, SOAP12_FILE_NAME: generate_soap12_wsdl}
 CHECKED_IN_PUBLIC_URL = "http://127.0.0.1:8080"
 _ADDRESS = re.compile(rb'(<[A-Za-z0-9_]+:address location=")[^"]*(")')
 
 
-def checked_in_path() -> Path:
-    return Path(str(importlib.resources.files("archive_oa.wsdl") / FILE_NAME))
+def checked_in_path(name: str = FILE_NAME) -> Path:
+    return Path(str(importlib.resources.files("archive_oa.wsdl") / name))
 
 
-def expected_wsdl() -> bytes:
-    return generate_wsdl(CHECKED_IN_PUBLIC_URL)
+def expected_wsdl(name: str = FILE_NAME) -> bytes:
+    return GENERATORS[name](CHECKED_IN_PUBLIC_URL)
 
 
 def normalise_address(wsdl: bytes, location: str = CHECKED_IN_PUBLIC_URL + "/soap/archive") -> bytes:
@@ -40,19 +45,21 @@ def normalise_address(wsdl: bytes, location: str = CHECKED_IN_PUBLIC_URL + "/soa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on drift")
-    parser.add_argument("--output", type=Path, default=None, help="write here instead of the package's wsdl/")
+    parser.add_argument("--output", type=Path, default=None, help="write into this folder instead of the package's wsdl/")
     args = parser.parse_args(argv)
-    target = args.output or checked_in_path()
-    expected = expected_wsdl()
-    if args.check:
-        current = target.read_bytes() if target.is_file() else b""
-        if current != expected:
-            print(f"{target} drifted from the service: regenerate it", file=sys.stderr)
-            return 1
-        return 0
-    target.write_bytes(expected)
-    print(f"wrote {target}")
-    return 0
+    drifted = 0
+    for name in GENERATORS:
+        target = args.output / name if args.output else checked_in_path(name)
+        expected = expected_wsdl(name)
+        if args.check:
+            current = target.read_bytes() if target.is_file() else b""
+            if current != expected:
+                print(f"{target} drifted from the service: regenerate it", file=sys.stderr)
+                drifted = 1
+            continue
+        target.write_bytes(expected)
+        print(f"wrote {target}")
+    return drifted
 
 
 if __name__ == "__main__":  # pragma: no cover
