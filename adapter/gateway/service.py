@@ -17,10 +17,12 @@ from spyne import Array, Boolean, ByteArray, DateTime, Integer, Long, Service, U
 
 from ..domain.model import VoucherQuery, WorkflowOutcome, WorkflowState  # noqa: E402
 from ..errors import Unavailable  # noqa: E402
+from ..services import audit as audit_service  # noqa: E402
 from ..services.archive import ArchiveDocumentCommand  # noqa: E402
+from ..services.call_audit import CallAudit, client_address  # noqa: E402
 from . import mapping  # noqa: E402
 from . import types as wire  # noqa: E402
-from .auth import authenticate_call, authorize  # noqa: E402
+from .auth import authenticate_call, authorize, credentials_from  # noqa: E402
 from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
 from .faults import fault_from_error  # noqa: E402
 
@@ -30,6 +32,19 @@ rpc = functools.partial(rpc, _throws=[wire.FaultDetail])  # noqa: F811
 Opt = Unicode(min_occurs=0)
 Req = wire.Required
 IdList = Array(Unicode, member_name="id")
+
+#: The request arguments each operation's audit record names as its targets.
+AUDIT_TARGETS = {
+    "QueryVouchers": ("orgCode", "periodFrom", "periodTo"),
+    "GetVoucher": ("voucherId",),
+    "GetVoucherDocument": ("voucherId",),
+    "GetAttachment": ("attachmentId",),
+    "ArchiveDocument": ("orgCode", "sourceSystem", "sourceId", "oaRequestId"),
+    "SubmitWorkflowResult": ("oaRequestId", "externalKey"),
+    "TriggerSync": ("orgCode", "periodFrom", "periodTo", "voucherIds"),
+    "GetSyncStatus": ("jobId",),
+    "ReconcilePeriod": ("orgCode", "period"),
+}
 
 
 class GatewayService(Service):
@@ -41,15 +56,29 @@ class GatewayService(Service):
     def call_wrapper(cls, ctx, args=None):
         environ = getattr(ctx.transport, "req_env", None) or {}
         correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
+        services = ctx.app.gateway_services
+        operation = ctx.descriptor.name
+        arguments = _Arguments(ctx.in_object)
+        audit = CallAudit(
+            services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
+            targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
+            actor=_claimed_user(environ, ctx.in_header_doc), clock=services.clock,
+        )
+        audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
         try:
-            services = ctx.app.gateway_services
-            operation = ctx.descriptor.name
             principal = authenticate_call(operation, services.authenticator, environ, ctx.in_header_doc)
-            authorize(operation, principal, _Arguments(ctx.in_object))
+            audit.actor = principal.username
+            del audit.details["authenticated"]
+            authorize(operation, principal, arguments)
             ctx.udc = GatewayCall(operation, principal, services, correlation_id)
-            return super().call_wrapper(ctx, args)
+            with audit.watching():  # a change the call makes commits with its audit record
+                result = super().call_wrapper(ctx, args)
+            audit.succeeded()
+            return result
         except Exception as exc:  # every error leaves as a fault with a stable code
-            raise fault_from_error(exc, correlation_id) from None
+            fault = fault_from_error(exc, correlation_id)
+            audit.failed(fault.gateway_code)
+            raise fault from None
 
     @rpc(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
     def Ping(ctx):  # noqa: N802,N805
@@ -187,6 +216,24 @@ def _sync(ctx):
     if sync is None:
         raise Unavailable("the sync engine is not running in this gateway; use archive-oa serve")
     return sync
+
+
+def _source(services, environ) -> str | None:
+    """The caller's address as the authenticator sees it (trusted proxies applied)."""
+    origin = getattr(services.authenticator, "origin", None)
+    try:
+        return origin(environ).address if origin else client_address(environ)
+    except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the audit record
+        return client_address(environ)
+
+
+def _claimed_user(environ, header_elements) -> str:
+    """The user name the request claims: recorded for calls refused before authentication."""
+    try:
+        credentials = credentials_from(environ, header_elements)
+    except Exception:  # noqa: BLE001 - malformed credentials are audited as anonymous
+        return "anonymous"
+    return credentials.username if credentials else "anonymous"
 
 
 class _Arguments:

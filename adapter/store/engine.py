@@ -11,8 +11,10 @@ front (a deferred transaction that later wants to write can fail at once with
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -23,6 +25,34 @@ from ..settings import Settings
 from .blobs import BlobStore
 
 _BEGIN_OPTION = "archive_oa_begin"  # execution option read by the "begin" listener
+
+
+class WriteHook(Protocol):
+    """Work that must commit with every write transaction of the current context (the
+    gateway's audit record of the call that changes data: one commit, or neither)."""
+
+    def before_commit(self, conn: Connection) -> None:
+        """Runs inside the write transaction, after its body; raising rolls it all back."""
+
+    def after_commit(self) -> None:
+        """Runs once that transaction has committed."""
+
+
+#: Hooks of the current thread / task; set by ``write_hook`` (contextvars do not leak
+#: into other threads, so background workers never pick up a gateway call's hook).
+_write_hooks: contextvars.ContextVar[tuple[WriteHook, ...]] = contextvars.ContextVar(
+    "archive_oa_write_hooks", default=()
+)
+
+
+@contextlib.contextmanager
+def write_hook(hook: WriteHook) -> Iterator[None]:
+    """While inside, every ``Store.transaction(immediate=True)`` of this context runs ``hook``."""
+    token = _write_hooks.set(_write_hooks.get() + (hook,))
+    try:
+        yield
+    finally:
+        _write_hooks.reset(token)
 
 
 class Store:
@@ -39,12 +69,18 @@ class Store:
 
         ``immediate=True`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``);
         every transaction that writes should ask for it.  PostgreSQL ignores the flag.
+        Write transactions also run the context's ``write_hook``s just before commit.
         """
+        hooks = _write_hooks.get() if immediate else ()
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE" if immediate else "DEFERRED"})
             with conn.begin():
                 yield conn
+                for hook in hooks:
+                    hook.before_commit(conn)
+        for hook in hooks:
+            hook.after_commit()
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
