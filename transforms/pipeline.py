@@ -198,7 +198,10 @@ class Transforms:
         issues = []
         try:
             schema = self._slow_schema(kind, xsd_bytes)
-            issues = [_xmlschema_issue(error, root, source) for error in schema.iter_errors(root)]
+            # Never follow xsi:schemaLocation hints of the document (xmlschema's default
+            # has changed between versions: said here, not assumed).
+            errors = schema.iter_errors(root, use_location_hints=False)
+            issues = [_xmlschema_issue(error, root, source) for error in errors]
         except Exception:  # noqa: BLE001 - the report must not hide the failure itself
             issues = []
         if issues:
@@ -215,7 +218,8 @@ class Transforms:
             if kind not in self._slow_schemas:
                 import xmlschema  # only on the failure path
 
-                self._slow_schemas[kind] = xmlschema.XMLSchema(xsd_bytes.decode("utf-8"))
+                # Our own XSDs import nothing: no resource may be fetched while building them.
+                self._slow_schemas[kind] = xmlschema.XMLSchema(xsd_bytes.decode("utf-8"), allow="none", defuse="always")
             return self._slow_schemas[kind]
 
     @staticmethod

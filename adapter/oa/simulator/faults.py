@@ -9,6 +9,11 @@ Latency is added before every call.  Answers are re-encoded to the configured ch
 (GBK answers carry it in both the Content-Type and the XML declaration, as legacy OA
 stacks do).  The draws come from one seeded ``random.Random``, so a run with
 ``--seed`` repeats the same sequence of faults for the same sequence of calls.
+
+Every request is read with ``archive_oa.safexml`` (SOAP message policy) before spyne
+sees it: a DTD, an entity, XInclude, a processing instruction or a tree beyond the
+limits is answered with a soap:Client fault and never reaches the service, and a body
+above ``MAX_BODY_BYTES`` is refused without being read.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from ... import safexml
+from ...errors import ValidationFailed
 from .config import SimulatorConfig
 
 log = logging.getLogger(__name__)
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 AMBIGUOUS_OPERATION = "CreateWorkflowRequest"  # the only call whose effect can be lost
-_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+#: The largest request read (the adapter's own [gateway] max_body_bytes default).
+MAX_BODY_BYTES = 20 * 1024 * 1024
+_REQUEST_POLICY = safexml.XmlPolicy.soap_message()
 
 
 class DropConnection(Exception):
@@ -56,8 +65,12 @@ class FaultInjector:
         if environ.get("REQUEST_METHOD") != "POST":  # the WSDL and other reads: no faults
             return self._answer(environ, start_response, config.encoding)
 
-        body = _read_body(environ)
-        operation = operation_name(body)
+        try:
+            body = _read_body(environ)
+            operation = _operation_of(read_request(body))
+        except ValidationFailed as refused:
+            log.info("request refused: %s", refused.message[:300])
+            return self._client_fault(start_response, config.encoding, refused.message)
         if config.latency_ms:
             time.sleep(config.latency_ms / 1000)
         fault = self._draw(config)
@@ -111,25 +124,43 @@ class FaultInjector:
     @staticmethod
     def _server_fault(start_response, encoding: str, operation: str | None):
         message = f"simulated OA failure in {operation or 'the call'} (error-rate): 系统繁忙，请稍后再试"
-        body = (
-            f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
-            f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault>'
-            f"<faultcode>soap:Server</faultcode><faultstring>{escape(message)}</faultstring>"
-            "</soap:Fault></soap:Body></soap:Envelope>"
-        ).encode(encoding, errors="xmlcharrefreplace")
-        start_response(
-            "500 Internal Server Error",
-            [("Content-Type", f"text/xml; charset={encoding.upper()}"), ("Content-Length", str(len(body)))],
-        )
-        return [body]
+        return _fault(start_response, encoding, "soap:Server", message)
+
+    @staticmethod
+    def _client_fault(start_response, encoding: str, message: str):
+        return _fault(start_response, encoding, "soap:Client", message)
+
+
+def _fault(start_response, encoding: str, code: str, message: str):
+    body = (
+        f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault>'
+        f"<faultcode>{code}</faultcode><faultstring>{escape(message)}</faultstring>"
+        "</soap:Fault></soap:Body></soap:Envelope>"
+    ).encode(encoding, errors="xmlcharrefreplace")
+    start_response(
+        "500 Internal Server Error",
+        [("Content-Type", f"text/xml; charset={encoding.upper()}"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def read_request(body: bytes) -> etree._Element:
+    """The request envelope, read by safexml under the SOAP message policy
+    (``ValidationFailed`` for a DTD, an entity, a PI, XInclude, a tree beyond the limits
+    or malformed XML)."""
+    return safexml.parse_bytes(body, source="request", policy=_REQUEST_POLICY).getroot()
 
 
 def operation_name(body: bytes) -> str | None:
     """Local name of the first element in the SOAP Body, or None if it cannot be read."""
     try:
-        root = etree.fromstring(body, _SAFE_PARSER)
-    except etree.XMLSyntaxError:
+        return _operation_of(read_request(body))
+    except ValidationFailed:
         return None
+
+
+def _operation_of(root: etree._Element) -> str | None:
     found = root.find(f"{{{SOAP_ENV}}}Body")
     if found is None or len(found) == 0 or not isinstance(found[0].tag, str):
         return None
@@ -138,7 +169,7 @@ def operation_name(body: bytes) -> str | None:
 
 def reencode(body: bytes, encoding: str) -> bytes:
     """The same XML document in another charset, with a matching XML declaration."""
-    document = etree.fromstring(body, _SAFE_PARSER)
+    document = safexml.parse_bytes(body, source="answer").getroot()
     return etree.tostring(document, encoding=encoding.upper(), xml_declaration=True)
 
 
@@ -147,6 +178,8 @@ def _read_body(environ) -> bytes:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
+    if length > MAX_BODY_BYTES:
+        raise ValidationFailed(f"the request body of {length} bytes exceeds {MAX_BODY_BYTES} bytes: send less")
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
