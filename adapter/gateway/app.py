@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from typing import Callable, Iterable
 
@@ -27,12 +28,14 @@ from spyne.protocol.soap import Soap11  # noqa: E402
 from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
+from ..services.call_audit import CLIENT_ADDRESS_KEY, record_rejected_request  # noqa: E402
 from . import encoding, wsdl_shape  # noqa: E402
-from ..errors import Issue, RequestTooLarge, ValidationFailed  # noqa: E402
+from ..errors import AdapterError, Issue, ValidationFailed  # noqa: E402
 from ..settings import Settings  # noqa: E402
 from .auth import OPERATION_ACCESS, PasswordAuthenticator  # noqa: E402
 from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
 from .faults import SOAP11_ENV, GatewayFault, fault_envelope, fault_from_error, fault_from_spyne  # noqa: E402
+from .request_body import decode_content, fingerprint, read_limited  # noqa: E402
 from .service import GatewayService  # noqa: E402
 from .types import NAMESPACE  # noqa: E402
 
@@ -42,6 +45,21 @@ SOAP_PATH = "/soap/archive"
 SOAP12_PATH = "/soap12/archive"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 _CORRELATION_HEADER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: WSGI environ keys set by this layer: when the request arrived (``time.monotonic()``)
+#: and the operation its envelope names, once checked (for the audit of refusals).
+STARTED_KEY = "archive_oa.started"
+OPERATION_KEY = "archive_oa.operation"
+#: spyne loggers that write a whole failed request (``%r in string %r``, "Failed document
+#: is …") or a second copy of a fault this layer already logged: a body may be 20 MB,
+#: binary, or carry a UsernameToken password, so they are kept quiet.
+_SPYNE_BODY_LOGGERS = (
+    "spyne.application.client",
+    "spyne.application.server",
+    "spyne.protocol.soap.soap11.invalid",
+    "spyne.protocol.xml.invalid",
+    "spyne.server._base",
+    "spyne.server.wsgi",
+)
 
 
 class _GatewaySoap11(Soap11):
@@ -75,15 +93,17 @@ def build_application(services: GatewayServices | None, *, response_encoding: st
         [GatewayService],
         tns=NAMESPACE,
         name="ArchiveGateway",
-        in_protocol=_GatewaySoap11(validator="lxml"),
+        # The body reaching spyne has passed safexml under [security] limits; libxml2's
+        # own 10 MB text-node cap would otherwise refuse a large base64 attachment
+        # that those limits allow.
+        in_protocol=_GatewaySoap11(validator="lxml", huge_tree=True),
         out_protocol=out_protocol,
     )
     app.gateway_services = services  # read by GatewayService.call_wrapper
-    # Every fault is logged once by fault_from_error (with the correlation id, and the
-    # traceback for internal errors); spyne would log each again with its own traceback
-    # at ERROR, drowning real problems.
-    for side in ("client", "server"):
-        logging.getLogger(f"spyne.application.{side}").setLevel(logging.CRITICAL)
+    # Every fault is logged once, by fault_from_error or _normalise_fault, with its
+    # correlation id; spyne would log each again, some with the whole request.
+    for name in _SPYNE_BODY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     app.event_manager.add_listener("method_exception_object", _normalise_fault)
     return app
 
@@ -94,12 +114,36 @@ def _correlation_of(ctx) -> str:
 
 
 def _normalise_fault(ctx) -> None:
-    """spyne's own faults (schema, syntax, unknown method) get our detail and codes."""
+    """spyne's own faults (schema, syntax, unknown method) get our detail and codes.
+
+    A fault of the protocol stage (``in_error``: the request did not deserialise, so no
+    operation ran and the call wrapper never saw it) is logged and audited here; faults
+    of the call itself are audited by the call wrapper."""
     if ctx.out_error is not None and not isinstance(ctx.out_error, GatewayFault):
         fault = fault_from_spyne(ctx.out_error, _correlation_of(ctx))
         ctx.out_error = fault
         if ctx.in_error is not None:
             ctx.in_error = fault
+    if ctx.in_error is not None and isinstance(ctx.out_error, GatewayFault):
+        environ = getattr(ctx.transport, "req_env", None) or {}
+        services = getattr(ctx.app, "gateway_services", None)
+        if services is not None:
+            _record_refusal(services, environ, ctx.out_error, "protocol")
+
+
+def _record_refusal(services, environ, fault: GatewayFault, stage: str) -> None:
+    """One log line and one audit record for a request refused before any operation ran."""
+    rule = fault.issues[0].rule if fault.issues else None
+    log.info("request refused at %s [%s]: %s", stage, fault.correlation_id, _clip(fault.faultstring))
+    details = {"stage": stage, **({"rule": rule} if rule else {})}
+    record_rejected_request(
+        services.store, environ=environ, code=fault.gateway_code, correlation_id=fault.correlation_id,
+        operation=environ.get(OPERATION_KEY), started=environ.get(STARTED_KEY), details=details,
+    )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def generate_wsdl(public_url: str) -> bytes:
@@ -147,6 +191,7 @@ class GatewayApp:
     def __init__(self, settings: Settings, services: GatewayServices) -> None:
         self.services = services
         self.max_body_bytes = settings.gateway.max_body_bytes
+        self.xml_policy = safexml.XmlPolicy.soap_message(settings.security)
         self._public_url = settings.public_url
         self._public_url_configured = bool(settings.gateway.public_url)
         self._encoding = encoding.response_charset(settings.gateway.response_encoding)
@@ -184,6 +229,8 @@ class GatewayApp:
         header = environ.get("HTTP_X_CORRELATION_ID", "")
         correlation_id = header if _CORRELATION_HEADER.match(header) else uuid.uuid4().hex
         environ[CORRELATION_KEY] = correlation_id
+        environ[STARTED_KEY] = time.monotonic()
+        environ[CLIENT_ADDRESS_KEY] = self._client_address(environ)
 
         def respond(status, headers, exc_info=None):
             return start_response(status, list(headers) + [("X-Correlation-Id", correlation_id)], exc_info)
@@ -225,22 +272,44 @@ class GatewayApp:
                 correlation_id,
             )
             return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
-        body, content_type = self._checked_body(environ)
+        try:
+            body, content_type = self._checked_body(environ)
+        except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
+            fault = fault_from_error(exc, correlation_id)
+            _record_refusal(self.services, environ, fault, "intake")
+            return self._fault(respond, fault)
         environ = dict(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["CONTENT_TYPE"] = content_type
         return self._soap(environ, respond)
 
+    def _client_address(self, environ) -> str | None:
+        """The caller's address with trusted proxies applied, for audit records."""
+        origin = getattr(self.services.authenticator, "origin", None)
+        try:
+            return origin(environ).address if origin else environ.get("REMOTE_ADDR")
+        except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the answer
+            return environ.get("REMOTE_ADDR")
+
     def _checked_body(self, environ) -> tuple[bytes, str]:
-        """The request body, read within the limit and checked to be one SOAP 1.1
-        operation call; returned as bytes spyne parses without a charset header."""
+        """The request body, read and inflated within the limit and checked to be one
+        SOAP 1.1 operation call; returned as UTF-8 bytes spyne parses without a charset
+        header.  A body that fails is logged by its fingerprint only."""
         body = _read_limited(environ, self.max_body_bytes)
+        try:
+            return self._checked_envelope(environ, body)
+        except AdapterError as exc:
+            log.warning("request body refused [%s] (%s): %s", environ.get(CORRELATION_KEY), exc.code,
+                        fingerprint(body))
+            raise
+
+    def _checked_envelope(self, environ, body: bytes) -> tuple[bytes, str]:
         media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
         if media_type == "application/soap+xml":
             raise ValidationFailed(f"SOAP 1.2 is served at {SOAP12_PATH}: send SOAP 1.1 here with Content-Type text/xml")
         body = encoding.request_as_utf8(body, charset)
-        envelope = safexml.parse_bytes(body, source="request").getroot()
+        envelope = safexml.parse_bytes(body, source="request", policy=self.xml_policy).getroot()
         if envelope.tag == f"{{{SOAP12_ENV}}}Envelope":
             raise ValidationFailed(
                 f"SOAP 1.2 envelope received: send a SOAP 1.1 envelope ({SOAP11_ENV}) here, or SOAP 1.2 to {SOAP12_PATH}"
@@ -263,6 +332,7 @@ class GatewayApp:
                 f"unknown operation {operation}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
                 f"in namespace {NAMESPACE}"
             )
+        environ[OPERATION_KEY] = etree.QName(operation).localname
         return body, "text/xml"
 
     def _fault(self, respond, fault: GatewayFault, status: str | None = None, headers=()) -> list[bytes]:
@@ -308,22 +378,9 @@ class _LazySync:
 
 
 def _read_limited(environ, limit: int) -> bytes:
-    length_text = (environ.get("CONTENT_LENGTH") or "").strip()
-    stream = environ["wsgi.input"]
-    too_large = RequestTooLarge(f"the request body exceeds the limit of {limit} bytes: send smaller attachments")
-    if length_text:
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise ValidationFailed(f"Content-Length {length_text!r} is not a number") from None
-        if length > limit:
-            raise too_large
-        body = stream.read(length)
-    else:
-        body = stream.read(limit + 1)
-        if len(body) > limit:
-            raise too_large
-    return body
+    """The request body within ``limit`` bytes, read and — for ``Content-Encoding: gzip``
+    or ``deflate`` — inflated to at most ``limit`` bytes (see ``request_body``)."""
+    return decode_content(read_limited(environ, limit), environ.get("HTTP_CONTENT_ENCODING"), limit)
 
 
 def _content_type(header: str | None) -> tuple[str, str | None]:
