@@ -5,20 +5,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import os
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from archive_oa import voucher_xml
 from archive_oa.cli.main import main
 from archive_oa.domain.delivery import idempotency_key
 from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, WorkflowInfo, WorkflowState
 from archive_oa.services.importer import import_paths
-from archive_oa.settings import load_settings
 from archive_oa.store import vouchers as repo
-from archive_oa.store.engine import open_store
 from archive_oa.store.tables import attachments, vouchers
 from archive_oa.transforms.pipeline import Transforms
 
@@ -26,23 +23,7 @@ PDF = b"%PDF-1.4\n% fake invoice for tests\n"
 PNG = b"\x89PNG\r\n\x1a\n fake bank receipt"
 
 
-#: A PostgreSQL URL (a database the tests may wipe) runs the importer tests there as well.
-POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def store(request, tmp_path):
-    env = {}
-    if request.param == "postgresql":
-        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
-        engine = create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
-    yield store
-    store.dispose()
+# ``store`` (tests/conftest.py): a fresh database, each test once on SQLite and once on PostgreSQL.
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import threading
 from decimal import Decimal
 
@@ -27,12 +26,10 @@ from archive_oa.domain.model import (
     WorkflowState,
 )
 from archive_oa.errors import IntegrityError, NotFound, ValidationFailed
-from archive_oa.settings import load_settings
 from archive_oa.store import migrations
 from archive_oa.store import users as user_repo
 from archive_oa.store import vouchers as repo
 from archive_oa.store.blobs import BlobStore
-from archive_oa.store.engine import open_store
 from archive_oa.store.metadata import metadata
 from archive_oa.store.tables import vouchers as vouchers_table
 
@@ -41,25 +38,7 @@ BEIJING = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 
 
-#: Set to a PostgreSQL URL (postgresql+psycopg://…, a database the tests may wipe) to run
-#: every store test on PostgreSQL as well.
-POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request, tmp_path):
-    env = {}
-    if request.param == "postgresql":
-        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
-        engine = create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
-    yield store
-    store.dispose()
+# ``store`` (tests/conftest.py): a fresh database, each test once on SQLite and once on PostgreSQL.
 
 
 def sqlite_only(store):

@@ -24,8 +24,11 @@ def simulator(tmp_path):
 
 
 @pytest.fixture
-def env(simulator, tmp_path, monkeypatch):
+def env(simulator, database_url, tmp_path, monkeypatch):
+    """The commands' environment; ``database_url`` (tests/conftest.py) runs them on SQLite and PostgreSQL."""
     monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path / "home"))
+    if database_url:
+        monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", database_url)
     monkeypatch.setenv("ARCHIVE_OA_OA_URL", simulator.url)
     monkeypatch.setenv("ARCHIVE_OA_OA_TIMEOUT", "5")
     return dict(os.environ)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-import os
 import random
 import threading
 from decimal import Decimal
@@ -26,10 +25,9 @@ from archive_oa.errors import (
     ValidationFailed,
 )
 from archive_oa.services.outcomes import apply_outcome
-from archive_oa.settings import SyncSettings, load_settings
+from archive_oa.settings import SyncSettings
 from archive_oa.store import cursors, outbox
 from archive_oa.store import vouchers as repo
-from archive_oa.store.engine import open_store
 from archive_oa.store.sync_tables import workflow_results
 from archive_oa.sync.poller import Poller
 from archive_oa.sync.worker import DeliveryWorker
@@ -147,23 +145,7 @@ def _external_key(workflow_xml: bytes) -> str:
 # --- fixtures ------------------------------------------------------------------------
 
 
-#: A PostgreSQL URL (a database the tests may wipe) runs these tests on PostgreSQL too.
-POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def store(request, tmp_path):
-    env = {}
-    if request.param == "postgresql":
-        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
-    yield store
-    store.dispose()
+# ``store`` (tests/conftest.py): a fresh database, each test once on SQLite and once on PostgreSQL.
 
 
 @pytest.fixture(scope="module")

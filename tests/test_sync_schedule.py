@@ -9,9 +9,7 @@ import time
 import pytest
 
 from archive_oa.errors import ConfigurationError
-from archive_oa.settings import load_settings
 from archive_oa.store import jobs
-from archive_oa.store.engine import open_store
 from archive_oa.sync.schedule import CronSchedule, IntervalSchedule, parse_schedule
 from archive_oa.sync.scheduler import ScheduledJob, Scheduler
 
@@ -92,11 +90,7 @@ def test_naive_instants_are_refused():
         parse_schedule("every 5m").next_after(dt.datetime(2024, 1, 1))
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(load_settings(data_dir=tmp_path / "data", env={}))
-    yield store
-    store.dispose()
+# ``store`` (tests/conftest.py): a fresh database, each test once on SQLite and once on PostgreSQL.
 
 
 def test_a_tick_is_won_once_across_instances(store):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from decimal import Decimal
 
 import pytest
-import sqlalchemy as sa
 
 from archive_oa import voucher_xml
 from archive_oa.cli.sync import _table
@@ -16,10 +14,8 @@ from archive_oa.domain.model import Entry, Voucher, WorkflowState
 from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
 from archive_oa.errors import AccessDenied, NotFound, ValidationFailed
 from archive_oa.services.sync import SyncService
-from archive_oa.settings import load_settings
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as repo
-from archive_oa.store.engine import open_store
 
 T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
 
@@ -63,28 +59,16 @@ def voucher(org: str, period: str, n: int) -> Voucher:
     )
 
 
-POSTGRES_URL = os.environ.get("ARCHIVE_OA_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def store(request, tmp_path):
-    env = {}
-    if request.param == "postgresql":
-        env = {"ARCHIVE_OA_DATABASE_URL": POSTGRES_URL}
-        engine = sa.create_engine(POSTGRES_URL)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
-    store = open_store(load_settings(data_dir=tmp_path / "data", env=env), upgrade=True)
+@pytest.fixture
+def store(store):
+    """The shared fresh store (SQLite and PostgreSQL, tests/conftest.py) with two orgs' vouchers."""
     with store.transaction(immediate=True) as conn:
         for org in ("HD01", "HN02"):
             for period in ("2024-03", "2024-04"):
                 for n in (1, 2):
                     v = voucher(org, period, n)
                     repo.save_voucher(conn, v, voucher_xml.canonical_hash(v), T0)
-    yield store
-    store.dispose()
+    return store
 
 
 def states(store, org=None):

@@ -21,7 +21,6 @@ from archive_oa.oa.client import OaClient
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.services.outcomes import apply_outcome
 from archive_oa.services.sync import SyncService
-from archive_oa.settings import load_settings
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.store.engine import open_store
@@ -70,14 +69,14 @@ def simulator(tmp_path):
     handle.stop()
 
 
-def test_exactly_one_request_per_key_and_every_outcome_applied(tmp_path, simulator):
+def test_exactly_one_request_per_key_and_every_outcome_applied(db_settings, simulator):
     started = time.monotonic()
-    settings = load_settings(data_dir=tmp_path / "data", env={}).replace(
+    settings = db_settings.replace(  # db_settings (tests/conftest.py): SQLite and PostgreSQL
         oa={"url": simulator.url, "timeout": 0.8, "connect_timeout": 1.0},
         sync={"workers": 4, "batch_size": 25, "retry_base_seconds": 0.1, "retry_max_seconds": 0.5,
               "max_attempts": 40, "poll_batch_size": 20, "lease_seconds": 30},
     )
-    store = open_store(settings)
+    store = open_store(settings, upgrade=True)
     oa = OaClient(settings.oa)
     worker = DeliveryWorker(store, oa, Transforms.from_settings(settings.workflow), settings.sync, owner="it")
     poller = Poller(store, oa, settings.sync)
