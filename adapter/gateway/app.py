@@ -201,8 +201,7 @@ class GatewayApp:
         )
         from .soap12 import Soap12Endpoint  # imported here: it builds on this module
 
-        self._soap12 = Soap12Endpoint(services, max_body_bytes=self.max_body_bytes,
-                                      response_encoding=self._encoding, public_url=lambda: self.public_url)
+        self._soap12 = Soap12Endpoint(self, response_encoding=self._encoding)
         self._wsdl_lock = threading.Lock()
         self._wsdl: bytes | None = None
 

@@ -34,20 +34,23 @@ from spyne.protocol.soap import Soap12  # noqa: E402
 from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
-from ..errors import ValidationFailed  # noqa: E402
+from ..errors import AdapterError, ValidationFailed  # noqa: E402
 from . import encoding  # noqa: E402
 from .app import (  # noqa: E402
+    OPERATION_KEY,
     SOAP12_PATH,
     SOAP_PATH,
     _content_type,
     _GatewaySoap11,
     _normalise_fault,
     _read_limited,
+    _record_refusal,
     _stable_document,
 )
 from .auth import OPERATION_ACCESS  # noqa: E402
 from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
 from .faults import SOAP11_ENV, GatewayFault, fault_envelope, fault_from_error  # noqa: E402
+from .request_body import fingerprint  # noqa: E402
 from .service import GatewayService  # noqa: E402
 from .types import NAMESPACE  # noqa: E402
 
@@ -75,6 +78,14 @@ class GatewaySoap12(Soap12, _GatewaySoap11):
     def fault_to_http_response_code(self, fault):
         return http_status(fault if isinstance(fault, GatewayFault) else None)
 
+    def serialize(self, ctx, message):
+        super().serialize(ctx, message)
+        if ctx.out_error is not None:
+            # the fault's codes are QNames in text; spyne's namespace clean-up has chosen
+            # the prefixes, so they are written now, with the prefixes in scope
+            for fault in ctx.out_document.iter(_env("Fault")):
+                qualify_codes(fault)
+
 
 def _gateway_fault(fault, ctx) -> GatewayFault:
     # _normalise_fault has already turned spyne's own faults into GatewayFaults; this is
@@ -85,12 +96,12 @@ def _gateway_fault(fault, ctx) -> GatewayFault:
 
 def fault_element(fault: GatewayFault) -> etree._Element:
     """``env:Fault`` with Code (and the stable code as Subcode), Reason and Detail."""
-    element = etree.Element(_env("Fault"), nsmap={"soap": SOAP12_ENV, "g": NAMESPACE})
+    element = etree.Element(_env("Fault"))
     code = etree.SubElement(element, _env("Code"))
-    sender = fault.faultcode == "Client"
-    etree.SubElement(code, _env("Value")).text = "soap:Sender" if sender else "soap:Receiver"
+    # local names for now: qualify_codes writes them as QNames once the fault is in its envelope
+    etree.SubElement(code, _env("Value")).text = "Sender" if fault.faultcode == "Client" else "Receiver"
     subcode = etree.SubElement(code, _env("Subcode"))
-    etree.SubElement(subcode, _env("Value")).text = f"g:{fault.gateway_code}"
+    etree.SubElement(subcode, _env("Value")).text = fault.gateway_code
     reason = etree.SubElement(element, _env("Reason"))
     text = etree.SubElement(reason, _env("Text"))
     text.set(f"{{{_XML_NS}}}lang", "en")
@@ -99,10 +110,25 @@ def fault_element(fault: GatewayFault) -> etree._Element:
     return element
 
 
+def qualify_codes(fault: etree._Element) -> None:
+    """Code/Value as ``<env prefix>:Sender`` and Subcode/Value as ``<gateway prefix>:NotFound``,
+    using whichever prefixes the envelope declares for the two namespaces."""
+    value = fault.find(f"{_env('Code')}/{_env('Value')}")
+    subvalue = fault.find(f"{_env('Code')}/{_env('Subcode')}/{_env('Value')}")
+    prefixes = {uri: prefix for prefix, uri in subvalue.nsmap.items() if prefix}
+    value.text = f"{prefixes[SOAP12_ENV]}:{value.text.rpartition(':')[2]}"
+    if NAMESPACE in prefixes:
+        subvalue.text = f"{prefixes[NAMESPACE]}:{subvalue.text.rpartition(':')[2]}"
+    else:  # no prefix for the gateway namespace in scope: the Detail still carries the code
+        fault.find(_env("Code")).remove(subvalue.getparent())
+
+
 def fault_envelope12(fault: GatewayFault, charset: str = encoding.UTF8) -> bytes:
     """A complete SOAP 1.2 fault envelope, for faults raised before spyne sees the request."""
-    envelope = etree.Element(_env("Envelope"), nsmap={"soap": SOAP12_ENV})
-    etree.SubElement(envelope, _env("Body")).append(fault_element(fault))
+    envelope = etree.Element(_env("Envelope"), nsmap={"soap": SOAP12_ENV, "g": NAMESPACE})
+    element = fault_element(fault)
+    etree.SubElement(envelope, _env("Body")).append(element)
+    qualify_codes(element)
     return etree.tostring(envelope, xml_declaration=True, encoding=charset)
 
 
@@ -114,14 +140,17 @@ def http_status(fault: GatewayFault | None) -> str:
     return "500 Internal Server Error"
 
 
-def build_soap12_application(services: GatewayServices | None, *, response_encoding: str = encoding.UTF8) -> Application:
+def build_soap12_application(
+    services: GatewayServices | None, *, response_encoding: str = encoding.UTF8
+) -> Application:
     out_protocol = GatewaySoap12(encoding=response_encoding)
     out_protocol.mime_type = encoding.content_type(MEDIA_TYPE, response_encoding)
     app = Application(
         [GatewayService],
         tns=NAMESPACE,
         name="ArchiveGateway",
-        in_protocol=GatewaySoap12(validator="lxml"),
+        # huge_tree: the body has passed safexml under the [security] limits (as for SOAP 1.1)
+        in_protocol=GatewaySoap12(validator="lxml", huge_tree=True),
         out_protocol=out_protocol,
     )
     app.gateway_services = services  # read by GatewayService.call_wrapper, as for SOAP 1.1
@@ -152,52 +181,45 @@ def _named_soap12(document: bytes) -> bytes:
 
 
 class Soap12Endpoint:
-    """The WSGI handler of ``/soap12/archive`` (mounted by ``GatewayApp``)."""
+    """The WSGI handler of ``/soap12/archive``, mounted by the ``GatewayApp`` it belongs to:
+    the same services, body limit, XML policy, public URL and audit of refusals."""
 
-    def __init__(
-        self,
-        services: GatewayServices,
-        *,
-        max_body_bytes: int,
-        response_encoding: str,
-        public_url: Callable[[], str],
-    ) -> None:
-        self.max_body_bytes = max_body_bytes
+    def __init__(self, gateway, *, response_encoding: str) -> None:
+        self._gateway = gateway
         self._charset = encoding.response_charset(response_encoding)
-        self._public_url = public_url
         self._soap = WsgiApplication(
-            build_soap12_application(services, response_encoding=self._charset),
-            max_content_length=max_body_bytes,
+            build_soap12_application(gateway.services, response_encoding=self._charset),
+            max_content_length=gateway.max_body_bytes,
         )
         self._wsdl: tuple[str, bytes] | None = None
 
     def wsdl(self) -> bytes:
-        url = self._public_url()
-        cached = self._wsdl  # (url, document): replaced whole, so no lock is needed
+        url = self._gateway.public_url
+        cached = self._wsdl  # (url, document), replaced whole: no lock needed
         if cached is None or cached[0] != url:
             cached = self._wsdl = (url, generate_soap12_wsdl(url))
         return cached[1]
 
     def __call__(self, environ: dict, respond: Callable) -> list[bytes]:
         correlation_id = environ[CORRELATION_KEY]
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
+            body = self.wsdl()
+            respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
+            return [b""] if method == "HEAD" else [body]
+        if method != "POST":
+            fault = GatewayFault(
+                "Validation", f"{method} is not allowed here: POST a SOAP 1.2 envelope, or GET {SOAP12_PATH}?wsdl",
+                correlation_id,
+            )
+            return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
         try:
-            method = environ.get("REQUEST_METHOD", "GET").upper()
-            if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
-                body = self.wsdl()
-                respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
-                return [b""] if method == "HEAD" else [body]
-            if method != "POST":
-                fault = GatewayFault(
-                    "Validation",
-                    f"{method} is not allowed here: POST a SOAP 1.2 envelope, or GET {SOAP12_PATH}?wsdl",
-                    correlation_id,
-                )
-                return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
             body = self._checked_body(environ)
-        except _Soap11Envelope as wrong:
-            return self._soap11_fault(respond, fault_from_error(wrong.error, correlation_id))
-        except Exception as exc:  # every refusal is a SOAP 1.2 fault, never an HTML page
-            return self._fault(respond, fault_from_error(exc, correlation_id))
+        except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
+            soap11 = isinstance(exc, _Soap11Envelope)
+            fault = fault_from_error(exc.error if soap11 else exc, correlation_id)
+            _record_refusal(self._gateway.services, environ, fault, "intake")
+            return self._soap11_fault(respond, fault) if soap11 else self._fault(respond, fault)
         environ = dict(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -205,11 +227,20 @@ class Soap12Endpoint:
         return self._soap(environ, respond)
 
     def _checked_body(self, environ) -> bytes:
-        """The body as UTF-8, checked to be one SOAP 1.2 operation call."""
-        body = _read_limited(environ, self.max_body_bytes)
+        """The body as UTF-8, checked to be one SOAP 1.2 operation call; a body that
+        fails is logged by its fingerprint only (as on the SOAP 1.1 endpoint)."""
+        body = _read_limited(environ, self._gateway.max_body_bytes)
+        try:
+            return self._checked_envelope(environ, body)
+        except (AdapterError, _Soap11Envelope) as exc:
+            code = exc.error.code if isinstance(exc, _Soap11Envelope) else exc.code
+            log.warning("request body refused [%s] (%s): %s", environ.get(CORRELATION_KEY), code, fingerprint(body))
+            raise
+
+    def _checked_envelope(self, environ, body: bytes) -> bytes:
         _media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
         body = encoding.request_as_utf8(body, charset)
-        envelope = safexml.parse_bytes(body, source="request").getroot()
+        envelope = safexml.parse_bytes(body, source="request", policy=self._gateway.xml_policy).getroot()
         if envelope.tag == f"{{{SOAP11_ENV}}}Envelope":
             raise _Soap11Envelope(ValidationFailed(
                 f"SOAP 1.1 envelope received on the SOAP 1.2 endpoint: POST it to {SOAP_PATH}, "
@@ -232,6 +263,7 @@ class Soap12Endpoint:
                 f"unknown operation {calls[0].tag}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
                 f"in namespace {NAMESPACE}"
             )
+        environ[OPERATION_KEY] = etree.QName(calls[0]).localname
         return body
 
     def _fault(self, respond, fault: GatewayFault, status: str | None = None, headers=()) -> list[bytes]:
