@@ -41,7 +41,7 @@ class Adapter:
 
     @cached_property
     def users(self) -> UserService:
-        return UserService(self.store)
+        return UserService(self.store, settings=self.settings)
 
     @cached_property
     def sync(self) -> SyncService:

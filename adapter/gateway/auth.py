@@ -2,25 +2,29 @@
 
 Credentials come from a WS-Security ``UsernameToken`` in the SOAP header (parsed here
 from the request envelope: spyne has no WS-Security) or from HTTP Basic, for legacy
-clients that cannot add SOAP headers.  ``OPERATION_ACCESS`` declares, per operation,
-the role it needs and which argument names an organisation; ``authorize`` is the only
-place that enforces it (called by the service's single call wrapper).
-
-The fuller security of PRODUCT.md §7 plugs in behind ``Authenticator``:
-PasswordDigest (nonce + created, freshness window), a shared nonce store refusing
-replays, lock-out after repeated failures and the audit record of every call.
-``Credentials`` already carries nonce and created for that.
+clients that cannot add SOAP headers.  ``PasswordAuthenticator`` checks them
+(PasswordText, PasswordDigest with Nonce and Created, the freshness window, replays,
+clear text only over TLS or from this host, slow-down and lock-out).
+``OPERATION_ACCESS`` declares, per operation, the role it needs and which argument
+names an organisation; ``authorize`` is the only place that enforces it (called by the
+service's single call wrapper).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import AccessDenied, AuthenticationFailed
-from ..services.users import Principal
+from ..security import tokens
+from ..security.throttle import Throttle
+from ..security.transport import LOCAL, Origin, ProxyPolicy, plaintext_allowed
+from ..services.users import Principal, record_audit
+from ..settings import SecuritySettings
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -34,30 +38,93 @@ ANONYMOUS = Principal("anonymous", frozenset(), frozenset())
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str  # the password, or for "wsse-digest" the Base64 digest
     scheme: str  # "basic", "wsse-text" or "wsse-digest"
     nonce: str | None = None  # base64, WS-Security only
     created: str | None = None  # xs:dateTime text, WS-Security only
+    nonce_encoding: str | None = None  # the Nonce's EncodingType attribute
+
+    def __repr__(self) -> str:  # never a password in a log line or traceback
+        return f"Credentials(username={self.username!r}, scheme={self.scheme!r}, password=***)"
 
 
 class Authenticator(Protocol):
-    def authenticate(self, credentials: Credentials) -> Principal:
+    def origin(self, environ: Mapping[str, Any]) -> Origin:
+        """Where the request comes from (trusted proxies applied)."""
+
+    def authenticate(self, credentials: Credentials, origin: Origin = LOCAL) -> Principal:
         """The principal, or ``AuthenticationFailed``."""
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 class PasswordAuthenticator:
-    """HTTP Basic and UsernameToken PasswordText, checked against the user store."""
+    """HTTP Basic, UsernameToken PasswordText and PasswordDigest against the user store.
 
-    def __init__(self, users) -> None:
+    ``users`` is a ``UserService``; ``security`` defaults to the one it was built with.
+    """
+
+    def __init__(
+        self,
+        users,
+        security: SecuritySettings | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._users = users
+        self.security = security or getattr(users, "security", None) or SecuritySettings()
+        self.proxies = ProxyPolicy(self.security.trusted_proxies)
+        self._clock = clock
+        self.throttle = Throttle(users.store, self.security, clock=clock, sleep=sleep, audit=record_audit)
 
-    def authenticate(self, credentials: Credentials) -> Principal:
-        if credentials.scheme == "wsse-digest":
+    def origin(self, environ: Mapping[str, Any]) -> Origin:
+        return self.proxies.origin(environ)
+
+    def authenticate(self, credentials: Credentials, origin: Origin = LOCAL) -> Principal:
+        if credentials.scheme != "wsse-digest" and not plaintext_allowed(
+            origin, allow_plaintext_http=self.security.allow_plaintext_http
+        ):
+            kind = "HTTP Basic" if credentials.scheme == "basic" else "UsernameToken PasswordText"
             raise AuthenticationFailed(
-                "UsernameToken PasswordDigest is not supported yet: send PasswordText over HTTPS "
-                "or use HTTP Basic"
+                f"{kind} over plain HTTP from {origin.address} is refused (the password would travel "
+                "in clear text): call over HTTPS, use PasswordDigest, or set [security] "
+                "allow_plaintext_http = true (ARCHIVE_OA_SECURITY_ALLOW_PLAINTEXT_HTTP)"
             )
-        return self._users.authenticate(credentials.username, credentials.password)
+        standing = self.throttle.check(credentials.username, origin.address)
+        try:
+            principal = self._verify(credentials)
+        except AuthenticationFailed as exc:
+            self.throttle.failed(credentials.username, origin.address, reason=exc.message)
+            raise
+        self.throttle.succeeded(credentials.username, standing)
+        return principal
+
+    def _verify(self, credentials: Credentials) -> Principal:
+        window, skew = self.security.token_window_seconds, self.security.clock_skew_seconds
+        digest = credentials.scheme == "wsse-digest"
+        if digest and (not credentials.nonce or not credentials.created):
+            raise AuthenticationFailed(
+                "UsernameToken PasswordDigest needs wsse:Nonce and wsu:Created (OASIS UsernameToken "
+                "Profile 1.1): send both, new for every request"
+            )
+        now = self._clock()
+        nonce = None if credentials.nonce is None else tokens.decode_nonce(credentials.nonce, credentials.nonce_encoding)
+        created = None if credentials.created is None else tokens.parse_created(credentials.created)
+        if created is not None:  # PasswordText may carry them too: then they are held to the same rules
+            tokens.check_fresh(created, now, window=window, skew=skew)
+        if digest:
+            principal = self._users.authenticate_digest(
+                credentials.username, credentials.password, nonce, credentials.created.strip()
+            )
+        else:
+            principal = self._users.authenticate(credentials.username, credentials.password)
+        if nonce is not None:
+            until = tokens.remembered_until(created or now, window=window)
+            self._users.accept_nonce(credentials.username, nonce, max(until, now + dt.timedelta(seconds=1)), now=now)
+        return principal
 
 
 @dataclass(frozen=True)
@@ -94,10 +161,10 @@ def authenticate_call(
     credentials = credentials_from(environ, header_elements)
     if credentials is None:
         raise AuthenticationFailed(
-            f"{operation} needs credentials: send a WS-Security UsernameToken (PasswordText) "
-            "or an HTTP Basic Authorization header"
+            f"{operation} needs credentials: send a WS-Security UsernameToken (PasswordDigest, or "
+            "PasswordText over HTTPS) or an HTTP Basic Authorization header over HTTPS"
         )
-    return authenticator.authenticate(credentials)
+    return authenticator.authenticate(credentials, authenticator.origin(environ))
 
 
 def authorize(operation: str, principal: Principal, arguments: Mapping[str, Any]) -> None:
@@ -154,14 +221,16 @@ def _from_wsse(header_elements: Sequence) -> Credentials | None:
         password = token.find(f"{{{WSSE_NS}}}Password")
         if not username or password is None:
             raise AuthenticationFailed("the UsernameToken needs a Username and a Password")
-        kind = password.get("Type", PASSWORD_TEXT)
+        kind = (password.get("Type") or PASSWORD_TEXT).strip()
         if kind not in (PASSWORD_TEXT, PASSWORD_DIGEST):
             raise AuthenticationFailed(f"UsernameToken Password Type {kind!r} is not supported")
+        nonce = token.find(f"{{{WSSE_NS}}}Nonce")
         return Credentials(
             username=username,
             password=password.text or "",
             scheme="wsse-text" if kind == PASSWORD_TEXT else "wsse-digest",
-            nonce=token.findtext(f"{{{WSSE_NS}}}Nonce"),
+            nonce=None if nonce is None else (nonce.text or ""),
             created=token.findtext(f"{{{WSU_NS}}}Created"),
+            nonce_encoding=None if nonce is None else nonce.get("EncodingType"),
         )
     return None

@@ -64,7 +64,10 @@ def _create(app, host: str, port: int, threads: int):
         threads=threads,
         max_request_body_size=body_limit,
         ident="archive-oa",
-        clear_untrusted_proxy_headers=True,
+        # X-Forwarded-* reach the application untouched: the gateway's one proxy policy
+        # ([security] trusted_proxies, archive_oa.security.transport) decides whether they are
+        # believed; waitress's own trusted_proxy stays unset, so it rewrites nothing itself.
+        clear_untrusted_proxy_headers=False,
     )
     # Port 0 picks a free port: without a configured public URL the WSDL names the one
     # actually bound.  A wildcard address names no host a client could use.

@@ -1,35 +1,39 @@
-"""Users, roles and organisation scope of the gateway's callers.
+"""Users, roles and organisation scope of the gateway's callers, and their credentials.
 
 Roles are ranked ``viewer < archivist < operator < admin``: holding a role grants every
 lower one.  ``auditor`` stands apart (it reads the audit log and nothing else).
-Passwords are kept only as scrypt hashes with a per-user salt, in the text form
-``scrypt$n$r$p$salt_b64$hash_b64`` so the cost can be raised later without a migration.
-
-The fuller security of PRODUCT.md §7 (PasswordDigest, nonce replay, lock-out, audit)
-builds on ``authenticate``; see ``archive_oa.gateway.auth``.
+Passwords are kept as scrypt hashes (``archive_oa.security.passwords``); PasswordDigest
+needs the password itself, so it is also kept Fernet-encrypted under the installation's
+key (``archive_oa.security.secrets``) — never in plain text.  Every administrative
+change is written to the audit log in the transaction that makes it.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
-import os
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import AuthenticationFailed, Issue, ValidationFailed
+from ..errors import AuthenticationFailed, ConfigurationError, Conflict, Issue, NotFound, ValidationFailed
+from ..security.passwords import DUMMY_HASH, digest_matches, hash_password, verify_password
+from ..security.secrets import KeyRing
+from ..security.tokens import nonce_key
+from ..settings import SecuritySettings, Settings
 from ..store import users as user_repo
+
+__all__ = [
+    "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Principal", "UserInfo", "UserService",
+    "hash_password", "verify_password", "record_audit",
+]
+
+log = logging.getLogger(__name__)
 
 #: Hierarchical roles, lowest first.
 RANKED_ROLES = ("viewer", "archivist", "operator", "admin")
 #: Roles outside the hierarchy.
 SEPARATE_ROLES = ("auditor",)
 KNOWN_ROLES = frozenset(RANKED_ROLES + SEPARATE_ROLES)
-
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,44 +56,55 @@ class Principal:
         return self.org_scope is None or org_code in self.org_scope
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    salt = salt or os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM
-    )
-    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt)}${b64(digest)}"
+@dataclass(frozen=True)
+class UserInfo:
+    """What ``users list`` shows: never a hash or a secret."""
+
+    username: str
+    roles: frozenset[str]
+    org_scope: frozenset[str] | None
+    disabled: bool
+    digest_ready: bool  # an encrypted secret is stored: PasswordDigest works
+    created_at: dt.datetime
+    locked_until: dt.datetime | None
 
 
-def verify_password(password: str, encoded: str) -> bool:
+@dataclass(frozen=True)
+class Actor:
+    """Who makes an administrative change, for the audit log."""
+
+    name: str
+    source: str = "local"
+
+
+SYSTEM = Actor("system")
+
+
+def record_audit(conn, **fields) -> None:
+    """THE one call site of the audit log for users and authentication.
+
+    ``archive_oa.services.audit.record`` writes a hash-chained record in ``conn``'s
+    transaction.  Until that module is installed, changes are only logged here.
+    """
     try:
-        scheme, n, r, p, salt_b64, hash_b64 = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(hash_b64)
-        actual = hashlib.scrypt(
-            password.encode("utf-8"),
-            salt=base64.b64decode(salt_b64),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            maxmem=_SCRYPT_MAXMEM,
-            dklen=len(expected),
-        )
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-#: Checked against when the user does not exist, so that the answer takes as long
-#: as for a wrong password and does not reveal which user names exist.
-_DUMMY_HASH = hash_password("not a password", salt=b"0" * 16)
+        from . import audit
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.audit":
+            raise
+        log.info("audit (no audit log installed): %s", {k: v for k, v in fields.items() if k != "now"})
+        return
+    audit.record(conn, **fields)
 
 
 class UserService:
-    def __init__(self, store, *, clock=None) -> None:
-        self._store = store
+    def __init__(self, store, *, clock=None, settings: Settings | None = None, keys: KeyRing | None = None) -> None:
+        self.store = store
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.security = settings.security if settings else SecuritySettings()
+        # Without settings there is no key: users get no digest secret (PasswordText and Basic only).
+        self.keys = keys or (KeyRing(settings) if settings else None)
+
+    # --- administration -----------------------------------------------------------------------
 
     def add_user(
         self,
@@ -99,42 +114,227 @@ class UserService:
         org_scope: Iterable[str] | None = None,
         *,
         disabled: bool = False,
+        replace: bool = True,
+        actor: Actor = SYSTEM,
     ) -> Principal:
-        """Create or replace a user; returns what the user will authenticate as."""
+        """Create (or, with ``replace``, replace) a user; returns what it will authenticate as."""
         roles = frozenset(roles)
-        issues = []
-        if not username or not username.strip() or ":" in username:
-            issues.append(Issue("username", "user-name", f"user name {username!r} must be non-empty without ':'"))
-        if not password:
-            issues.append(Issue("password", "password", "the password must not be empty"))
-        unknown = sorted(roles - KNOWN_ROLES)
-        if unknown or not roles:
-            issues.append(
-                Issue("roles", "role", f"roles {sorted(roles)} must be one or more of {sorted(KNOWN_ROLES)}")
-            )
+        scope = None if org_scope is None else frozenset(org_scope)
+        issues = _name_issues(username) + _password_issues(password) + _role_issues(roles) + _scope_issues(scope)
         if issues:
             raise ValidationFailed(f"user {username!r} not saved: fix the listed fields", issues)
-        scope = None if org_scope is None else frozenset(org_scope)
-        record = user_repo.UserRecord(
-            username=username,
-            password_hash=hash_password(password),
-            roles=roles,
-            org_scope=scope,
-            disabled=disabled,
-            created_at=self._clock(),
-        )
-        with self._store.transaction() as conn:
+        now = self._clock()
+        record = user_repo.UserRecord(username, hash_password(password), roles, scope, disabled, now)
+        with self.store.transaction(immediate=True) as conn:
+            existing = user_repo.get_user(conn, username)
+            if existing is not None and not replace:
+                raise Conflict(f"user {username!r} already exists: change it with users passwd/grant/revoke/scope")
             user_repo.put_user(conn, record)
+            self._store_secret(conn, username, password, now)
+            self._audit(conn, actor, "UserAdd" if existing is None else "UserReplace", username, now, {
+                "roles": sorted(roles), "org_scope": None if scope is None else sorted(scope), "disabled": disabled,
+            })
         return Principal(username, roles, scope)
 
+    def set_password(self, username: str, password: str, *, actor: Actor = SYSTEM) -> None:
+        issues = _password_issues(password)
+        if issues:
+            raise ValidationFailed(f"password of user {username!r} not changed", issues)
+        self._change(username, "UserPassword", actor, {}, password=password)
+
+    def set_disabled(self, username: str, disabled: bool, *, actor: Actor = SYSTEM) -> None:
+        """Disable or enable; enabling also lifts a lockout of the user name."""
+        self._change(username, "UserDisable" if disabled else "UserEnable", actor, {}, disabled=disabled)
+
+    def grant(self, username: str, roles: Iterable[str], *, actor: Actor = SYSTEM) -> frozenset[str]:
+        roles = frozenset(roles)
+        issues = _role_issues(roles)
+        if issues:
+            raise ValidationFailed(f"no role granted to user {username!r}", issues)
+        return self._change(username, "UserGrant", actor, {"roles": sorted(roles)}, add_roles=roles).roles
+
+    def revoke(self, username: str, roles: Iterable[str], *, actor: Actor = SYSTEM) -> frozenset[str]:
+        return self._change(username, "UserRevoke", actor, {"roles": sorted(roles)}, remove_roles=frozenset(roles)).roles
+
+    def set_scope(self, username: str, org_scope: Iterable[str] | None, *, actor: Actor = SYSTEM) -> None:
+        scope = None if org_scope is None else frozenset(org_scope)
+        issues = _scope_issues(scope)
+        if issues:
+            raise ValidationFailed(f"scope of user {username!r} not changed", issues)
+        detail = {"org_scope": None if scope is None else sorted(scope)}
+        self._change(username, "UserScope", actor, detail, scope=scope, set_scope=True)
+
+    def unlock(self, kind: str, subject: str, *, actor: Actor = SYSTEM) -> bool:
+        """Lift a lockout of a user name (kind "user") or source address (kind "source")."""
+        now = self._clock()
+        with self.store.transaction(immediate=True) as conn:
+            released = user_repo.release_lockout(conn, kind, subject)
+            self._audit(conn, actor, "AuthUnlock", f"{kind}:{subject}", now, {"was_locked": released})
+        return released
+
+    def list_users(self) -> list[UserInfo]:
+        now = self._clock()
+        with self.store.transaction() as conn:
+            records = user_repo.list_users(conn)
+            secrets = {s.username for s in user_repo.list_secrets(conn)}
+            locks = {l.subject: l.locked_until for l in user_repo.list_lockouts(conn, now) if l.subject_kind == "user"}
+        return [
+            UserInfo(r.username, r.roles, r.org_scope, r.disabled, r.username in secrets, r.created_at,
+                     locks.get(r.username))
+            for r in records
+        ]
+
+    def rotate_key(self, *, actor: Actor = SYSTEM) -> tuple[int, str]:
+        """Re-encrypt every stored secret with the current first key: (count, key id).
+
+        With the key file, a new key is generated first and kept beside the old one
+        until every secret is re-encrypted; then the file holds the new key alone.
+        With configured keys, the first configured key is the new one.
+        """
+        keys = self._require_keys()
+        old = keys.box()
+        if keys.from_file:
+            from ..security.secrets import generate_key
+
+            current = [line.strip() for line in keys.key_file.read_text("ascii").splitlines() if line.strip()]
+            new_key = generate_key()
+            box = keys.replace_file_keys([new_key, *current])  # both decrypt while re-encrypting
+        else:
+            box = old
+        now = self._clock()
+        with self.store.transaction(immediate=True) as conn:
+            stored = user_repo.list_secrets(conn)
+            for secret in stored:
+                token, key_id = box.encrypt(box.decrypt(secret.secret, secret.key_id))
+                user_repo.put_secret(conn, secret.username, token, key_id, now)
+            self._audit(conn, actor, "KeyRotate", box.primary_key_id, now, {"secrets": len(stored)})
+        if keys.from_file:
+            keys.replace_file_keys([new_key])
+        return len(stored), box.primary_key_id
+
+    # --- authentication -----------------------------------------------------------------------
+
     def authenticate(self, username: str, password: str) -> Principal:
-        with self._store.transaction() as conn:
+        """HTTP Basic / PasswordText: the password against its scrypt hash."""
+        with self.store.transaction() as conn:
             record = user_repo.get_user(conn, username)
-        encoded = record.password_hash if record else _DUMMY_HASH
+        encoded = record.password_hash if record else DUMMY_HASH
         matches = verify_password(password or "", encoded)
         if record is None or record.disabled or not matches:
-            raise AuthenticationFailed(
-                f"authentication failed for user {username!r}: unknown user, wrong password "
-                "or disabled account; check the credentials"
-            )
+            raise _failed(username)
         return Principal(record.username, frozenset(record.roles), record.org_scope)
+
+    def authenticate_digest(self, username: str, digest: str, nonce: bytes, created: str) -> Principal:
+        """PasswordDigest: Base64(SHA-1(nonce + created + password)) with the decrypted password."""
+        with self.store.transaction() as conn:
+            record = user_repo.get_user(conn, username)
+            stored = user_repo.get_secret(conn, username) if record else None
+        password = None
+        if stored is not None and self.keys is not None:
+            try:
+                password = self.keys.box().decrypt(stored.secret, stored.key_id)
+            except ConfigurationError as exc:
+                log.error("PasswordDigest for user %r impossible: %s", username, exc)
+        elif record is not None:
+            log.warning(
+                "user %r has no encrypted secret for PasswordDigest: set the password again "
+                "(archive-oa users passwd %s), or let the client send PasswordText over HTTPS", username, username,
+            )
+        matches = password is not None and digest_matches(digest, nonce, created, password)
+        if record is None or record.disabled or not matches:
+            raise _failed(username)
+        return Principal(record.username, frozenset(record.roles), record.org_scope)
+
+    def accept_nonce(self, username: str, nonce: bytes, remember_until: dt.datetime, *, now: dt.datetime) -> None:
+        """Remember a nonce (shared by every instance); a nonce already remembered is a replay."""
+        with self.store.transaction(immediate=True) as conn:
+            user_repo.forget_expired_nonces(conn, now)
+            fresh = user_repo.remember_nonce(conn, nonce_key(nonce), username, now, remember_until)
+        if not fresh:
+            raise AuthenticationFailed(
+                "this UsernameToken Nonce was already used: replay refused; send a new random Nonce "
+                "(and Created) with every request"
+            )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _change(self, username, operation, actor, details, *, password=None, disabled=None,
+                add_roles=frozenset(), remove_roles=frozenset(), scope=None, set_scope=False):
+        now = self._clock()
+        with self.store.transaction(immediate=True) as conn:
+            record = user_repo.get_user(conn, username)
+            if record is None:
+                raise NotFound(f"user {username!r} does not exist: see archive-oa users list, or add it")
+            roles = (record.roles | add_roles) - remove_roles
+            if not roles:
+                raise ValidationFailed(
+                    f"user {username!r} would hold no role: keep one, or disable the user instead",
+                    [Issue("roles", "role", f"revoking {sorted(remove_roles)} leaves none")],
+                )
+            changed = user_repo.UserRecord(
+                username=username,
+                password_hash=hash_password(password) if password is not None else record.password_hash,
+                roles=roles,
+                org_scope=scope if set_scope else record.org_scope,
+                disabled=record.disabled if disabled is None else disabled,
+                created_at=record.created_at,
+            )
+            user_repo.put_user(conn, changed)
+            if password is not None:
+                self._store_secret(conn, username, password, now)
+            if disabled is False:
+                user_repo.release_lockout(conn, "user", username)
+            self._audit(conn, actor, operation, username, now, details)
+        return changed
+
+    def _store_secret(self, conn, username: str, password: str, now: dt.datetime) -> None:
+        if self.keys is None:
+            user_repo.delete_secret(conn, username)  # a stale secret must not outlive a new password
+            return
+        token, key_id = self.keys.box().encrypt(password)
+        user_repo.put_secret(conn, username, token, key_id, now)
+
+    def _require_keys(self) -> KeyRing:
+        if self.keys is None:
+            raise ConfigurationError("no settings given to UserService: it cannot find the encryption key")
+        return self.keys
+
+    @staticmethod
+    def _audit(conn, actor: Actor, operation: str, target: str, now, details) -> None:
+        record_audit(conn, actor=actor.name, source=actor.source, operation=operation, targets=(target,),
+                     outcome="OK", details=details or None, now=now)
+
+
+def _failed(username: str) -> AuthenticationFailed:
+    # One message for every reason, so that a caller learns nothing about which users exist.
+    return AuthenticationFailed(
+        f"authentication failed for user {username!r}: unknown user, wrong password "
+        "or disabled account; check the credentials"
+    )
+
+
+def _name_issues(username: str) -> list[Issue]:
+    if not username or not username.strip() or ":" in username or len(username) > 100 or username != username.strip():
+        return [Issue("username", "user-name",
+                      f"user name {username!r} must be 1-100 characters without ':' or surrounding spaces")]
+    return []
+
+
+def _password_issues(password: str) -> list[Issue]:
+    return [] if password else [Issue("password", "password", "the password must not be empty")]
+
+
+def _role_issues(roles: frozenset[str]) -> list[Issue]:
+    unknown = sorted(roles - KNOWN_ROLES)
+    if unknown or not roles:
+        return [Issue("roles", "role", f"roles {sorted(roles)} must be one or more of {sorted(KNOWN_ROLES)}")]
+    return []
+
+
+def _scope_issues(scope: frozenset[str] | None) -> list[Issue]:
+    bad = sorted(code for code in scope or () if not code or any(ch.isspace() for ch in code))
+    if bad or scope == frozenset():
+        return [Issue("org_scope", "org-code",
+                      f"organisation codes {bad or '(none)'} must be one or more codes without spaces "
+                      "(or every organisation)")]
+    return []

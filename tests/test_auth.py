@@ -1,0 +1,412 @@
+"""Authentication over real HTTP on loopback: PasswordDigest (zeep), PasswordText, Basic,
+replays, freshness, clear-text policy behind proxies, slow-down and lock-out, key rotation.
+
+Every test starts its own gateway on a fresh database, so failures counted by one test
+never lock another out.  The gateway's clock is the real one plus an offset the test
+can move (lock-out expiry without waiting); tokens are made by zeep, the real client.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+import pytest
+import requests
+import zeep
+from requests.auth import HTTPBasicAuth
+from sqlalchemy import func, select
+from zeep.exceptions import Fault
+from zeep.transports import Transport
+from zeep.wsse.username import UsernameToken
+
+from archive_oa.gateway.app import make_gateway_app
+from archive_oa.gateway.auth import PasswordAuthenticator
+from archive_oa.gateway.context import GatewayServices
+from archive_oa.gateway.server import start_gateway
+from archive_oa.security import passwords
+from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
+from archive_oa.security.transport import ProxyPolicy, plaintext_allowed
+from archive_oa.services import audit
+from archive_oa.services.archive import ArchiveService
+from archive_oa.services.users import UserService
+from archive_oa.settings import load_settings
+from archive_oa.errors import ConfigurationError
+from archive_oa.store.engine import open_store
+from archive_oa.store.security_tables import auth_lockouts, user_secrets, ws_nonces
+from archive_oa.transforms.pipeline import Transforms
+
+UTC = dt.timezone.utc
+GW = "urn:archive-oa:gateway:1"
+PASSWORD = "pw-张三-1"
+
+
+class Clock:
+    """Real time plus an offset the test moves."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(UTC) + self.offset
+
+
+@dataclass
+class Gateway:
+    handle: object
+    store: object
+    users: UserService
+    clock: Clock
+    sleeps: list
+    settings: object
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    def client(self, wsse=None, *, session=None):
+        transport = Transport(session=session) if session else None
+        return zeep.Client(self.handle.wsdl_url, wsse=wsse, transport=transport).service
+
+    def digest(self, user="alice", secret=PASSWORD, *, session_headers=None, **token):
+        token = UsernameToken(user, secret, use_digest=True, **token)
+        return self.client(token, session=_session(**session_headers) if session_headers else None)
+
+    def text(self, user="alice", secret=PASSWORD, **session_headers):
+        return self.client(UsernameToken(user, secret), session=_session(**session_headers))
+
+    def basic(self, user="alice", secret=PASSWORD, **session_headers):
+        session = _session(**session_headers)
+        session.auth = HTTPBasicAuth(user.encode(), secret.encode())
+        return self.client(session=session)
+
+    def count(self, table) -> int:
+        with self.store.transaction() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _session(**headers) -> requests.Session:
+    session = requests.Session()
+    session.headers.update({name.replace("_", "-"): value for name, value in headers.items()})
+    return session
+
+
+@pytest.fixture
+def start(tmp_path):
+    """start(data_dir_name="gw", **security settings) -> Gateway; stopped after the test."""
+    running = []
+
+    def start_one(data_dir_name="gw", **security):
+        env = {f"ARCHIVE_OA_SECURITY_{key.upper()}": str(value) for key, value in security.items()}
+        settings = load_settings(data_dir=tmp_path / data_dir_name, env=env)
+        store = open_store(settings)
+        users = UserService(store, settings=settings)
+        clock, sleeps = Clock(), []
+        services = GatewayServices(
+            store=store,
+            archive=ArchiveService(store, Transforms.from_settings()),
+            authenticator=PasswordAuthenticator(users, clock=clock, sleep=sleeps.append),
+            clock=clock,
+        )
+        handle = start_gateway(make_gateway_app(settings, services), "127.0.0.1", 0)
+        gateway = Gateway(handle, store, users, clock, sleeps, settings)
+        running.append(gateway)
+        return gateway
+
+    yield start_one
+    for gateway in running:
+        gateway.handle.stop()
+        gateway.store.dispose()
+
+
+@pytest.fixture
+def gw(start):
+    gateway = start()
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    return gateway
+
+
+def call(service):
+    return service.QueryVouchers(page=1, pageSize=1)
+
+
+def refused(service) -> str:
+    """The Authentication fault's message (asserting the code)."""
+    with pytest.raises(Fault) as fault:
+        call(service)
+    code = fault.value.detail.find(f"{{{GW}}}GatewayFault/{{{GW}}}code").text
+    assert code == "Authentication", fault.value.message
+    return fault.value.message.removeprefix("Authentication: ")
+
+
+def audit_records(gateway, operation):
+    with gateway.store.transaction() as conn:
+        return audit.find_records(conn, operation=operation)
+
+
+# --- PasswordDigest ------------------------------------------------------------------------------
+
+
+def test_password_digest_from_zeep_is_accepted_and_the_secret_is_stored_encrypted(gw):
+    assert call(gw.digest()).total == 0
+    with gw.store.transaction() as conn:
+        row = conn.execute(select(user_secrets)).one()
+    assert PASSWORD not in row.secret and row.username == "alice"
+    key_file = gw.settings.data_dir / KEY_FILE_NAME
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert row.key_id == key_id(key_file.read_text().strip())
+    database = (gw.settings.data_dir / "archive-oa.db").read_bytes()
+    assert PASSWORD.encode() not in database
+
+
+def test_wrong_digest_is_refused(gw):
+    assert "authentication failed for user 'alice'" in refused(gw.digest(secret="not-it"))
+
+
+def test_digest_is_the_oasis_formula_with_the_decoded_nonce():
+    nonce, created = os.urandom(16), "2026-01-31T08:00:00Z"
+    expected = base64.b64encode(hashlib.sha1(nonce + created.encode() + b"pw").digest()).decode()
+    assert passwords.password_digest(nonce, created, "pw") == expected
+    assert passwords.digest_matches(f" {expected}\n", nonce, created, "pw")
+    assert not passwords.digest_matches(expected, nonce[:-1] + b"x", created, "pw")
+
+
+def test_replayed_nonce_is_refused_by_every_instance_sharing_the_database(start):
+    first = start("shared")
+    first.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    second = start("shared")  # a second instance on the same database
+    token = dict(nonce="fixed-nonce-0001", created=dt.datetime.now(UTC))
+    assert call(first.digest(**token)).total == 0
+    assert "replay" in refused(first.digest(**token))
+    assert "replay" in refused(second.digest(**token))
+    assert call(second.digest()).total == 0  # a fresh nonce is fine
+
+
+def test_expired_nonces_are_forgotten(gw):
+    assert call(gw.digest(created=dt.datetime.now(UTC) - dt.timedelta(seconds=250))).total == 0
+    assert gw.count(ws_nonces) == 1
+    gw.clock.offset = dt.timedelta(seconds=60)  # that token is now stale: its nonce need not be kept
+    assert call(gw.digest(created=gw.clock())).total == 0
+    with gw.store.transaction() as conn:
+        kept = conn.execute(select(ws_nonces.c.expires_at)).scalars().all()
+    assert len(kept) == 1 and kept[0] > gw.clock()
+
+
+def test_stale_created_is_refused(gw):
+    stale = dt.datetime.now(UTC) - dt.timedelta(seconds=301)
+    assert "more than the 300 s allowed" in refused(gw.digest(created=stale))
+
+
+def test_created_in_the_future_is_refused_beyond_the_clock_allowance(gw):
+    ahead = dt.datetime.now(UTC) + dt.timedelta(seconds=120)
+    assert "in the future" in refused(gw.digest(created=ahead))
+    assert call(gw.digest(created=dt.datetime.now(UTC) + dt.timedelta(seconds=30))).total == 0
+
+
+def test_digest_without_nonce_or_created_is_refused(gw):
+    created = dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = passwords.password_digest(b"", created, PASSWORD)
+    for parts in (f"<wsu:Created>{created}</wsu:Created>", "<wsse:Nonce>MDEyMzQ1Njc4OWFiY2RlZg==</wsse:Nonce>"):
+        answer = _raw_token_call(gw, f'<wsse:Password Type="{_DIGEST_TYPE}">{digest}</wsse:Password>{parts}')
+        assert answer.status_code == 500 and b">Authentication</tns:code>" in answer.content
+        assert b"needs wsse:Nonce and wsu:Created" in answer.content
+
+
+def test_user_without_a_stored_secret_cannot_use_digest_but_text_still_works(start):
+    gateway = start()
+    UserService(gateway.store).add_user("legacy", PASSWORD, {"viewer"}, None)  # no key: no secret
+    assert gateway.count(user_secrets) == 0
+    refused(gateway.digest("legacy"))
+    assert call(gateway.text("legacy")).total == 0
+    gateway.users.set_password("legacy", PASSWORD)  # what the log tells the administrator to do
+    assert call(gateway.digest("legacy")).total == 0
+
+
+_DIGEST_TYPE = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
+)
+
+
+def _raw_token_call(gateway, token_parts: str) -> requests.Response:
+    envelope = f"""<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+  xmlns:gw="{GW}"
+  xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+  xmlns:wsu="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd">
+ <soapenv:Header><wsse:Security><wsse:UsernameToken>
+  <wsse:Username>alice</wsse:Username>{token_parts}
+ </wsse:UsernameToken></wsse:Security></soapenv:Header>
+ <soapenv:Body><gw:QueryVouchers><gw:page>1</gw:page><gw:pageSize>1</gw:pageSize></gw:QueryVouchers></soapenv:Body>
+</soapenv:Envelope>"""
+    return requests.post(gateway.url, data=envelope.encode(), headers={"Content-Type": "text/xml; charset=utf-8"},
+                         timeout=30)
+
+
+# --- PasswordText and Basic: credentials, users ---------------------------------------------------
+
+
+def test_password_text_and_basic_from_loopback(gw):
+    assert call(gw.text()).total == 0
+    assert call(gw.basic()).total == 0
+
+
+def test_wrong_password_unknown_user_and_disabled_user_get_the_same_answer(gw):
+    gw.users.add_user("bob", PASSWORD, {"viewer"}, None, disabled=True)
+    answers = [
+        refused(gw.text("alice", "wrong")),
+        refused(gw.basic("nobody", PASSWORD)),
+        refused(gw.digest("nobody")),
+        refused(gw.text("bob")),
+        refused(gw.digest("bob")),
+    ]
+    assert {a.replace("'nobody'", "X").replace("'bob'", "X").replace("'alice'", "X") for a in answers} == {
+        "authentication failed for user X: unknown user, wrong password or disabled account; check the credentials"
+    }
+    gw.users.set_disabled("bob", False)
+    assert call(gw.digest("bob")).total == 0
+
+
+# --- clear text over plain HTTP, proxies -------------------------------------------------------------
+
+
+def test_basic_and_text_from_a_remote_client_behind_a_trusted_proxy_need_tls(start):
+    gateway = start(trusted_proxies="127.0.0.1")
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    remote = {"X_Forwarded_For": "203.0.113.7"}
+    assert "over plain HTTP from 203.0.113.7 is refused" in refused(gateway.basic(**remote))
+    assert "PasswordText over plain HTTP" in refused(gateway.text(**remote))
+    assert call(gateway.basic(**remote, X_Forwarded_Proto="https")).total == 0
+    assert call(gateway.text(**remote, X_Forwarded_Proto="https")).total == 0
+    # PasswordDigest never shows the password: allowed over plain HTTP from anywhere.
+    assert call(gateway.digest(session_headers=remote)).total == 0
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(gw):
+    # Not trusted: X-Forwarded-Proto cannot vouch for TLS, and a relayed request is not local.
+    headers = {"X_Forwarded_For": "203.0.113.7", "X_Forwarded_Proto": "https"}
+    assert "over plain HTTP from 127.0.0.1 is refused" in refused(gw.basic(**headers))
+    assert call(gw.digest()).total == 0
+
+
+def test_allow_plaintext_http_lets_remote_clients_use_basic(start):
+    gateway = start(trusted_proxies="127.0.0.0/8", allow_plaintext_http="true")
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    assert call(gateway.basic(X_Forwarded_For="203.0.113.7")).total == 0
+
+
+def test_proxy_policy_reads_the_chain_from_the_right():
+    policy = ProxyPolicy("10.0.0.1, 192.168.0.0/16")
+    environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 198.51.100.9, 192.168.3.3",
+               "HTTP_X_FORWARDED_PROTO": "http, https"}
+    origin = policy.origin(environ)
+    assert (origin.address, origin.secure, origin.loopback) == ("198.51.100.9", True, False)
+    # A client on this host reached through the trusted proxy is local.
+    local = policy.origin({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "::1"})
+    assert local.loopback and plaintext_allowed(local, allow_plaintext_http=False)
+    # Garbage in the header falls back to the peer, which is no loopback.
+    assert policy.origin({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "evil"}).address == "10.0.0.1"
+    direct = ProxyPolicy("").origin({"REMOTE_ADDR": "::1", "wsgi.url_scheme": "http"})
+    assert direct.loopback and not direct.secure
+    remote = ProxyPolicy("").origin({"REMOTE_ADDR": "198.51.100.9", "wsgi.url_scheme": "https"})
+    assert plaintext_allowed(remote, allow_plaintext_http=False)
+    assert not plaintext_allowed(ProxyPolicy("").origin({"REMOTE_ADDR": "198.51.100.9"}), allow_plaintext_http=False)
+    with pytest.raises(ConfigurationError, match="trusted_proxies entry 'proxy.local'"):
+        ProxyPolicy("10.0.0.1, proxy.local")
+
+
+# --- slow-down and lock-out ---------------------------------------------------------------------------
+
+
+def test_user_is_slowed_then_locked_then_released_when_the_lock_expires(start):
+    gateway = start(slowdown_after=2, lockout_after=4, lockout_seconds=60)
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    for _ in range(4):
+        refused(gateway.text("alice", "guess"))
+    assert gateway.sleeps == [0.5, 1.0]  # before the 3rd and 4th attempt
+    message = refused(gateway.text("alice"))  # even the right password, while locked
+    assert "too many failed authentications for user 'alice': locked until" in message
+    assert "locked until" in refused(gateway.digest())
+    locks = {record.targets: record for record in audit_records(gateway, "AuthLockout")}
+    assert set(locks) == {("user:alice",), ("source:127.0.0.1",)}  # one user, one source: both locked
+    lock = locks[("user:alice",)]
+    assert lock.outcome == "Locked" and lock.details["failures"] == 4 and lock.source == "127.0.0.1"
+    assert PASSWORD not in str(lock) and "guess" not in str(lock)
+    gateway.clock.offset = dt.timedelta(seconds=61)
+    assert call(gateway.digest(created=gateway.clock())).total == 0
+    assert call(gateway.text("alice")).total == 0
+
+
+def test_a_source_is_locked_across_user_names_and_other_sources_are_not(start):
+    gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, slowdown_after=10)
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    attacker = {"X_Forwarded_For": "198.51.100.66"}
+    for name in ("u1", "u2", "u3"):  # three names: no single user reaches the limit
+        refused(gateway.digest(name, "guess", session_headers=attacker))
+    locked = refused(gateway.digest(session_headers=attacker))
+    assert "source address 198.51.100.66" in locked and "users unlock --source 198.51.100.66" in locked
+    assert call(gateway.digest()).total == 0  # from elsewhere alice is fine
+    assert gateway.count(auth_lockouts) == 1
+    assert gateway.users.unlock("source", "198.51.100.66")
+    assert call(gateway.digest(session_headers=attacker)).total == 0
+
+
+def test_enabling_a_user_lifts_its_lock_and_success_clears_its_failures(start):
+    gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, slowdown_after=2)
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    sources = (f"198.51.100.{n}" for n in range(1, 100))  # a new source each time: only alice counts
+
+    def text(secret):
+        return gateway.text("alice", secret, X_Forwarded_For=next(sources), X_Forwarded_Proto="https")
+
+    refused(text("guess"))
+    refused(text("guess"))
+    assert call(text(PASSWORD)).total == 0  # the right password clears alice's count …
+    refused(text("guess"))
+    refused(text("guess"))
+    assert gateway.count(auth_lockouts) == 0  # … so two more failures do not lock her
+    refused(text("guess"))
+    assert "locked" in refused(text(PASSWORD))
+    gateway.users.set_disabled("alice", False)  # users enable
+    assert call(text(PASSWORD)).total == 0
+
+
+# --- the encryption key ------------------------------------------------------------------------------
+
+
+def test_rotating_the_key_file_re_encrypts_every_secret(gw):
+    key_file = gw.settings.data_dir / KEY_FILE_NAME
+    call(gw.digest())  # the key file exists
+    old = key_file.read_text().strip()
+    count, new_id = gw.users.rotate_key()
+    assert count == 1 and new_id != key_id(old)
+    assert key_file.read_text().split() == [key_file.read_text().strip()]  # one key left: the new one
+    assert key_id(key_file.read_text().strip()) == new_id
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    with gw.store.transaction() as conn:
+        assert conn.execute(select(user_secrets.c.key_id)).scalar_one() == new_id
+    # A new service (what a restarted gateway builds) reads the new key.
+    fresh = UserService(gw.store, settings=gw.settings)
+    assert fresh.authenticate_digest("alice", passwords.password_digest(b"n" * 16, "c", PASSWORD), b"n" * 16, "c")
+    assert [r.operation for r in audit_records(gw, "KeyRotate")] == ["KeyRotate"]
+
+
+def test_configured_keys_rotate_by_putting_the_new_key_first(tmp_path):
+    old, new = generate_key(), generate_key()
+    before = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": old})
+    store = open_store(before)
+    try:
+        UserService(store, settings=before).add_user("alice", PASSWORD, {"viewer"}, None)
+        during = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": f"{new},{old}"})
+        assert UserService(store, settings=during).rotate_key() == (1, key_id(new))
+        after = UserService(store, settings=load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": new}))
+        nonce = b"n" * 16
+        assert after.authenticate_digest("alice", passwords.password_digest(nonce, "c", PASSWORD), nonce, "c")
+        assert not (tmp_path / KEY_FILE_NAME).exists()  # configured keys: no key file
+        bad = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": "not-a-key"})
+        with pytest.raises(ConfigurationError, match="key 1 in security.secret_key"):
+            UserService(store, settings=bad).add_user("bob", PASSWORD, {"viewer"}, None)
+    finally:
+        store.dispose()
