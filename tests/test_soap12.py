@@ -1,0 +1,303 @@
+"""SOAP 1.2 at /soap12/archive: zeep's Soap12Binding, chosen from the served WSDL, calls
+every operation over loopback HTTP against the demo's data, with the same users, roles
+and faults as SOAP 1.1; and the SOAP 1.1 WSDL says nothing of SOAP 1.2."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from decimal import Decimal
+
+import pytest
+import requests
+import zeep
+from lxml import etree
+from requests.auth import HTTPBasicAuth
+from zeep.exceptions import Fault
+from zeep.plugins import HistoryPlugin
+from zeep.transports import Transport
+from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
+from zeep.wsse.username import UsernameToken
+
+from archive_oa import safexml
+from archive_oa.gateway.wsdl_file import SOAP12_FILE_NAME, checked_in_path, normalise_address
+from archive_oa.samples import samples_dir
+from archive_oa.store.vouchers import lookup_request
+from archive_oa.transforms.pipeline import Transforms
+
+from demo_gateway import running_demo
+
+ENV12 = "http://www.w3.org/2003/05/soap-envelope"
+ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
+GW = "urn:archive-oa:gateway:1"
+#: every namespace whose mere declaration suggests SOAP 1.2 to a client generator
+SOAP12_MARKERS = (
+    b"http://schemas.xmlsoap.org/wsdl/soap12/",
+    b"http://www.w3.org/2003/05/soap-envelope",
+    b"http://www.w3.org/2003/05/soap-encoding",
+    b"application/soap+xml",
+)
+VOUCHER = "HD01-202609-0001"
+ATTACHMENT = "HD01-202609-0027-A1"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    with running_demo(deliver_first_batch=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def wsdl12(demo):
+    return demo.gateway.base_url + "/soap12/archive?wsdl"
+
+
+def token_client(wsdl, user, password=None, **kwargs):
+    return zeep.Client(wsdl, wsse=UsernameToken(user, password or user), **kwargs)
+
+
+def basic_client(wsdl, user):
+    session = requests.Session()
+    session.auth = HTTPBasicAuth(user, user)
+    return zeep.Client(wsdl, transport=Transport(session=session))
+
+
+@pytest.fixture(params=["token", "basic"])
+def as_user(request, wsdl12):
+    make = token_client if request.param == "token" else basic_client
+    return lambda user: make(wsdl12, user).service
+
+
+def gateway_code(fault: Fault) -> str:
+    return fault.detail.find(f"{{{GW}}}GatewayFault/{{{GW}}}code").text
+
+
+# --- the contract ---------------------------------------------------------------------------
+
+
+def test_zeep_picks_the_soap12_binding_from_the_wsdl(demo, wsdl12):
+    assert isinstance(zeep.Client(wsdl12).service._binding, Soap12Binding)
+    assert isinstance(zeep.Client(demo.gateway.wsdl_url).service._binding, Soap11Binding)
+
+
+def test_served_soap12_wsdl_equals_the_checked_in_file(demo, wsdl12):
+    served = requests.get(wsdl12, timeout=10)
+    assert served.status_code == 200
+    location = demo.gateway.base_url + "/soap12/archive"
+    assert f'location="{location}"'.encode() in served.content
+    normal = "http://127.0.0.1:8080/soap12/archive"
+    assert normalise_address(served.content, normal) == normalise_address(
+        checked_in_path(SOAP12_FILE_NAME).read_bytes(), normal
+    ), "wsdl/archive-gateway-soap12.wsdl drifted from the service: run python -m archive_oa.gateway.wsdl_file"
+
+
+def test_soap12_wsdl_has_only_a_soap12_binding():
+    root = etree.fromstring(checked_in_path(SOAP12_FILE_NAME).read_bytes())
+    ns = {"w": "http://schemas.xmlsoap.org/wsdl/", "s12": "http://schemas.xmlsoap.org/wsdl/soap12/"}
+    (binding,) = root.findall("w:binding", ns)
+    assert binding.get("name") == "ArchiveGatewaySoap12"
+    assert binding.find("s12:binding", ns).get("transport") == "http://schemas.xmlsoap.org/soap/http"
+    assert root.find("w:service/w:port/s12:address", ns).get("location").endswith("/soap12/archive")
+    assert b"http://schemas.xmlsoap.org/wsdl/soap/" not in etree.tostring(root)
+    # the same operations as SOAP 1.1, each declaring the fault
+    operations = binding.findall("w:operation", ns)
+    assert len(operations) == 10 and all(op.find("w:fault", ns) is not None for op in operations)
+
+
+@pytest.mark.parametrize("source", ["checked-in", "served"])
+def test_soap11_wsdl_declares_nothing_of_soap12(demo, source):
+    if source == "served":
+        document = requests.get(demo.gateway.wsdl_url, timeout=10).content
+    else:
+        document = checked_in_path().read_bytes()
+    for marker in SOAP12_MARKERS:
+        assert marker not in document, f"the SOAP 1.1 WSDL mentions {marker.decode()}"
+    root = etree.fromstring(document)
+    declared = {uri for element in root.iter() for uri in element.nsmap.values()}
+    assert "http://schemas.xmlsoap.org/wsdl/soap/" in declared
+    assert not any("2003/05" in uri or "soap12" in uri for uri in declared)
+
+
+# --- every operation, with UsernameToken and with Basic ------------------------------------
+
+
+def test_ping_needs_no_user(wsdl12):
+    result = zeep.Client(wsdl12).service.Ping()
+    assert result.version and result.serverTime.tzinfo is not None
+
+
+def test_query_and_get_voucher_keep_chinese_text_and_exact_amounts(as_user):
+    page = as_user("demo-viewer").QueryVouchers(orgCode="HD01", periodFrom="2026-09", periodTo="2026-09",
+                                                page=1, pageSize=5)
+    assert page.total > 5 and [v.voucherId for v in page["items"]["voucher"]][0] == VOUCHER
+    voucher = as_user("demo-viewer").GetVoucher(voucherId=VOUCHER)
+    assert voucher.orgName == "华东制造"
+    assert sum(e.debit for e in voucher.entries.entry) == voucher.totalAmount
+    assert isinstance(voucher.totalAmount, Decimal)
+    summary = page["items"]["voucher"][0]
+    assert summary.totalAmount == voucher.totalAmount and summary.summary == voucher.summary
+
+
+def test_get_voucher_document_is_valid(as_user):
+    text = as_user("demo-viewer").GetVoucherDocument(voucherId=VOUCHER)
+    tree = safexml.parse_text(text)
+    Transforms.from_settings().validate_voucher(tree)
+
+
+def test_get_attachment_bytes_equal_the_sample_file(as_user):
+    result = as_user("demo-viewer").GetAttachment(attachmentId=ATTACHMENT)
+    original = (samples_dir() / "attachments" / result.fileName).read_bytes()
+    assert result.content == original
+    assert result.sha256 == hashlib.sha256(original).hexdigest() and result.size == len(original)
+
+
+def test_archive_document_round_trips_chinese_text_and_an_attachment(as_user, request):
+    source_id = f"SOAP12-BX-{request.node.callspec.id}"
+    call = dict(
+        sourceSystem="泛微OA", sourceId=source_id, docType="EXPENSE_CLAIM", orgCode="HD01", period="2026-10",
+        title="差旅费报销单（上海）", amount=Decimal("1280.50"),
+        fields={"field": [{"name": "申请人", "value": "李四"}]},
+        attachments={"attachment": [{"fileName": "机票行程单.pdf", "mimeType": "application/pdf",
+                                     "content": "行程单".encode("utf-8")}]},
+    )
+    first = as_user("demo-archivist").ArchiveDocument(**call)
+    assert first.duplicate is False and first.archivalCode.startswith("HD01-2026-")
+    again = as_user("demo-archivist").ArchiveDocument(**call)
+    assert (again.archiveId, again.duplicate) == (first.archiveId, True)
+    stored = as_user("demo-viewer").GetAttachment(attachmentId=f"{first.archiveId}-1")
+    assert (stored.fileName, stored.content) == ("机票行程单.pdf", "行程单".encode("utf-8"))
+
+
+def test_submit_workflow_result_and_its_repeat(demo, as_user, request):
+    with demo.adapter.store.transaction() as conn:  # the simulator numbers requests from 1
+        voucher_id = lookup_request(conn, oa_request_id="1").voucher_id
+    finished = dt.datetime(2026, 10, 15, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    finished += dt.timedelta(minutes=1 if request.node.callspec.id == "basic" else 0)
+    call = dict(oaRequestId="1", state="APPROVED", finishedAt=finished,
+                approvals={"approval": [{"step": 1, "approver": "王芳(财务经理)", "action": "APPROVE",
+                                         "comment": "同意", "time": finished}]})
+    first = as_user("demo-archivist").SubmitWorkflowResult(**call)
+    assert (first.accepted, first.voucherId, first.duplicate) == (True, voucher_id, False)
+    assert as_user("demo-archivist").SubmitWorkflowResult(**call).duplicate is True
+
+
+def test_sync_operations(as_user):
+    triggered = as_user("demo-operator").TriggerSync(voucherIds={"id": [VOUCHER]})
+    assert triggered.jobId
+    status = as_user("demo-operator").GetSyncStatus(jobId=triggered.jobId)
+    assert status.jobId == triggered.jobId and status.state in ("RUNNING", "FINISHED")
+    report = as_user("demo-operator").ReconcilePeriod(orgCode="HN02", period="2026-10")
+    assert (report.orgCode, report.period) == ("HN02", "2026-10")
+
+
+# --- the wire: content types, faults ----------------------------------------------------------
+
+
+def test_requests_and_answers_are_application_soap_xml(wsdl12):
+    history = HistoryPlugin()
+    client = token_client(wsdl12, "demo-viewer", plugins=[history])
+    client.service.GetVoucher(voucherId=VOUCHER)
+    sent = history.last_sent["http_headers"]["Content-Type"]
+    assert sent.startswith("application/soap+xml") and 'action="GetVoucher"' in sent
+    assert history.last_sent["envelope"].tag == f"{{{ENV12}}}Envelope"
+    assert history.last_received["envelope"].tag == f"{{{ENV12}}}Envelope"
+    assert history.last_received["http_headers"]["Content-Type"] == "application/soap+xml; charset=UTF-8"
+
+
+@pytest.mark.parametrize(
+    "user, password, operation, kwargs, code",
+    [
+        (None, None, "GetVoucher", {"voucherId": VOUCHER}, "Authentication"),
+        ("demo-viewer", "wrong", "GetVoucher", {"voucherId": VOUCHER}, "Authentication"),
+        ("demo-viewer", None, "TriggerSync", {"orgCode": "HD01"}, "AccessDenied"),
+        ("demo-archivist", None, "ReconcilePeriod", {"orgCode": "HD01", "period": "2026-09"}, "AccessDenied"),
+        ("demo-viewer", None, "GetVoucher", {"voucherId": "不存在"}, "NotFound"),
+        ("demo-viewer", None, "QueryVouchers", {"page": 1, "pageSize": 501}, "Validation"),
+    ],
+)
+def test_sender_faults_carry_the_stable_code(wsdl12, user, password, operation, kwargs, code):
+    client = token_client(wsdl12, user, password) if user else zeep.Client(wsdl12)
+    with pytest.raises(Fault) as caught:
+        getattr(client.service, operation)(**kwargs)
+    fault = caught.value
+    assert fault.code.endswith(":Sender")
+    assert [q.localname for q in fault.subcodes] == [code] and fault.subcodes[0].namespace == GW
+    assert gateway_code(fault) == code
+    assert fault.message.startswith(f"{code}: ")
+
+
+def post12(demo, body: bytes, content_type="application/soap+xml; charset=utf-8", auth=("demo-viewer",) * 2):
+    return requests.post(demo.gateway.base_url + "/soap12/archive", data=body,
+                         headers={"Content-Type": content_type}, auth=auth, timeout=10)
+
+
+def envelope12(body_xml: str) -> str:
+    return f'<env:Envelope xmlns:env="{ENV12}" xmlns:g="{GW}"><env:Body>{body_xml}</env:Body></env:Envelope>'
+
+
+def fault_of(response, status: int, code: str) -> etree._Element:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/soap+xml")
+    fault = etree.fromstring(response.content).find(f"{{{ENV12}}}Body/{{{ENV12}}}Fault")
+    detail = fault.find(f"{{{ENV12}}}Detail/{{{GW}}}GatewayFault")
+    assert detail.findtext(f"{{{GW}}}code") == code
+    assert detail.findtext(f"{{{GW}}}correlationId") == response.headers["X-Correlation-Id"]
+    assert fault.find(f"{{{ENV12}}}Reason/{{{ENV12}}}Text").text.startswith(code)
+    return fault
+
+
+def test_schema_errors_are_sender_faults_with_every_place(demo):
+    body = envelope12("<g:QueryVouchers><g:periodFrom>2026-13</g:periodFrom><g:page>x</g:page>"
+                      "<g:pageSize>10</g:pageSize></g:QueryVouchers>")
+    fault = fault_of(post12(demo, body.encode()), 400, "Validation")
+    value = fault.find(f"{{{ENV12}}}Code/{{{ENV12}}}Value")
+    prefix, _, local = value.text.partition(":")
+    assert value.nsmap[prefix] == ENV12 and local == "Sender"
+    issues = fault.findall(f".//{{{GW}}}issue")
+    assert len(issues) >= 2
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"not xml at all", "application/soap+xml"),
+        (envelope12("<g:NoSuchOperation/>").encode(), "application/soap+xml"),
+        (f'<env:Envelope xmlns:env="{ENV12}"/>'.encode(), "application/soap+xml"),
+        (envelope12("<g:Ping/><g:Ping/>").encode(), "application/soap+xml"),
+    ],
+)
+def test_malformed_requests_are_soap12_faults(demo, body, content_type):
+    fault_of(post12(demo, body, content_type), 400, "Validation")
+
+
+def test_a_soap11_envelope_gets_a_soap11_fault_pointing_to_the_11_endpoint(demo):
+    body = f'<s:Envelope xmlns:s="{ENV11}"><s:Body><Ping xmlns="{GW}"/></s:Body></s:Envelope>'
+    response = post12(demo, body.encode(), "text/xml; charset=utf-8")
+    assert response.status_code == 500 and response.headers["Content-Type"].startswith("text/xml")
+    fault = etree.fromstring(response.content).find(f"{{{ENV11}}}Body/{{{ENV11}}}Fault")
+    assert "/soap/archive" in fault.findtext("faultstring")
+
+
+def test_get_without_wsdl_is_405_with_a_fault(demo):
+    response = requests.get(demo.gateway.base_url + "/soap12/archive", timeout=10)
+    assert response.headers["Allow"] == "GET, POST"
+    fault_of(response, 405, "Validation")
+
+
+def test_internal_errors_are_receiver_faults_without_details(demo, wsdl12, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("database file /var/secret/archive.db is locked")
+
+    monkeypatch.setattr(demo.adapter.archive, "get_voucher", broken)
+    response = post12(demo, envelope12(f"<g:GetVoucher><g:voucherId>{VOUCHER}</g:voucherId></g:GetVoucher>").encode())
+    fault = fault_of(response, 500, "Internal")
+    assert fault.find(f"{{{ENV12}}}Code/{{{ENV12}}}Value").text.endswith(":Receiver")
+    assert "/var/secret" not in response.text and "Traceback" not in response.text
+
+
+def test_gbk_request_on_the_soap12_endpoint(demo):
+    body = envelope12(f"<g:GetVoucher><g:voucherId>{VOUCHER}</g:voucherId></g:GetVoucher>")
+    body = ('<?xml version="1.0" encoding="GBK"?>' + body).encode("gbk")
+    response = post12(demo, body, "application/soap+xml; charset=GBK")
+    assert response.status_code == 200, response.text
+    assert "华东制造" in response.content.decode("utf-8")
