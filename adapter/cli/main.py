@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "transform",
     "db",
     "audit",
+    "users",
 )
 
 
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("ARCHIVE_OA_LOG_LEVEL", getattr(args, "log_level", "WARNING")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # zeep logs every envelope it sends at DEBUG: the OA account's UsernameToken password
+    # and base64 attachments would land in the log.  Never below INFO, whatever the level.
+    quietest = max(logging.getLogger().getEffectiveLevel(), logging.INFO)
+    logging.getLogger("zeep.transports").setLevel(quietest)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
