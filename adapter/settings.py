@@ -112,6 +112,7 @@ class SecuritySettings:
     lockout_seconds: int = 900
     secret_key: str = ""  # key encrypting secrets PasswordDigest needs (see README: rotation)
     audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json
+    audit_checkpoint_seconds: float = 300.0  # serve moves the checkpoint to the chain head this often
     max_depth: int = 64  # XML element nesting
     max_text_bytes: int = 16 * 1024 * 1024  # one text node (attachments travel base64 in one)
     max_attributes: int = 64  # per element

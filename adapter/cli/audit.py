@@ -116,8 +116,10 @@ def _check(args: argparse.Namespace, *, full: bool) -> int:
     if not result.ok:
         first = result.first_break
         print(f"audit log BROKEN at record {first.seq}: {first.problem}", file=sys.stderr)
-        for more in result.breaks[1:]:
+        for more in result.breaks[1:6]:
             print(f"  also {more}", file=sys.stderr)
+        if len(result.breaks) > 6:
+            print(f"  … and {len(result.breaks) - 6} more breaks", file=sys.stderr)
         print(f"checkpoint {path} left unchanged", file=sys.stderr)
         return 1
     scope = "whole chain" if full else "records since the checkpoint"

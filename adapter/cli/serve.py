@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..app import build
     from ..gateway.app import make_gateway_app
     from ..gateway.server import serve_forever
+    from ..services.audit_verify import CheckpointKeeper, checkpoint_path
 
     base = settings_from(args)
     gateway = {
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     with build(settings) as adapter:
         app = make_gateway_app(adapter)
         scheduler = None if args.no_scheduler else adapter.start_scheduler()
+        # The audit chain's head, kept outside the database, so a cut tail shows in `audit verify`.
+        keeper = CheckpointKeeper(adapter.store, checkpoint_path(settings), settings.security.audit_checkpoint_seconds)
+        keeper.start()
 
         def ready(url: str) -> None:
             print(f"gateway  {url}\nWSDL     {url}?wsdl\nhealth   {url.rsplit('/soap/', 1)[0]}/healthz", flush=True)
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            keeper.stop()
     return 0
 
 

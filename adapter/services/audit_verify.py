@@ -91,6 +91,7 @@ def verify_chain(conn: Connection, checkpoint: Checkpoint | None = None, *, full
         breaks += _check_row(row, row["prev_hash"], checkpoint)
     checked = 0
     last_seq, last_hash = expected - 1, prev_hash
+    before_prev = None  # hash of the record two places back: tells an insertion from a change
     for row in audit.rows_from(conn, expected - 1):
         checked += 1
         seq = row["seq"]
@@ -99,7 +100,8 @@ def verify_chain(conn: Connection, checkpoint: Checkpoint | None = None, *, full
             breaks.append(ChainBreak(expected, f"missing (deleted): the sequence jumps from {expected - 1} to "
                                                f"{seq}; records {missing} are gone"))
         else:
-            breaks += _check_row(row, prev_hash, checkpoint)
+            breaks += _check_row(row, prev_hash, checkpoint, before_prev)
+        before_prev = prev_hash if seq == expected else None
         expected, prev_hash = seq + 1, row["hash"]
         last_seq, last_hash = seq, row["hash"]
         if len(breaks) >= _MAX_BREAKS:
@@ -110,9 +112,14 @@ def verify_chain(conn: Connection, checkpoint: Checkpoint | None = None, *, full
     return VerifyResult(checked, last_seq, last_hash, first_hash, tuple(breaks))
 
 
-def _check_row(row: Mapping[str, Any], prev_hash: str, checkpoint: Checkpoint | None) -> list[ChainBreak]:
+def _check_row(
+    row: Mapping[str, Any], prev_hash: str, checkpoint: Checkpoint | None, before_prev: str | None = None
+) -> list[ChainBreak]:
     seq = row["seq"]
     if audit.record_hash(row) != row["hash"]:
+        if before_prev is not None and row["prev_hash"] == before_prev:
+            return [ChainBreak(seq, f"renumbered: it follows record {seq - 2}, so record {seq - 1} was "
+                                    "inserted before it (its stored fields no longer match its hash)")]
         return [ChainBreak(seq, "modified: its stored fields do not match its hash")]
     if row["prev_hash"] != prev_hash:
         before = "the chain's start" if seq == 1 else f"record {seq - 1}"
@@ -225,5 +232,6 @@ class CheckpointKeeper:
         return result
 
     def _loop(self) -> None:
+        self.run_once()
         while not self._stop.wait(self.interval):
             self.run_once()
