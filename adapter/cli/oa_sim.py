@@ -67,8 +67,9 @@ def register(subparsers) -> None:
                              "(longer than the client's timeout)")
     faults.add_argument("--latency-ms", type=int, default=default("latency-ms", 0), metavar="N",
                         help="milliseconds added before every answer")
-    faults.add_argument("--encoding", choices=("utf-8", "gbk"), default=default("encoding", "utf-8"),
-                        help="charset of every answer")
+    faults.add_argument("--encoding", choices=("utf-8", "gbk", "gb18030"), type=str.lower,
+                        default=default("encoding", "utf-8"),
+                        help="charset of every answer (requests are read in any of them)")
     faults.add_argument("--seed", type=int, default=default("seed", None), metavar="N",
                         help="makes fault draws and withdrawals repeatable")
 

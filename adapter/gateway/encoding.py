@@ -47,6 +47,19 @@ _DECLARATION_TEXT = re.compile(_DECLARATION.pattern.decode("ascii"), re.IGNORECA
 _UTF8_BOM = codecs.BOM_UTF8
 
 
+def parse_content_type(header: str | None) -> tuple[str, str | None]:
+    """``"text/xml; charset=GBK"`` → ``("text/xml", "gbk")``; no header → ``("text/xml", None)``."""
+    if not header:
+        return "text/xml", None
+    media_type, *params = [part.strip() for part in header.split(";")]
+    charset = None
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip("\"'").lower() or None
+    return media_type.lower(), charset
+
+
 def canonical(label: str) -> str | None:
     """``"gb2312"`` → ``"GBK"``, ``"utf8"`` → ``"UTF-8"``; None for a charset we do not read."""
     return _LABELS.get(label.strip().strip("\"'").lower())

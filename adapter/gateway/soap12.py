@@ -40,7 +40,6 @@ from .app import (  # noqa: E402
     OPERATION_KEY,
     SOAP12_PATH,
     SOAP_PATH,
-    _content_type,
     _GatewaySoap11,
     _normalise_fault,
     _read_limited,
@@ -238,7 +237,7 @@ class Soap12Endpoint:
             raise
 
     def _checked_envelope(self, environ, body: bytes) -> bytes:
-        _media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
+        _media_type, charset = encoding.parse_content_type(environ.get("CONTENT_TYPE"))
         body = encoding.request_as_utf8(body, charset)
         envelope = safexml.parse_bytes(body, source="request", policy=self._gateway.xml_policy).getroot()
         if envelope.tag == f"{{{SOAP11_ENV}}}Envelope":

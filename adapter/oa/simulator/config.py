@@ -15,7 +15,7 @@ DEFAULT_USER = "archive-oa"  # same as OaSettings' defaults, so the two work out
 DEFAULT_PASSWORD = "archive-oa"
 DEFAULT_PORT = 8090
 ENDPOINT_PATH = "/soap/workflow"
-ENCODINGS = ("utf-8", "gbk")
+ENCODINGS = ("utf-8", "gbk", "gb18030")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SimulatorConfig:
     ambiguous_rate: float = 0.0  # Create commits, then no answer in time (others: drop)
     ambiguous_hold: float = 35.0  # seconds to hold before dropping; longer than the client's timeout
     latency_ms: int = 0  # added before every answer
-    encoding: str = "utf-8"  # utf-8 or gbk: charset of every answer
+    encoding: str = "utf-8"  # utf-8, gbk or gb18030: charset of every answer (requests: any of them)
     seed: int | None = None  # makes fault draws and withdrawals repeatable
 
     # --- callback to the adapter gateway when a request is decided (optional)

@@ -10,7 +10,9 @@ Latency is added before every call.  Answers are re-encoded to the configured ch
 stacks do).  The draws come from one seeded ``random.Random``, so a run with
 ``--seed`` repeats the same sequence of faults for the same sequence of calls.
 
-Every request is read with ``archive_oa.safexml`` (SOAP message policy) before spyne
+A request may come in UTF-8, GBK or GB18030, named in the Content-Type, the XML
+declaration or both (read as the gateway reads them, ``archive_oa.gateway.encoding``);
+spyne is handed UTF-8.  Every request is read with ``archive_oa.safexml`` (SOAP message policy) before spyne
 sees it: a DTD, an entity, XInclude, a processing instruction or a tree beyond the
 limits is answered with a soap:Client fault and never reaches the service, and a body
 above ``MAX_BODY_BYTES`` is refused without being read.
@@ -30,6 +32,7 @@ from lxml import etree
 
 from ... import safexml
 from ...errors import ValidationFailed
+from ...gateway.encoding import parse_content_type, request_as_utf8
 from .config import SimulatorConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,8 @@ class FaultInjector:
             return self._answer(environ, start_response, config.encoding)
 
         try:
-            body = _read_body(environ)
+            _media_type, charset = parse_content_type(environ.get("CONTENT_TYPE"))
+            body = request_as_utf8(_read_body(environ), charset)
             operation = _operation_of(read_request(body))
         except ValidationFailed as refused:
             log.info("request refused: %s", refused.message[:300])
@@ -85,6 +89,7 @@ class FaultInjector:
 
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_TYPE"] = "text/xml; charset=utf-8"  # what the body is now
         if fault == "ambiguous":
             captured = _Capture()
             b"".join(self._app(environ, captured))  # runs the call to the end: committed
