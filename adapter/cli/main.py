@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "sync",
     "transform",
     "db",
+    "backup",
     "audit",
     "users",
 )

@@ -1,0 +1,511 @@
+"""Backup and restore of the embedded store: the SQLite database, the blob folder, the audit head.
+
+A backup is a folder::
+
+    manifest.json           what is in it: rows and a digest per table, every blob's sha256 and size,
+                            the audit chain's head; restore checks all of it before touching anything
+    archive-oa.db           the database, copied with SQLite's online backup API
+    blobs/ab/cd/<sha256>    attachment bytes, the data folder's layout
+    audit-checkpoint.json   the audit checkpoint, when there is one
+
+It is consistent while the adapter runs.  The online backup API copies the database
+as of one read transaction; in WAL mode writers carry on meanwhile.  Blobs are copied
+*after* that snapshot: they are content-addressed and never change, and every writer
+stores a blob before the row that names it, so each blob the snapshot references is
+already on disk.  The audit checkpoint is copied *before* the snapshot, so it never
+names records the snapshot lacks.
+
+The configuration (``archive-oa.toml``: OA password, ``[security] secret_key``) is
+deliberately not in the backup; keep it separately.
+
+On PostgreSQL ``backup`` and ``restore`` refuse and print the ``pg_dump`` /
+``pg_restore`` way (:data:`POSTGRES_WAY`) instead of copying half of the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sqlalchemy import NullPool, create_engine
+from sqlalchemy.engine import URL, make_url
+
+from .. import __version__
+from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
+from ..settings import Settings
+from ..store.blobs import BlobStore
+from . import audit, audit_verify
+
+FORMAT = "archive-oa-backup/1"
+MANIFEST = "manifest.json"
+DATABASE = "archive-oa.db"
+BLOBS = "blobs"
+CHECKPOINT = "audit-checkpoint.json"
+#: Columns holding the sha256 of a blob in the blob folder.
+BLOB_REFERENCES = (("attachments", "sha256"), ("archived_document_files", "sha256"))
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+POSTGRES_WAY = """\
+this store is PostgreSQL ({url}): backup and restore copy the embedded SQLite store only.
+Back up with PostgreSQL's own tools, in this order (the adapter may keep running):
+  cp {checkpoint} BACKUP/      # the audit checkpoint, before the dump
+  pg_dump --format=custom --file=BACKUP/archive-oa.dump '{libpq}'
+  cp -a {blobs} BACKUP/blobs   # after the dump: blobs never change once written
+Restore into an empty database, blobs first:
+  mkdir -p {blobs} && cp -a BACKUP/blobs/. {blobs}/
+  pg_restore --no-owner --exit-on-error --dbname='{libpq}' BACKUP/archive-oa.dump
+  cp BACKUP/audit-checkpoint.json {checkpoint}
+  archive-oa audit verify
+Give the password in ~/.pgpass or PGPASSWORD, not in the URL.  README: "Backup and restore"."""
+
+
+@dataclass(frozen=True)
+class TableState:
+    rows: int
+    sha256: str  # over every row in rowid order
+
+
+@dataclass
+class Manifest:
+    created_at: str
+    adapter_version: str
+    revision: str | None  # Alembic revision of the database
+    database_sha256: str
+    database_size: int
+    tables: dict[str, TableState]
+    blobs: dict[str, int]  # sha256 → size
+    missing_blobs: list[str] = field(default_factory=list)  # referenced but absent in the source
+    audit: dict | None = None  # head_seq, head_hash, first_hash, chain_ok, problem, checkpoint
+
+    def to_json(self) -> str:
+        body = {
+            "format": FORMAT,
+            "created_at": self.created_at,
+            "adapter_version": self.adapter_version,
+            "database": {"file": DATABASE, "sha256": self.database_sha256, "size": self.database_size,
+                         "revision": self.revision},
+            "tables": {name: {"rows": t.rows, "sha256": t.sha256} for name, t in sorted(self.tables.items())},
+            "blobs": {"count": len(self.blobs), "bytes": sum(self.blobs.values()),
+                      "files": dict(sorted(self.blobs.items()))},
+            "missing_blobs": sorted(self.missing_blobs),
+            "audit": self.audit,
+        }
+        return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> "Manifest":
+        try:
+            body = json.loads(text)
+            if body.get("format") != FORMAT:
+                raise ValueError(f"format {body.get('format')!r}, expected {FORMAT!r}")
+            db = body["database"]
+            return cls(
+                created_at=body["created_at"],
+                adapter_version=body["adapter_version"],
+                revision=db["revision"],
+                database_sha256=db["sha256"],
+                database_size=int(db["size"]),
+                tables={name: TableState(int(t["rows"]), t["sha256"]) for name, t in body["tables"].items()},
+                blobs={sha: int(size) for sha, size in body["blobs"]["files"].items()},
+                missing_blobs=list(body.get("missing_blobs", [])),
+                audit=body.get("audit"),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"{where} is not an archive-oa backup manifest ({exc}); "
+                                 "pass the folder `archive-oa backup` wrote") from exc
+
+    @property
+    def blob_bytes(self) -> int:
+        return sum(self.blobs.values())
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    manifest: Manifest
+    audit_seq: int | None  # the backup's record in the live audit log (None: no audit log there)
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """False when the source lacked referenced blobs or its audit chain was broken."""
+        audit_ok = self.manifest.audit is None or self.manifest.audit["chain_ok"]
+        return not self.manifest.missing_blobs and audit_ok
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    database: Path
+    manifest: Manifest
+    replaced: bool  # a non-empty store was overwritten (--force)
+    revision: str | None  # the schema revision after restoring (migrated when older)
+    audit_seq: int  # the restore's own record in the audit log
+    audit_problem: str | None  # the restored chain does not verify (restored with --force)
+    seconds: float
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+# --- backup ----------------------------------------------------------------------------------
+
+
+def backup(settings: Settings, destination: str | os.PathLike, *, progress: Progress = _no_progress,
+           now: dt.datetime | None = None) -> BackupResult:
+    """Write a backup folder at ``destination`` (new, or an empty folder)."""
+    started = time.monotonic()
+    source = _sqlite_path(settings, "backup")
+    if not source.is_file():
+        raise NotFound(f"no database at {source}: nothing to back up (check --data-dir / [database] url)")
+    target = Path(destination).expanduser().absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise Conflict(f"backup folder {target} already exists and is not empty; choose a new PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        checkpoint = audit_verify.checkpoint_path(settings)
+        has_checkpoint = checkpoint.is_file()
+        if has_checkpoint:  # before the snapshot: it must not name records the snapshot lacks
+            shutil.copy2(checkpoint, work / CHECKPOINT)
+        progress("database", 0, 1)
+        _snapshot(source, work / DATABASE, settings.database.sqlite_busy_timeout_ms / 1000.0)
+        progress("database", 1, 1)
+        tables = table_states(work / DATABASE)
+        referenced = referenced_blobs(work / DATABASE)
+        blobs = _copy_blobs(BlobStore(settings.blob_dir), work / BLOBS, progress)
+        manifest = Manifest(
+            created_at=_instant(now),
+            adapter_version=__version__,
+            revision=_revision(work / DATABASE),
+            database_sha256=_file_sha256(work / DATABASE),
+            database_size=(work / DATABASE).stat().st_size,
+            tables=tables,
+            blobs=blobs,
+            missing_blobs=sorted(referenced - blobs.keys()),
+            audit=_audit_head(work / DATABASE, work / CHECKPOINT if has_checkpoint else None),
+        )
+        (work / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    seq = _record_backup(settings, target, manifest, now)
+    return BackupResult(target, manifest, seq, time.monotonic() - started)
+
+
+def _record_backup(settings: Settings, target: Path, manifest: Manifest, now: dt.datetime | None) -> int | None:
+    """Who copied the whole archive, and where to, goes into the live audit log (not into the backup)."""
+    from ..store.engine import open_store
+
+    store = open_store(settings, upgrade=False)  # backing up never migrates
+    try:
+        with store.transaction(immediate=True) as conn:
+            if not conn.dialect.has_table(conn, "audit_log"):
+                return None
+            return audit.record(
+                conn, actor=f"cli:{_os_user()}", source="cli", operation="Backup", targets=[f"backup={target}"],
+                outcome="OK" if not manifest.missing_blobs else "MissingBlobs", now=now,
+                details={"tables": len(manifest.tables), "blobs": len(manifest.blobs),
+                         "audit_head": (manifest.audit or {}).get("head_seq")},
+            )
+    finally:
+        store.dispose()
+
+
+def _snapshot(source: Path, copy: Path, busy_seconds: float) -> None:
+    """One consistent copy of a live database (SQLite's online backup API, all pages in one step)."""
+    with contextlib.closing(sqlite3.connect(source, timeout=busy_seconds)) as src, \
+            contextlib.closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        problem = dst.execute("PRAGMA integrity_check").fetchone()[0]
+    if problem != "ok":
+        raise IntegrityError(f"the database {source} fails SQLite's integrity check ({problem}); "
+                             "nothing was backed up — repair it or restore an older backup")
+
+
+def _copy_blobs(blobs: BlobStore, folder: Path, progress: Progress) -> dict[str, int]:
+    """Copy every blob, checking each one's sha256 on the way; returns sha256 → size."""
+    found = sorted(_blob_files(blobs.root))
+    copied: dict[str, int] = {}
+    for n, (digest, path) in enumerate(found, 1):
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise IntegrityError(f"blob {path} is corrupt: its bytes hash to {actual}; restore it from an older "
+                                 "backup before backing up", sha256=digest, actual=actual)
+        out = folder / digest[:2] / digest[2:4] / digest
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        copied[digest] = len(data)
+        if n % 200 == 0 or n == len(found):
+            progress("blobs", n, len(found))
+    return copied
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    folder = Path(folder).expanduser()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise NotFound(f"{folder} is not a backup folder: it has no {MANIFEST}; pass the folder `archive-oa "
+                       "backup` wrote")
+    return Manifest.from_json(path.read_text(encoding="utf-8"), path)
+
+
+def verify_backup(folder: str | os.PathLike, *, progress: Progress = _no_progress) -> Manifest:
+    """Check a backup against its manifest: database hash and tables, every blob, the audit chain."""
+    folder = Path(folder).expanduser()
+    manifest = read_manifest(folder)
+    database = folder / DATABASE
+    if not database.is_file():
+        raise IntegrityError(f"backup {folder} has no {DATABASE}")
+    actual = _file_sha256(database)
+    if actual != manifest.database_sha256:
+        raise IntegrityError(f"{database} hashes to {actual}, the manifest says {manifest.database_sha256}: "
+                             "the backup was altered or damaged")
+    _compare_tables(table_states(database), manifest.tables, f"backup {database}")
+    present = dict(_blob_files(folder / BLOBS))
+    if present.keys() != manifest.blobs.keys():
+        extra, lacking = present.keys() - manifest.blobs.keys(), manifest.blobs.keys() - present.keys()
+        raise IntegrityError(f"backup {folder}: blobs differ from the manifest ({len(lacking)} missing, e.g. "
+                             f"{sorted(lacking)[:3]}; {len(extra)} not listed, e.g. {sorted(extra)[:3]})")
+    for n, (digest, path) in enumerate(sorted(present.items()), 1):
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest or len(data) != manifest.blobs[digest]:
+            raise IntegrityError(f"backup blob {path} does not match its sha256 / manifest size: damaged backup",
+                                 sha256=digest)
+        if n % 200 == 0 or n == len(present):
+            progress("verify blobs", n, len(present))
+    unreferenced = referenced_blobs(database) - present.keys() - set(manifest.missing_blobs)
+    if unreferenced:
+        raise IntegrityError(f"backup {folder}: the database references blobs not in the backup: "
+                             f"{sorted(unreferenced)[:3]}")
+    checkpoint = folder / CHECKPOINT
+    audit = _audit_head(database, checkpoint if checkpoint.is_file() else None)
+    if manifest.audit is not None and audit is not None:
+        for key in ("head_seq", "head_hash", "first_hash"):
+            if audit[key] != manifest.audit[key]:
+                raise IntegrityError(f"backup {folder}: audit chain {key} is {audit[key]}, the manifest says "
+                                     f"{manifest.audit[key]}")
+        if manifest.audit["chain_ok"] and not audit["chain_ok"]:
+            raise IntegrityError(f"backup {folder}: the audit chain no longer verifies ({audit['problem']})")
+    return manifest
+
+
+def restore(settings: Settings, source: str | os.PathLike, *, force: bool = False,
+            progress: Progress = _no_progress, now: dt.datetime | None = None) -> RestoreResult:
+    """Verify the backup, then restore it into the configured store (blobs first, then the database).
+
+    A store that holds any row or blob is only overwritten with ``force``.
+    """
+    started = time.monotonic()
+    source = Path(source).expanduser()
+    target = _sqlite_path(settings, "restore")
+    occupied = _contents(target, settings.blob_dir)
+    if occupied and not force:
+        shown = ", ".join(occupied[:4]) + (f" and {len(occupied) - 4} more" if len(occupied) > 4 else "")
+        raise Conflict(f"the store {target} is not empty ({shown}); restoring would replace it: "
+                       "pass --force, or restore into an empty --data-dir")
+    manifest = verify_backup(source, progress=progress)
+    if manifest.audit and not manifest.audit["chain_ok"] and not force:
+        raise IntegrityError(f"backup {source}: its audit chain was already broken when it was taken "
+                             f"({manifest.audit['problem']}); pass --force to restore it anyway")
+    blobs = BlobStore(settings.blob_dir)
+    for n, (digest, path) in enumerate(sorted(_blob_files(source / BLOBS)), 1):
+        if blobs.put(path.read_bytes()) != digest:  # verified above; a change since then is damage
+            raise IntegrityError(f"backup blob {path} changed while restoring", sha256=digest)
+        if n % 200 == 0 or n == len(manifest.blobs):
+            progress("blobs", n, len(manifest.blobs))
+    progress("database", 0, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _read_only(source / DATABASE) as src, \
+            contextlib.closing(sqlite3.connect(target, timeout=settings.database.sqlite_busy_timeout_ms / 1000)) as dst:
+        src.backup(dst)
+    progress("database", 1, 1)
+    _compare_tables(table_states(target), manifest.tables, f"restored {target}")
+    revision, audit_seq, problem = _after_restore(settings, source, manifest, now)
+    return RestoreResult(target, manifest, bool(occupied), revision, audit_seq, problem,
+                         time.monotonic() - started)
+
+
+def _after_restore(settings: Settings, source: Path, manifest: Manifest,
+                   now: dt.datetime | None) -> tuple[str | None, int, str | None]:
+    """Migrate an older schema, record the restore in the audit log, move the checkpoint to the new head.
+
+    Returns (schema revision, the restore's audit sequence number, the chain's problem or None).
+    """
+    from ..store import migrations
+    from ..store.engine import open_store
+
+    store = open_store(settings, upgrade=True)
+    try:
+        revision = migrations.current_revision(store.engine)
+        at = now or dt.datetime.now(dt.timezone.utc)
+        with store.transaction(immediate=True) as conn:
+            seq = audit.record(
+                conn, actor=f"cli:{_os_user()}", source="cli", operation="Restore",
+                targets=[f"backup={source.absolute()}"], outcome="OK", now=at,
+                details={"backup_created_at": manifest.created_at,
+                         "restored_head": (manifest.audit or {}).get("head_seq", 0)},
+            )
+        with store.transaction() as conn:
+            chain = audit_verify.verify_chain(conn)
+    finally:
+        store.dispose()
+    if not chain.ok:  # restored with --force from a backup whose chain was broken: no checkpoint over it
+        return revision, seq, str(chain.first_break)
+    # The store was deliberately rewound: the checkpoint follows it (the old one would flag a cut tail).
+    audit_verify.write_checkpoint(audit_verify.checkpoint_path(settings), chain.checkpoint(at))
+    return revision, seq, None
+
+
+def _contents(database: Path, blob_dir: Path) -> list[str]:
+    """What makes a store non-empty: tables with rows, blobs (empty list: safe to restore into)."""
+    found = []
+    if database.is_file():
+        counts = _row_counts(database)
+        first = [name for name in ("vouchers", "archived_documents", "users", "audit_log") if counts.get(name)]
+        rest = [name for name, rows in counts.items() if rows and name not in first and name != "alembic_version"]
+        found += [f"{name}: {counts[name]} rows" for name in first + rest]
+    blob_count = sum(1 for _ in _blob_files(blob_dir))
+    if blob_count:
+        found.append(f"{blob_count} blobs in {blob_dir}")
+    return found
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+def table_states(database: Path) -> dict[str, TableState]:
+    """Rows and a digest of every table: equal states mean equal contents, row by row."""
+    states = {}
+    with _read_only(database) as conn:
+        for name in _table_names(conn):
+            digest, rows = hashlib.sha256(), 0
+            for row in conn.execute(f'SELECT * FROM "{name}" ORDER BY rowid'):
+                digest.update(repr(row).encode("utf-8") + b"\n")
+                rows += 1
+            states[name] = TableState(rows, digest.hexdigest())
+    return states
+
+
+def _row_counts(database: Path) -> dict[str, int]:
+    with _read_only(database) as conn:
+        return {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in _table_names(conn)}
+
+
+def referenced_blobs(database: Path) -> set[str]:
+    """Every sha256 the database names in a blob column."""
+    with _read_only(database) as conn:
+        tables = set(_table_names(conn))
+        return {row[0] for table, column in BLOB_REFERENCES if table in tables
+                for row in conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}"')}
+
+
+def _read_only(database: Path) -> contextlib.closing[sqlite3.Connection]:
+    return contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True))
+
+
+def _table_names(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+
+def _compare_tables(actual: dict[str, TableState], expected: dict[str, TableState], what: str) -> None:
+    if actual == expected:
+        return
+    differing = sorted(name for name in actual.keys() | expected.keys() if actual.get(name) != expected.get(name))
+    details = ", ".join(
+        f"{name} ({actual[name].rows if name in actual else 'absent'} rows, manifest "
+        f"{expected[name].rows if name in expected else 'absent'})" for name in differing[:5])
+    raise IntegrityError(f"{what} differs from the manifest in {len(differing)} tables: {details}")
+
+
+def _audit_head(database: Path, checkpoint_file: Path | None) -> dict | None:
+    """The audit chain's head in ``database``, verified (against the checkpoint when there is one);
+    None when the database predates the audit log."""
+    engine = create_engine(f"sqlite:///file:{database}?mode=ro&uri=true", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if not engine.dialect.has_table(conn, "audit_log"):
+                return None
+            checkpoint = audit_verify.read_checkpoint(checkpoint_file) if checkpoint_file else None
+            result = audit_verify.verify_chain(conn, checkpoint)
+    finally:
+        engine.dispose()
+    return {"head_seq": result.head_seq, "head_hash": result.head_hash, "first_hash": result.first_hash,
+            "chain_ok": result.ok, "problem": str(result.first_break) if result.first_break else None,
+            "checkpoint": CHECKPOINT if checkpoint_file else None}
+
+
+def _blob_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(sha256, path) of every blob under ``root`` (``ab/cd/abcd…``); temporary files are skipped."""
+    if not root.is_dir():
+        return
+    for path in root.glob("??/??/*"):
+        name = path.name
+        if _SHA256.match(name) and path.parent.name == name[2:4] and path.parent.parent.name == name[:2]:
+            yield name, path
+
+
+def _revision(database: Path) -> str | None:
+    with _read_only(database) as conn:
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError:
+            return None
+    return row[0] if row else None
+
+
+def _sqlite_path(settings: Settings, command: str) -> Path:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "postgresql":
+        libpq = URL.create("postgresql", username=url.username, host=url.host, port=url.port,  # no password
+                           database=url.database, query=url.query).render_as_string(hide_password=False)
+        raise ConfigurationError(POSTGRES_WAY.format(
+            url=url.render_as_string(hide_password=True), libpq=libpq, blobs=settings.blob_dir,
+            checkpoint=audit_verify.checkpoint_path(settings)))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
+                                 "on the SQLite file or, on PostgreSQL, with pg_dump")
+    return Path(url.database).expanduser().absolute()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _instant(now: dt.datetime | None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
