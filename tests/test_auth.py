@@ -9,10 +9,12 @@ can move (lock-out expiry without waiting); tokens are made by zeep, the real cl
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -25,17 +27,17 @@ from zeep.transports import Transport
 from zeep.wsse.username import UsernameToken
 
 from archive_oa.gateway.app import make_gateway_app
-from archive_oa.gateway.auth import PasswordAuthenticator
+from archive_oa.gateway.auth import Credentials, PasswordAuthenticator
 from archive_oa.gateway.context import GatewayServices
 from archive_oa.gateway.server import start_gateway
 from archive_oa.security import passwords
 from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
-from archive_oa.security.transport import ProxyPolicy, plaintext_allowed
+from archive_oa.security.transport import Origin, ProxyPolicy, plaintext_allowed
 from archive_oa.services import audit
 from archive_oa.services.archive import ArchiveService
 from archive_oa.services.users import UserService
 from archive_oa.settings import load_settings
-from archive_oa.errors import ConfigurationError
+from archive_oa.errors import AuthenticationFailed, ConfigurationError
 from archive_oa.store.engine import open_store
 from archive_oa.store.security_tables import auth_lockouts, user_secrets, ws_nonces
 from archive_oa.transforms.pipeline import Transforms
@@ -390,7 +392,11 @@ def test_rotating_the_key_file_re_encrypts_every_secret(gw):
     # A new service (what a restarted gateway builds) reads the new key.
     fresh = UserService(gw.store, settings=gw.settings)
     assert fresh.authenticate_digest("alice", passwords.password_digest(b"n" * 16, "c", PASSWORD), b"n" * 16, "c")
-    assert [r.operation for r in audit_records(gw, "KeyRotate")] == ["KeyRotate"]
+    # A gateway that kept running through the rotation in another process re-reads the file.
+    elsewhere = UserService(gw.store, settings=gw.settings)
+    elsewhere.rotate_key()
+    assert call(gw.digest()).total == 0
+    assert [r.targets for r in audit_records(gw, "KeyRotate")][0] == (new_id,)
 
 
 def test_configured_keys_rotate_by_putting_the_new_key_first(tmp_path):
@@ -410,3 +416,47 @@ def test_configured_keys_rotate_by_putting_the_new_key_first(tmp_path):
             UserService(store, settings=bad).add_user("bob", PASSWORD, {"viewer"}, None)
     finally:
         store.dispose()
+
+
+# --- the shared state on both backends (SQLite and PostgreSQL) ----------------------------------------
+
+
+def _digest_credentials(user, secret, created: dt.datetime, nonce: bytes | None = None) -> Credentials:
+    nonce = nonce or os.urandom(16)
+    created_text = created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return Credentials(user, passwords.password_digest(nonce, created_text, secret), "wsse-digest",
+                       nonce=base64.b64encode(nonce).decode(), created=created_text)
+
+
+def test_replay_and_lockout_state_is_shared_through_the_database(store, db_settings):
+    users = UserService(store, settings=db_settings)
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    users.add_user("bob", PASSWORD, {"viewer"}, None)
+    clock = Clock()
+    security = dataclasses.replace(db_settings.security, lockout_after=4, lockout_seconds=60)
+    instances = [PasswordAuthenticator(UserService(store, settings=db_settings), security, clock=clock,
+                                       sleep=lambda seconds: None) for _ in range(4)]
+    # The same token sent to four instances at once: exactly one accepts it (3 replays: below the limit).
+    token = _digest_credentials("bob", PASSWORD, clock())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(lambda auth: _outcome(auth, token, "198.51.100.1"), instances))
+    assert sorted(outcomes) == ["ok", "replay", "replay", "replay"]
+    # Failures at different instances, from different sources, add up to one lock of the user.
+    for n, auth in enumerate(instances, start=2):
+        assert _outcome(auth, _digest_credentials("alice", "guess", clock()), f"198.51.100.{n}") == "refused"
+    assert _outcome(instances[0], _digest_credentials("alice", PASSWORD, clock()), "198.51.100.9") == "locked"
+    with store.transaction() as conn:
+        assert [r.targets for r in audit.find_records(conn, operation="AuthLockout")] == [("user:alice",)]
+    clock.offset = dt.timedelta(seconds=61)
+    assert _outcome(instances[1], _digest_credentials("alice", PASSWORD, clock()), "198.51.100.9") == "ok"
+
+
+def _outcome(auth, credentials, address) -> str:
+    try:
+        auth.authenticate(credentials, Origin(address, secure=True))
+        return "ok"
+    except AuthenticationFailed as exc:
+        for word in ("replay", "locked"):
+            if word in exc.message:
+                return word
+        return "refused" if exc.message.startswith("authentication failed") else exc.message

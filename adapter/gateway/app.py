@@ -180,7 +180,7 @@ def build_gateway_services(settings: Settings, store, *, transforms=None, sync=N
     return GatewayServices(
         store=store,
         archive=ArchiveService(store, transforms),
-        authenticator=PasswordAuthenticator(UserService(store)),
+        authenticator=PasswordAuthenticator(UserService(store, settings=settings)),
         sync=sync,
     )
 

@@ -105,6 +105,16 @@ class KeyRing:
                     self._box = SecretBox(_read_or_create(self.key_file), source=str(self.key_file))
             return self._box
 
+    def decrypt(self, token: str, stored_key_id: str) -> str:
+        """Decrypt a stored secret; a key id unknown to this process re-reads the key file
+        once (``users rotate-key`` in another process replaced it while we kept running)."""
+        box = self.box()
+        if stored_key_id not in box.key_ids and self.from_file:
+            with self._lock:
+                self._box = None
+            box = self.box()
+        return box.decrypt(token, stored_key_id)
+
     def replace_file_keys(self, keys: Sequence[str]) -> SecretBox:
         """Write ``keys`` (first encrypts) to the key file and use them from now on."""
         if not self.from_file:

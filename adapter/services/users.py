@@ -232,7 +232,7 @@ class UserService:
         password = None
         if stored is not None and self.keys is not None:
             try:
-                password = self.keys.box().decrypt(stored.secret, stored.key_id)
+                password = self.keys.decrypt(stored.secret, stored.key_id)
             except ConfigurationError as exc:
                 log.error("PasswordDigest for user %r impossible: %s", username, exc)
         elif record is not None:
