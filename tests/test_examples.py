@@ -44,6 +44,8 @@ def assert_answered_without_fault(response: requests.Response, operation: str) -
     assert response.status_code == 200, f"{operation}: {response.text[:2000]}"
     answer = etree.fromstring(response.content)
     assert answer.find(f"{{{SOAP}}}Body/{{{SOAP}}}Fault") is None, f"{operation}: {response.text[:2000]}"
+    # the WSDL declares no element nillable (docs/wsdl-shape.md): a missing value is left out
+    assert not answer.xpath("//*[@xsi:nil]", namespaces={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
     return answer
 
 

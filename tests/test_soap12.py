@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import re
+import shutil
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -20,7 +24,7 @@ from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.username import UsernameToken
 
 from archive_oa import safexml
-from archive_oa.gateway.wsdl_file import SOAP12_FILE_NAME, checked_in_path, normalise_address
+from archive_oa.gateway.wsdl_file import FILE_NAME, SOAP12_FILE_NAME, checked_in_path, normalise_address
 from archive_oa.samples import samples_dir
 from archive_oa.store.vouchers import lookup_request
 from archive_oa.transforms.pipeline import Transforms
@@ -116,6 +120,82 @@ def test_soap11_wsdl_declares_nothing_of_soap12(demo, source):
     declared = {uri for element in root.iter() for uri in element.nsmap.values()}
     assert "http://schemas.xmlsoap.org/wsdl/soap/" in declared
     assert not any("2003/05" in uri or "soap12" in uri for uri in declared)
+
+
+# --- the shape that keeps generated Java and PHP code usable (docs/wsdl-shape.md) --------------
+
+XS = "http://www.w3.org/2001/XMLSchema"
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+
+
+@pytest.mark.parametrize("name", [FILE_NAME, SOAP12_FILE_NAME])
+def test_wsdl_shape_for_code_generators(name):
+    root = etree.fromstring(checked_in_path(name).read_bytes())
+    (schema,) = root.iter(f"{{{XS}}}schema")  # one schema, one namespace, no imports
+    assert root.get("targetNamespace") == schema.get("targetNamespace") == GW
+    assert schema.get("elementFormDefault") == "qualified"
+    assert not list(schema.iter(f"{{{XS}}}import")) and not list(schema.iter(f"{{{XS}}}include"))
+    for construct in ("any", "choice", "attribute", "anyAttribute", "union", "list", "extension"):
+        assert not list(schema.iter(f"{{{XS}}}{construct}")), f"xs:{construct} in {name}"
+    elements = list(schema.iter(f"{{{XS}}}element"))
+    assert not [e.get("name") for e in elements if e.get("nillable")], "optional means absent, never nil"
+    parts = {p.get("element").partition(":")[2] for p in root.iter(f"{{{WSDL}}}part")}
+    assert {e.get("name") for e in schema.findall(f"{{{XS}}}element")} == parts
+    for array in schema.findall(f"{{{XS}}}complexType"):
+        if array.get("name").endswith("Array"):
+            (item,) = array.find(f"{{{XS}}}sequence")
+            assert (item.get("minOccurs"), item.get("maxOccurs")) == ("0", "unbounded"), array.get("name")
+
+
+@pytest.mark.parametrize("name", [FILE_NAME, SOAP12_FILE_NAME])
+def test_every_operation_is_documented_in_english_and_chinese(name):
+    root = etree.fromstring(checked_in_path(name).read_bytes())
+    operations = root.findall(f"{{{WSDL}}}portType/{{{WSDL}}}operation")
+    assert len(operations) == 10
+    for operation in operations:
+        text = operation.findtext(f"{{{WSDL}}}documentation") or ""
+        english, _, chinese = text.rpartition(" / ")
+        assert re.search(r"[A-Za-z]{3,} [a-z]{2,}", english), operation.get("name")
+        assert re.search(r"[\u4e00-\u9fff]{2,}", chinese), operation.get("name")
+        assert "\n" not in text and "  " not in text
+
+
+def test_served_wsdl_documents_every_operation(demo):
+    served = etree.fromstring(requests.get(demo.gateway.wsdl_url, timeout=10).content)
+    documented = [op.findtext(f"{{{WSDL}}}documentation") for op in served.iter(f"{{{WSDL}}}operation")
+                  if op.getparent().tag == f"{{{WSDL}}}portType"]
+    assert len(documented) == 10 and all(documented)
+
+
+WRAPPERLESS = """<jaxws:bindings xmlns:jaxws="http://java.sun.com/xml/ns/jaxws">
+  <jaxws:enableWrapperStyle>false</jaxws:enableWrapperStyle>
+</jaxws:bindings>"""
+
+
+@pytest.mark.parametrize("wrapper_style", [True, False])
+def test_wsimport_generates_plain_java_without_binding_files(tmp_path, wrapper_style):
+    """wsimport (JAX-WS RI) reads the WSDL as published: no JAXBElement, no ObjectFactory
+    clash, the documentation in the Javadoc; docs/wsdl-shape.md's binding turns wrapper
+    style off so each operation takes and returns one bean."""
+    if shutil.which("wsimport") is None:
+        reason = "wsimport is not installed (Debian: jaxws, with a JDK)"
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(reason)
+    command = ["wsimport", "-Xnocompile", "-p", "example.archiveoa", "-d", str(tmp_path), "-s", str(tmp_path)]
+    if not wrapper_style:
+        (tmp_path / "bindings.xml").write_text(WRAPPERLESS, encoding="utf-8")
+        command += ["-b", str(tmp_path / "bindings.xml")]
+    done = subprocess.run([*command, str(checked_in_path())], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sources = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "example" / "archiveoa").glob("*.java")}
+    beans = [source for name, source in sources.items() if name != "ObjectFactory.java"]
+    assert not [b for b in beans if "JAXBElement" in b], "optional elements must map to plain properties"
+    gateway = sources["ArchiveGateway.java"]
+    assert "连通性检查" in gateway and "Liveness check" in gateway
+    if wrapper_style:
+        assert "public Voucher getVoucher(" in gateway
+    else:
+        assert "public QueryVouchersResponse queryVouchers(" in gateway
+    assert "GatewayFault_Exception.java" in sources  # the fault, with getFaultInfo().getCode()
 
 
 # --- every operation, with UsernameToken and with Basic ------------------------------------
