@@ -167,6 +167,18 @@ def test_served_wsdl_documents_every_operation(demo):
     assert len(documented) == 10 and all(documented)
 
 
+def test_a_client_sending_xsi_nil_for_an_optional_element_is_accepted(demo):
+    """The published WSDL says optional means absent, yet legacy stacks that send
+    xsi:nil for a null are still understood (spyne validates against its own schema)."""
+    body = (f'<s:Envelope xmlns:s="{ENV11}" xmlns:g="{GW}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            '<s:Body><g:QueryVouchers><g:orgCode xsi:nil="true"/><g:keyword xsi:nil="true"/>'
+            "<g:page>1</g:page><g:pageSize>2</g:pageSize></g:QueryVouchers></s:Body></s:Envelope>")
+    answer = requests.post(demo.gateway.url, data=body.encode(), headers={"Content-Type": "text/xml"},
+                           auth=("demo-viewer", "demo-viewer"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert int(etree.fromstring(answer.content).findtext(f".//{{{GW}}}total")) > 2
+
+
 WRAPPERLESS = """<jaxws:bindings xmlns:jaxws="http://java.sun.com/xml/ns/jaxws">
   <jaxws:enableWrapperStyle>false</jaxws:enableWrapperStyle>
 </jaxws:bindings>"""

@@ -2,9 +2,9 @@
 
 OA stacks in China send UTF-8, GBK or GB18030 and label it inconsistently: the charset
 in the Content-Type header, in the XML declaration, in both — or a library default in
-the header and the truth in the declaration (PHP's ``SoapClient`` always sends
-``charset=utf-8`` whatever its ``encoding`` option writes into the document).  So a
-request is read like this:
+the header and the truth in the declaration (a hand-built GBK envelope posted by an HTTP
+library whose Content-Type says ``charset=utf-8`` by default).  So a request is read
+like this:
 
 1. the candidates are the XML declaration's encoding (it travels with the bytes), then
    the header's charset, then UTF-8 when neither names one;
