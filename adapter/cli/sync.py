@@ -41,22 +41,43 @@ def register(subparsers) -> None:
     add_common(p)
     p.set_defaults(func=run_worker)
 
-    p = subparsers.add_parser("dead-letters", help="list, retry or discard deliveries that gave up")
+    p = subparsers.add_parser(
+        "dead-letters",
+        help="list, show, retry or discard deliveries that gave up",
+        description="Dead letters are deliveries that failed for good (the OA refused them, their content "
+        "cannot be sent, or they ran out of attempts). Retrying asks the OA before sending again.",
+    )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("list", "list dead letters"), ("retry", "deliver again (asks the OA first)"),
+    a = actions.add_parser("list", help="list dead letters")
+    a.add_argument("--limit", type=int, default=100)
+    add_common(a)
+    a.set_defaults(func=run_dead_letters)
+    a = actions.add_parser("show", help="one delivery in full: its voucher, attempts and last error")
+    a.add_argument("id", type=int, metavar="ID", help="delivery id (see list)")
+    add_common(a)
+    a.set_defaults(func=run_dead_letters)
+    for name, text in (("retry", "deliver again (asks the OA first)"),
                        ("discard", "delete them; the vouchers can be synced again")):
         a = actions.add_parser(name, help=text)
-        if name != "list":
-            a.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids (see list)")
-            a.add_argument("--all", action="store_true", help="every dead letter")
-        else:
-            a.add_argument("--limit", type=int, default=100)
+        a.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids (see list)")
+        a.add_argument("--all", action="store_true", help="every dead letter")
         add_common(a)
         a.set_defaults(func=run_dead_letters)
 
-    p = subparsers.add_parser("reconcile", help="compare archive and OA for an organisation and period")
+    p = subparsers.add_parser(
+        "reconcile",
+        help="compare archive and OA for an organisation and period",
+        description="Lists vouchers the OA holds no request for (missing in OA), OA requests carrying our "
+        "keys that the archive does not map (orphaned in OA) and vouchers whose state differs from "
+        "their OA request's. Exit code 1 when something still needs attention.",
+    )
     p.add_argument("--org", required=True, metavar="ORG")
     p.add_argument("--period", required=True, metavar="YYYY-MM")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), csv (one row per finding) or json (one object)")
+    p.add_argument("--requeue-missing", action="store_true",
+                   help="send the vouchers missing in the OA again where that is safe: dead letters are "
+                   "retried (asking the OA first), vouchers without a delivery are queued")
     add_common(p)
     p.set_defaults(func=run_reconcile)
 
@@ -155,9 +176,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_dead_letters(args: argparse.Namespace) -> int:
     from ..domain.delivery import DeliveryState
-    from ..domain.model import WorkflowState
     from ..store import outbox
-    from ..store import vouchers
     from ..sync.worker import utcnow
 
     with _wired(args, oa=False) as (settings, store, _):
@@ -168,42 +187,99 @@ def run_dead_letters(args: argparse.Namespace) -> int:
                          [[d.id, d.voucher_id, d.version, d.attempts, d.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
                            (d.last_error or "")[:80]] for d in dead]))
             return 0
+        if args.action == "show":
+            return _show_delivery(store, args.id)
         if not args.ids and not args.all:
             print(f"archive-oa dead-letters {args.action}: give delivery ids or --all", file=sys.stderr)
             return 2
-        ids = None if args.all else args.ids
+        ids = None if args.all else list(dict.fromkeys(args.ids))
         with store.transaction(immediate=True) as conn:
+            wanted = outbox.list_deliveries(conn, states=[DeliveryState.DEAD], ids=ids, limit=None)
             if args.action == "retry":
-                changed = outbox.retry_dead(conn, ids, now=utcnow())
+                changed = [d.id for d in wanted if outbox.retry_dead(conn, [d.id], now=utcnow())]
             else:
-                gone = outbox.discard_dead(conn, ids)
-                for delivery in gone:  # back to "never sent" so a later sync can pick it up
-                    voucher = vouchers.load_voucher(conn, delivery.voucher_id)
-                    if voucher is not None and voucher.state is WorkflowState.QUEUED:
-                        vouchers.set_workflow(conn, delivery.voucher_id, state=WorkflowState.NONE)
-                changed = len(gone)
-        print(f"{args.action}: {changed} dead letters")
-        return 0
+                changed = [d.id for d in outbox.discard_dead(conn, [d.id for d in wanted])]
+                _unqueue(conn, [d.voucher_id for d in wanted])
+    print(f"{args.action}: {len(changed)} dead letters" + (f" ({', '.join(map(str, changed))})" if changed else ""))
+    strays = sorted(set(ids or ()) - set(changed))
+    if strays:
+        print(f"not dead letters (nothing done): {', '.join(map(str, strays))}; "
+              "see archive-oa dead-letters list", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _unqueue(conn, voucher_ids) -> None:
+    """Discarded: back to "never sent" so a later sync can pick the voucher up again."""
+    from ..domain.model import WorkflowState
+    from ..store import vouchers
+
+    for voucher_id in voucher_ids:
+        voucher = vouchers.load_voucher(conn, voucher_id)
+        if voucher is not None and voucher.state is WorkflowState.QUEUED:
+            vouchers.set_workflow(conn, voucher_id, state=WorkflowState.NONE)
+
+
+def _show_delivery(store, delivery_id: int) -> int:
+    from ..errors import NotFound
+    from ..store import outbox, vouchers
+
+    with store.transaction() as conn:
+        delivery = outbox.get(conn, delivery_id)
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} does not exist; see archive-oa dead-letters list for the ids")
+        voucher = vouchers.load_voucher(conn, delivery.voucher_id, version=delivery.version)
+        latest = vouchers.latest_version(conn, delivery.voucher_id)
+
+    def when(value) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+    rows = [
+        ("delivery", delivery.id),
+        ("state", delivery.state.value + ("  (dead letter)" if delivery.state.value == "DEAD" else "")),
+        ("idempotency key", delivery.idempotency_key),
+        ("attempts", delivery.attempts),
+        ("created", when(delivery.created_at)),
+        ("last change", when(delivery.updated_at)),
+        ("next attempt", when(delivery.next_attempt_at) if delivery.state.value in ("PENDING", "UNCERTAIN") else "-"),
+        ("OA request", delivery.oa_request_id or "-"),
+        ("sync job", delivery.job_id or "-"),
+        ("voucher", f"{delivery.voucher_id} version {delivery.version}"
+         + ("" if latest is None or latest[0] == delivery.version else f" (latest is version {latest[0]})")),
+    ]
+    if voucher is None:
+        rows.append(("", "this version is no longer in the archive: discard the delivery"))
+    else:
+        rows += [
+            ("  organisation", f"{voucher.org_code} {voucher.org_name}"),
+            ("  period", voucher.period),
+            ("  number", f"{voucher.voucher_word}-{voucher.voucher_no}  ({voucher.date.isoformat()})"),
+            ("  amount", f"{voucher.total_amount:,.2f} {voucher.currency}"),
+            ("  summary", voucher.summary or "-"),
+            ("  attachments", ", ".join(f"{a.file_name} ({a.mime_type}, {a.size} bytes)" for a in voucher.attachments)
+             or "none"),
+            ("  workflow state", voucher.state.value),
+        ]
+    rows.append(("last error", delivery.last_error or "-"))
+    width = max(_width(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label}{' ' * (width - _width(label))}  {value}")
+    return 0
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from ..services.sync import SyncService
+    from .reconcile_output import render
 
     with _wired(args) as (settings, store, oa):
-        report = SyncService(store, oa).reconcile(args.org, args.period)
-    print(_table(["org", "period", "checked", "missing in OA", "orphaned in OA", "state mismatches"],
-                 [[report.org_code, report.period, report.checked, len(report.missing_in_oa),
-                   len(report.orphaned_in_oa), len(report.state_mismatches)]]))
-    for voucher_id in report.missing_in_oa:
-        print(f"missing in OA: voucher {voucher_id}")
-    for request_id in report.orphaned_in_oa:
-        print(f"orphaned in OA: request {request_id}")
-    for m in report.state_mismatches:
-        print(f"state mismatch: voucher {m.voucher_id} archive {m.archive_state.value} "
-              f"OA {m.oa_state.value} (request {m.oa_request_id})")
+        service = SyncService(store, oa)
+        report = service.reconcile(args.org, args.period)
+        requeued = service.requeue_missing(report) if args.requeue_missing else None
+    print(render(report, requeued, args.format))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    return 1 if report.missing_in_oa or report.orphaned_in_oa or report.state_mismatches else 0
+    unhandled = [v for v in report.missing_in_oa if not any(r.voucher_id == v and r.handled for r in requeued or ())]
+    return 1 if unhandled or report.orphaned_in_oa or report.state_mismatches else 0
 
 
 class _Line:

@@ -43,18 +43,27 @@ EMBEDDED_IN = {("HD01", "2026-09"), ("XB03", "2026-10")}
 ARCHIVED_PERIODS = {"2026-09"}  # already archived (已归档): carry an archive part
 
 
-def build_batch(org: catalog.Org, period: str) -> tuple[list[Voucher], dict[str, bytes], dict[str, bytes]]:
-    """The vouchers of one org and period, with (file name → bytes) and (attachment id → embedded bytes)."""
+def build_batch(
+    org: catalog.Org, period: str, count: int = VOUCHERS_PER_BATCH
+) -> tuple[list[Voucher], dict[str, bytes], dict[str, bytes]]:
+    """The vouchers of one org and period, with (file name → bytes) and (attachment id → embedded bytes).
+
+    ``count`` vouchers (at most 9999, the width of the voucher id's number); the shares of
+    large and attached vouchers stay those of the bundled batches.  The default count
+    writes exactly the bundled files; a larger one makes load and fault runs.
+    """
+    if not 1 <= count <= 9999:
+        raise ValueError(f"count = {count}: a batch holds 1 to 9999 vouchers")
     rng = random.Random(f"archive-oa-samples:{org.code}:{period}")
     year, month = int(period[:4]), int(period[5:])
     days = calendar.monthrange(year, month)[1]
-    dates = sorted(dt.date(year, month, rng.randint(1, days)) for _ in range(VOUCHERS_PER_BATCH))
+    dates = sorted(dt.date(year, month, rng.randint(1, days)) for _ in range(count))
 
-    scenarios = rng.choices(SCENARIOS, weights=[s[1] for s in SCENARIOS], k=VOUCHERS_PER_BATCH)
+    scenarios = rng.choices(SCENARIOS, weights=[s[1] for s in SCENARIOS], k=count)
     large_capable = [i for i, s in enumerate(scenarios) if s[2]]
-    large = set(rng.sample(large_capable, LARGE_PER_BATCH))
-    attached = sorted(rng.sample(range(VOUCHERS_PER_BATCH), ATTACHED_PER_BATCH))
-    embedded_index = attached[0] if (org.code, period) in EMBEDDED_IN else None
+    large = set(rng.sample(large_capable, min(len(large_capable), LARGE_PER_BATCH * count // VOUCHERS_PER_BATCH)))
+    attached = sorted(rng.sample(range(count), ATTACHED_PER_BATCH * count // VOUCHERS_PER_BATCH))
+    embedded_index = attached[0] if attached and (org.code, period) in EMBEDDED_IN else None
 
     vouchers, files, embedded = [], {}, {}
     numbers: dict[str, int] = {}
@@ -147,14 +156,17 @@ def _archive(org: catalog.Org, period: str, index: int) -> ArchiveInfo:
     )
 
 
-def generate(outdir: Path) -> list[Path]:
-    """Write every batch and attachment file into ``outdir``; return the batch files."""
+def generate(outdir: Path, per_batch: int = VOUCHERS_PER_BATCH) -> list[Path]:
+    """Write every batch and attachment file into ``outdir``; return the batch files.
+
+    One batch per organisation and period, ``per_batch`` vouchers each.
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "attachments").mkdir(exist_ok=True)
     written = []
     for org in catalog.ORGS:
         for period in catalog.PERIODS:
-            vouchers, files, embedded = build_batch(org, period)
+            vouchers, files, embedded = build_batch(org, period, per_batch)
             for name, content in files.items():
                 (outdir / "attachments" / name).write_bytes(content)
             path = outdir / f"{org.code}-{period}.xml"
@@ -166,8 +178,13 @@ def generate(outdir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m archive_oa.samples.generate", description=__doc__.split("\n")[0])
     parser.add_argument("outdir", type=Path, help="folder for the batch files and attachments/")
+    parser.add_argument("--per-batch", type=int, default=VOUCHERS_PER_BATCH, metavar="N",
+                        help=f"vouchers per organisation and period (default {VOUCHERS_PER_BATCH}, "
+                        "the bundled samples; 1 to 9999)")
     args = parser.parse_args(argv)
-    for path in generate(args.outdir):
+    if not 1 <= args.per_batch <= 9999:
+        parser.error(f"--per-batch {args.per_batch}: give 1 to 9999")
+    for path in generate(args.outdir, args.per_batch):
         print(path)
     return 0
 

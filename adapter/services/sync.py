@@ -61,6 +61,26 @@ class ReconcileReport:
     notes: tuple[str, ...] = ()  # what the comparison could not cover
 
 
+@dataclass(frozen=True)
+class Requeued:
+    """What ``requeue_missing`` did for one voucher the OA does not know."""
+
+    voucher_id: str
+    action: str  # one of REQUEUE_ACTIONS
+    delivery_id: int | None
+    detail: str
+
+    @property
+    def handled(self) -> bool:
+        """True when the voucher is on its way to the OA again (nothing left for an operator)."""
+        return self.action in ("retried", "enqueued", "queued", "in-flight")
+
+
+#: retried: a dead letter is due again (it asks the OA before sending); enqueued: a new
+#: delivery for a voucher that had none; queued / in-flight: already on its way;
+#: needs-operator: nothing safe to do automatically (the detail says what to check).
+REQUEUE_ACTIONS = ("retried", "enqueued", "queued", "in-flight", "needs-operator")
+
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 #: How much of the OA's completed queue reconciliation reads (read only, never acknowledged).
 RECONCILE_SCAN_LIMIT = 5000
@@ -203,6 +223,56 @@ class SyncService:
         orphans.update(self._orphans_in_queue({s.voucher_id for s in summaries}, known, by_voucher))
         report.orphaned_in_oa.extend(sorted(orphans, key=lambda i: (len(i), i)))
         return report
+
+    def requeue_missing(self, report: ReconcileReport) -> list[Requeued]:
+        """Put every voucher of ``report.missing_in_oa`` back on its way to the OA, where safe.
+
+        A dead letter is retried (it asks the OA for its key first, so a request that did
+        arrive is adopted, never doubled); a voucher with no delivery for its current
+        content gets one; one still queued is left to the worker.  A delivery recorded as
+        DELIVERED whose key the OA no longer finds is not resent: the OA lost or deleted
+        the request, and only a person can tell which — the detail says what to check.
+        """
+        now = self.clock()
+        done: list[Requeued] = []
+        with self.store.transaction(immediate=True) as conn:
+            for voucher_id in report.missing_in_oa:
+                done.append(self._requeue_one(conn, voucher_id, now))
+        return done
+
+    def _requeue_one(self, conn, voucher_id: str, now: dt.datetime) -> Requeued:
+        latest = self.repo.latest_version(conn, voucher_id)
+        if latest is None:
+            return Requeued(voucher_id, "needs-operator", None, "the voucher is no longer in the archive")
+        version, content_hash = latest
+        key = idempotency_key(voucher_id, content_hash)
+        delivery = outbox.find_by_key(conn, key)
+        if delivery is None:
+            voucher = self.repo.load_voucher(conn, voucher_id)
+            if voucher is not None and voucher.state.decided:
+                return Requeued(voucher_id, "needs-operator", None,
+                                f"the archive records a decision ({voucher.state.value}, request "
+                                f"{voucher.workflow.oa_request_id}) but the OA knows no request for key {key}: "
+                                "check the OA before sending it again")
+            outbox.enqueue(conn, voucher_id=voucher_id, version=version, idempotency_key=key, now=now)
+            self.repo.set_workflow(conn, voucher_id, state=WorkflowState.QUEUED)
+            created = outbox.find_by_key(conn, key)
+            return Requeued(voucher_id, "enqueued", created.id if created else None,
+                            f"version {version} had no delivery; queued with key {key}")
+        if delivery.state is DeliveryState.DEAD:
+            outbox.retry_dead(conn, [delivery.id], now=now)
+            return Requeued(voucher_id, "retried", delivery.id,
+                            f"dead letter due again (last error: {delivery.last_error or 'none'})")
+        if delivery.state is DeliveryState.IN_FLIGHT:
+            return Requeued(voucher_id, "in-flight", delivery.id, "a worker is delivering it now")
+        if delivery.state in (DeliveryState.PENDING, DeliveryState.UNCERTAIN):
+            return Requeued(voucher_id, "queued", delivery.id,
+                            f"already queued ({delivery.state.value}, attempt {delivery.attempts + 1} due "
+                            f"{delivery.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC)")
+        return Requeued(voucher_id, "needs-operator", delivery.id,
+                        f"delivered as OA request {delivery.oa_request_id}, but the OA finds no request for "
+                        f"key {key}: ask the OA administrators whether request {delivery.oa_request_id} "
+                        "was deleted before sending the voucher again")
 
     def _orphans_in_queue(self, voucher_ids: set[str], known: set[str], by_voucher) -> set[str]:
         keys = {d.idempotency_key for history in by_voucher.values() for d in history}

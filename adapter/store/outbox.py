@@ -325,9 +325,13 @@ def list_deliveries(
     *,
     states: Sequence[DeliveryState] | None = None,
     job_id: str | None = None,
-    limit: int = 100,
+    ids: Sequence[int] | None = None,
+    limit: int | None = 100,
 ) -> list[Delivery]:
+    """Deliveries in id order; ``limit`` None for all of them."""
     query = sa.select(deliveries).order_by(deliveries.c.id).limit(limit)
+    if ids is not None:
+        query = query.where(deliveries.c.id.in_(list(ids)))
     if states is not None:
         query = query.where(deliveries.c.state.in_([s.value for s in states]))
     if job_id is not None:

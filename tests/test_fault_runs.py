@@ -1,0 +1,83 @@
+"""Fault runs: 2,000 vouchers against the OA simulator while it fails, per fault kind and all together.
+
+Each run uses a fixed seed, imports the vouchers (real-time mode queues them), adds
+three poison vouchers, delivers and polls until everything settles, and counts the end
+state in the simulator's own database and in the archive: exactly one OA request per
+voucher, every decision in the archive once, nothing stuck, and dead letters holding
+the poison and nothing else.  The figures of each run are printed (and appended to
+``$ARCHIVE_OA_SCENARIO_LOG`` when set).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import scenario as sc
+
+VOUCHERS = 2000
+TIME_LIMIT = 300.0  # generous: a run takes about a minute; the limit only stops a hang
+
+#: name → (seed, simulator switches, latency spikes on)
+SCENARIOS = {
+    "errors-20pct": (4101, dict(error_rate=0.20), False),
+    "commit-then-timeout-10pct": (4102, dict(ambiguous_rate=0.10), False),
+    "dropped-connections-5pct": (4103, dict(drop_rate=0.05), False),
+    "latency-spikes": (4104, dict(latency_ms=2), True),
+    "all-together": (4105, dict(error_rate=0.20, ambiguous_rate=0.10, drop_rate=0.05, latency_ms=2), True),
+}
+
+
+@pytest.fixture(scope="module")
+def voucher_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fault-run-vouchers")
+    count = sc.generate_vouchers(folder, VOUCHERS)
+    poison = sc.write_poison(folder)
+    return folder, count, poison
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_fault_run(name, voucher_folder, tmp_path, capsys):
+    seed, faults, spiky = SCENARIOS[name]
+    folder, count, poison = voucher_folder
+    started = time.monotonic()
+    simulator = sc.start_simulator(sc.simulator_config(seed, **faults), tmp_path / "oa")
+    adapter = sc.build(sc.run_settings(tmp_path / "data", simulator.url))
+    spikes = None
+    try:
+        imported = sc.import_vouchers(adapter, [folder])
+        assert imported.created == count + len(poison) == imported.queued
+        damaged = [vid for vid, kind in poison.items() if kind == sc.POISON_DAMAGED_ATTACHMENT]
+        assert sc.damage_attachments(adapter, damaged) == 1
+        if spiky:
+            spikes = sc.LatencySpikes(simulator, seed).start()
+        drive, settled = sc.drive_until_settled(adapter, simulator, len(poison), time_limit=TIME_LIMIT)
+        if spikes:
+            spikes.stop()
+        injected = {kind: n for kind, n in simulator.injector.counts().items() if n}
+        if spikes:
+            injected["latency spikes"] = spikes.spikes
+        end = sc.count_end_state(adapter, simulator.db)
+        sc.report(capsys, sc.figures(
+            name, seed, end, len(poison), injected, time.monotonic() - started, adopted=drive.delivery.adopted,
+            notes=f"poll rounds {drive.poll_rounds} ({drive.poll_errors} met a fault), "
+                  f"outcomes applied {drive.outcomes_applied}, repeats ignored {drive.repeats}",
+        ))
+    finally:
+        if spikes:
+            spikes.stop()
+        adapter.close()
+        simulator.stop()
+
+    assert settled, f"not settled within {TIME_LIMIT}s: {end.problems(set(poison))}"
+    assert end.problems(set(poison)) == []
+    assert end.vouchers == count + len(poison)
+    assert drive.delivery.anomalies == 0
+    for kind in ("error_rate", "ambiguous_rate", "drop_rate"):
+        if faults.get(kind):  # the run really met the faults it is named after
+            assert injected[{"error_rate": "error", "ambiguous_rate": "ambiguous", "drop_rate": "drop"}[kind]] >= 0.5 * faults[kind] * count, injected
+    if spiky:
+        assert spikes.spikes >= 3
+    assert end.retries + drive.delivery.adopted > 0, "the faults never made a delivery try again"
+    assert end.decided_in_oa["REJECTED"] > 0 and end.decided_in_oa["APPROVED"] > 0
