@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -280,6 +281,51 @@ def test_sync_operations(as_user):
     assert status.jobId == triggered.jobId and status.state in ("RUNNING", "FINISHED")
     report = as_user("demo-operator").ReconcilePeriod(orgCode="HN02", period="2026-10")
     assert (report.orgCode, report.period) == ("HN02", "2026-10")
+
+
+PHP_SOAP12 = r"""<?php
+// PHP's SoapClient, SOAP 1.2, HTTP Basic: read a voucher, an attachment and a fault's code.
+$client = new SoapClient($argv[1], [
+    'cache_wsdl' => WSDL_CACHE_NONE, 'soap_version' => SOAP_1_2, 'trace' => true,
+    'login' => 'demo-viewer', 'password' => 'demo-viewer', 'features' => SOAP_SINGLE_ELEMENT_ARRAYS,
+]);
+$voucher = $client->GetVoucher(['voucherId' => $argv[2]])->voucher;
+$file = $client->GetAttachment(['attachmentId' => $argv[3]]);
+try {
+    $client->GetVoucher(['voucherId' => 'no-such-voucher']);
+    $fault = null;
+} catch (SoapFault $f) {
+    $fault = ['code' => $f->faultcode, 'detail' => $f->detail->GatewayFault->code];
+}
+echo json_encode([
+    'orgName' => $voucher->orgName, 'totalAmount' => $voucher->totalAmount,
+    'entries' => count($voucher->entries->entry), 'sha256' => hash('sha256', $file->content),
+    'contentType' => $client->__getLastRequestHeaders(), 'fault' => $fault,
+], JSON_UNESCAPED_UNICODE);
+"""
+
+
+def test_php_soapclient_speaks_soap12(demo, wsdl12, tmp_path):
+    """One client outside Python: PHP's SoapClient with soap_version SOAP_1_2."""
+    php = shutil.which("php")
+    has_soap = php and "soap" in subprocess.run([php, "-m"], capture_output=True, text=True).stdout.split()
+    if not has_soap:
+        reason = "PHP with ext-soap is not installed (Debian: php-cli php-soap)"
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(reason)
+    script = tmp_path / "soap12.php"
+    script.write_text(PHP_SOAP12, encoding="utf-8")
+    done = subprocess.run([php, str(script), wsdl12, VOUCHER, ATTACHMENT], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads(done.stdout)
+    expected = zeep.Client(wsdl12, wsse=UsernameToken("demo-viewer", "demo-viewer")).service
+    voucher = expected.GetVoucher(voucherId=VOUCHER)
+    original = expected.GetAttachment(attachmentId=ATTACHMENT)
+    assert seen["orgName"] == "华东制造" and seen["totalAmount"] == str(voucher.totalAmount)  # exact text
+    assert seen["entries"] == len(voucher.entries.entry)
+    assert seen["sha256"] == hashlib.sha256(original.content).hexdigest()
+    assert "application/soap+xml" in seen["contentType"]
+    assert seen["fault"]["code"].endswith("Sender") and seen["fault"]["detail"] == "NotFound"
 
 
 # --- the wire: content types, faults ----------------------------------------------------------
