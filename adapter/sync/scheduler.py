@@ -74,8 +74,13 @@ class Scheduler:
     def run_tick(self, job: ScheduledJob, tick: dt.datetime) -> bool:
         """Run ``job`` for ``tick`` unless another instance already did; True when it ran."""
         if job.exclusive:
-            with self.store.transaction(immediate=True) as conn:
-                won = job_store.claim_tick(conn, job.name, tick=tick, owner=self.owner, now=self.clock())
+            try:
+                with self.store.transaction(immediate=True) as conn:
+                    won = job_store.claim_tick(conn, job.name, tick=tick, owner=self.owner, now=self.clock())
+            except Exception:  # database locked past the busy timeout, or unreachable: skip this tick only
+                log.exception("schedule %s: tick %s could not be claimed; the next tick tries again",
+                              job.name, tick.isoformat())
+                return False
             if not won:
                 log.debug("schedule %s tick %s ran elsewhere", job.name, tick)
                 return False
