@@ -14,10 +14,26 @@ need() {  # need VERSION -> interpreter, or fail loudly in CI / skip locally
   return 1
 }
 
+# PostgreSQL server binaries: the [postgresql] tests start a server of their own from them
+# (tests/postgres_server.py: initdb + pg_ctl in a temporary folder, as the postgres OS user).
+have_postgres() {
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 ||
+    { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }
+}
+if ! have_postgres; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing PostgreSQL (apt-get install postgresql) for the PostgreSQL tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "PostgreSQL server binaries not found: the [postgresql] tests skip (and fail with CI=true)" >&2
+  fi
+fi
+
 py311=$(need 3.11)
 echo "== Python 3.11: installing into .venv-test ($py311)" >&2
 rm -rf .venv-test
-make_venv "$py311" .venv-test test
+make_venv "$py311" .venv-test test,postgres
 echo "== pytest" >&2
 .venv-test/bin/python -m pytest "$@"
 
