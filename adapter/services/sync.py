@@ -195,6 +195,11 @@ class SyncService:
             for delivery in outbox.for_vouchers(conn, [s.voucher_id for s in summaries]):
                 by_voucher.setdefault(delivery.voucher_id, []).append(delivery)
             known = _known_requests(conn, by_voucher)
+            current_keys = {}
+            for summary in summaries:
+                latest = self.repo.latest_version(conn, summary.voucher_id)
+                if latest is not None:
+                    current_keys[summary.voucher_id] = idempotency_key(summary.voucher_id, latest[1])
 
         report = ReconcileReport(org_code=org_code, period=period, checked=len(summaries),
                                  notes=(
@@ -206,16 +211,25 @@ class SyncService:
         for summary in summaries:
             history = by_voucher.get(summary.voucher_id, [])
             if not history:
-                if summary.state not in (WorkflowState.NONE,):
-                    report.missing_in_oa.append(summary.voucher_id)  # state says sent, no delivery exists
+                if summary.state is not WorkflowState.NONE:  # its state says sent, yet no delivery exists
+                    found = [str(i) for i in self.oa.find_requests(current_keys[summary.voucher_id])]
+                    if not found:
+                        report.missing_in_oa.append(summary.voucher_id)
+                    orphans.update(i for i in found if i not in known)  # in the OA, unknown to the archive
                 continue
             current = max(history, key=lambda d: (d.version, d.id))
+            current_found: list[str] = []
             for delivery in history:
                 found = [str(i) for i in self.oa.find_requests(delivery.idempotency_key)]
-                if delivery is current and not found:
-                    report.missing_in_oa.append(summary.voucher_id)
+                if delivery is current:
+                    current_found = found
                 orphans.update(i for i in found if i not in known)
             request_id = current.oa_request_id
+            # the OA holds no request for the key, or no longer the one we mapped (deleted in
+            # the OA): missing — and there is no OA state to compare with
+            if not current_found or (request_id and request_id not in current_found):
+                report.missing_in_oa.append(summary.voucher_id)
+                continue
             if request_id and summary.state is not WorkflowState.NONE:
                 oa_state = self.oa.get_request(int(request_id)).status
                 if oa_state is not summary.state:
@@ -254,11 +268,12 @@ class SyncService:
                                 f"the archive records a decision ({voucher.state.value}, request "
                                 f"{voucher.workflow.oa_request_id}) but the OA knows no request for key {key}: "
                                 "check the OA before sending it again")
-            outbox.enqueue(conn, voucher_id=voucher_id, version=version, idempotency_key=key, now=now)
+            # its state says it was sent once: the first attempt asks the OA before sending
+            outbox.enqueue(conn, voucher_id=voucher_id, version=version, idempotency_key=key, now=now, ask_first=True)
             self.repo.set_workflow(conn, voucher_id, state=WorkflowState.QUEUED)
             created = outbox.find_by_key(conn, key)
             return Requeued(voucher_id, "enqueued", created.id if created else None,
-                            f"version {version} had no delivery; queued with key {key}")
+                            f"version {version} had no delivery; queued with key {key} (asks the OA first)")
         if delivery.state is DeliveryState.DEAD:
             outbox.retry_dead(conn, [delivery.id], now=now)
             return Requeued(voucher_id, "retried", delivery.id,

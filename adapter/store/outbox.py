@@ -103,15 +103,20 @@ def enqueue(
     idempotency_key: str,
     now: dt.datetime,
     job_id: str | None = None,
+    ask_first: bool = False,
 ) -> bool:
-    """Queue a delivery in the caller's transaction; False when the key is already queued."""
+    """Queue a delivery in the caller's transaction; False when the key is already queued.
+
+    ``ask_first`` queues it UNCERTAIN: its first attempt asks the OA for the key before
+    sending, for a voucher that may have been sent before (e.g. re-queued by reconciliation).
+    """
     stmt = (
         _insert(conn)
         .values(
             voucher_id=voucher_id,
             version=version,
             idempotency_key=idempotency_key,
-            state=S.PENDING.value,
+            state=(S.UNCERTAIN if ask_first else S.PENDING).value,
             attempts=0,
             next_attempt_at=now,
             job_id=job_id,
