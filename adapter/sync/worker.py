@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -120,17 +120,9 @@ class DeliveryWorker:
     # --- public --------------------------------------------------------------------
 
     def run_once(self) -> DeliveryCounts:
-        """Claim one batch and deliver it; returns what happened."""
+        """Deliver up to ``batch_size`` due deliveries; returns what happened."""
         counts = DeliveryCounts()
-        if self._stopping.is_set():
-            return counts
-        claims = outbox.claim(
-            self.store, self.owner, self.settings.batch_size, self.settings.lease_seconds, self.clock()
-        )
-        counts.claimed = len(claims)
-        for result, anomaly in self._pool.map(self._deliver_safely, claims):
-            setattr(counts, result, getattr(counts, result) + 1)
-            counts.anomalies += anomaly
+        self._drain(counts, budget=self.settings.batch_size)
         return counts
 
     def run_until_idle(
@@ -149,11 +141,7 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            batch = self.run_once()
-            total += batch
-            if on_progress and batch.claimed:
-                on_progress(total)
-            if batch.claimed:
+            if self._drain(total, deadline=deadline, on_progress=on_progress):
                 continue
             if not wait_for_retries:
                 break
@@ -166,6 +154,44 @@ class DeliveryWorker:
                 break
             self._stopping.wait(min(wait, 5.0))
         return total
+
+    def _drain(
+        self,
+        counts: DeliveryCounts,
+        *,
+        budget: int | None = None,
+        deadline: float | None = None,
+        on_progress: Callable[[DeliveryCounts], None] | None = None,
+    ) -> int:
+        """Claim and deliver while work is due (at most ``budget`` claims); returns the claims made.
+
+        A claim is taken only when a thread is free, never a batch ahead: one slow OA call
+        (a timeout is 30 s by default) then holds up its own thread only, not every claim
+        queued behind it, and a lease starts when its attempt starts instead of running
+        out while the claim waits in the pool's queue.
+        """
+        slots = max(1, self.settings.workers)
+        running: set = set()
+        claimed, more = 0, True
+        while True:
+            free = slots - len(running)
+            if budget is not None:
+                free = min(free, budget - claimed)
+            if more and free > 0 and not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock())
+                more = len(claims) == free  # fewer than asked: nothing else is due now
+                claimed += len(claims)
+                counts.claimed += len(claims)
+                running.update(self._pool.submit(self._deliver_safely, claim) for claim in claims)
+            if not running:
+                return claimed
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                result, anomaly = future.result()
+                setattr(counts, result, getattr(counts, result) + 1)
+                counts.anomalies += anomaly
+            if on_progress:
+                on_progress(counts)
 
     def stop(self) -> None:
         """Stop claiming; deliveries already sent are settled, unsent ones are released."""
