@@ -267,6 +267,12 @@ class _Checks:
         elif len(value) > max_len:
             self.fail(place, "length", f"{place} is {len(value)} characters long; at most {max_len} are allowed")
 
+    def file_name(self, place: str, value: str | None) -> None:
+        # A name, never a path: clients save attachments under it (as the importer requires).
+        if value and (value.strip() in (".", "..") or any(ch in value for ch in "/\\\0") or ":" in value):
+            self.fail(place, "attachment-file-name",
+                      f"{place} {value!r} must be a plain file name: no folder, no '/', '\\', ':' or NUL")
+
     def raise_if_any(self, what: str) -> None:
         if self.issues:
             raise ValidationFailed(f"{what}: {len(self.issues)} field(s) to fix", self.issues)
@@ -308,6 +314,7 @@ def check_document(cmd: ArchiveDocumentCommand) -> None:
         c.text(f"fields/field[{i}]/name", name, 200)
     for i, f in enumerate(cmd.attachments, start=1):
         c.text(f"attachments/attachment[{i}]/fileName", f.file_name, 255)
+        c.file_name(f"attachments/attachment[{i}]/fileName", f.file_name)
         c.text(f"attachments/attachment[{i}]/mimeType", f.mime_type, 127)
         if not f.content:
             c.fail(f"attachments/attachment[{i}]/content", "required", "content is empty: send the file bytes (base64)")
