@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh machine → the whole test suite.  This is the README's test command and
 # exactly what CI runs (.ci/run).
-#   1. the pytest suite on Python 3.11, against an installed (non-editable) copy;
+#   1. the pytest suite on Python 3.11, against an installed (non-editable) copy, with the
+#      PostgreSQL server and the external SOAP clients its tests drive installed first;
 #   2. `archive-oa demo` on Python 3.12 and 3.13 (the spyne compatibility proof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,8 @@ py311=$(need 3.11)
 echo "== Python 3.11: installing into .venv-test ($py311)" >&2
 rm -rf .venv-test
 make_venv "$py311" .venv-test test,postgres
+echo "== external SOAP clients (PHP, Node soap, suds, JAX-WS wsimport)" >&2
+bash scripts/install-clients.sh .venv-test
 echo "== pytest" >&2
 .venv-test/bin/python -m pytest "$@"
 
