@@ -20,6 +20,7 @@ import datetime as dt
 import gzip
 import hashlib
 import http.server
+import logging
 import threading
 import uuid
 import zlib
@@ -544,6 +545,36 @@ def test_gbk_bytes_declared_as_utf8(env, declared):
     if declared:
         body = b'<?xml version="1.0" encoding="UTF-8"?>' + body
     attack(env, body, "Validation")
+
+
+@pytest.mark.parametrize("content_type, data", [
+    ("text/xml; charset=gbk", "报销单".encode("gbk") + b"\xff\x20"),  # 0xFF leads no GBK character
+    ("text/xml; charset=utf-8", "报销单".encode("gb18030")),
+    ("text/xml; charset=bogus-charset", b"V-ORG1-1"),
+    ("text/xml; charset=utf-16", b"V-ORG1-1"),  # labelled UTF-16, bytes are not
+], ids=["gbk-label-bad-bytes", "utf8-label-gb18030-bytes", "unknown-label", "utf16-label-ascii-bytes"])
+def test_charset_label_that_does_not_match_the_bytes(env, content_type, data):
+    body = envelope(GET_VOUCHER.format("X")).encode().replace(b">X<", b">" + data + b"<")
+    attack(env, body, "Validation", content_type=content_type)
+
+
+def test_refused_bodies_are_not_logged_in_full(env, caplog):
+    secret = "SECRET-MARKER-7f3a"
+    token = (
+        '<wsse:Security xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">'
+        f"<wsse:UsernameToken><wsse:Username>viewer1</wsse:Username><wsse:Password>{secret}</wsse:Password>"
+        "</wsse:UsernameToken></wsse:Security>"
+    )
+    malformed = ("<!DOCTYPE x>" + envelope(GET_VOUCHER.format("V"), token)).encode()
+    schema_invalid = envelope("<g:QueryVouchers><g:page>x</g:page><g:pageSize>1</g:pageSize></g:QueryVouchers>",
+                              token).encode()
+    truncated = envelope(GET_VOUCHER.format("V"), token).encode()[:-20]
+    with caplog.at_level(logging.DEBUG):
+        for body in (malformed, schema_invalid, truncated):
+            attack(env, body, "Validation", user=None)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert secret not in logged
+    assert "sha256=" in logged  # the refused body is named by its fingerprint
 
 
 def test_unknown_declared_encoding(env):
