@@ -133,7 +133,8 @@ class Access:
     org_arg: str | None = None  # argument whose orgCode must lie in the caller's scope
 
 
-#: The role each operation needs (viewer < archivist < operator < admin).
+#: The role each operation needs (viewer < archivist < operator < admin).  ``auditor`` stands
+#: apart and is named by no operation here: it reads the audit log (``archive-oa audit``), no vouchers.
 OPERATION_ACCESS: Mapping[str, Access] = {
     "Ping": Access(None),
     "QueryVouchers": Access("viewer"),
