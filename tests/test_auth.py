@@ -407,7 +407,8 @@ def test_configured_keys_rotate_by_putting_the_new_key_first(tmp_path):
         UserService(store, settings=before).add_user("alice", PASSWORD, {"viewer"}, None)
         during = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": f"{new},{old}"})
         assert UserService(store, settings=during).rotate_key() == (1, key_id(new))
-        after = UserService(store, settings=load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": new}))
+        after_settings = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": new})
+        after = UserService(store, settings=after_settings)
         nonce = b"n" * 16
         assert after.authenticate_digest("alice", passwords.password_digest(nonce, "c", PASSWORD), nonce, "c")
         assert not (tmp_path / KEY_FILE_NAME).exists()  # configured keys: no key file

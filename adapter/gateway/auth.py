@@ -111,7 +111,9 @@ class PasswordAuthenticator:
                 "Profile 1.1): send both, new for every request"
             )
         now = self._clock()
-        nonce = None if credentials.nonce is None else tokens.decode_nonce(credentials.nonce, credentials.nonce_encoding)
+        nonce = None
+        if credentials.nonce is not None:
+            nonce = tokens.decode_nonce(credentials.nonce, credentials.nonce_encoding)
         created = None if credentials.created is None else tokens.parse_created(credentials.created)
         if created is not None:  # PasswordText may carry them too: then they are held to the same rules
             tokens.check_fresh(created, now, window=window, skew=skew)

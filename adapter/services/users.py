@@ -154,7 +154,8 @@ class UserService:
         return self._change(username, "UserGrant", actor, {"roles": sorted(roles)}, add_roles=roles).roles
 
     def revoke(self, username: str, roles: Iterable[str], *, actor: Actor = SYSTEM) -> frozenset[str]:
-        return self._change(username, "UserRevoke", actor, {"roles": sorted(roles)}, remove_roles=frozenset(roles)).roles
+        roles = frozenset(roles)
+        return self._change(username, "UserRevoke", actor, {"roles": sorted(roles)}, remove_roles=roles).roles
 
     def set_scope(self, username: str, org_scope: Iterable[str] | None, *, actor: Actor = SYSTEM) -> None:
         scope = None if org_scope is None else frozenset(org_scope)
