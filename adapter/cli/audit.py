@@ -76,22 +76,24 @@ def run_list(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..services import audit
 
-    with _store(args) as store, store.transaction() as conn:
-        records = audit.find_records(conn, user=args.user, operation=args.operation, since=args.since)
-    with _output(args.output) as out:
-        if args.format == "jsonl":
-            for r in records:
-                out.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
-        else:
+    count = 0
+    with _store(args) as store, store.transaction() as conn, _output(args.output) as out:
+        records = audit.iter_records(conn, user=args.user, operation=args.operation, since=args.since)
+        writer = None
+        if args.format == "csv":
             writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
-            for r in records:
-                row = r.as_dict()
+        for record in records:
+            row = record.as_dict()
+            if writer is None:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
                 row["targets"] = json.dumps(row["targets"], ensure_ascii=False)
                 row["details"] = "" if row["details"] is None else json.dumps(row["details"], ensure_ascii=False)
                 writer.writerow(row)
+            count += 1
     if args.output:
-        print(f"{len(records)} audit records written to {args.output}", file=sys.stderr)
+        print(f"{count} audit records written to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ from ..domain.model import VoucherQuery, WorkflowOutcome, WorkflowState  # noqa:
 from ..errors import Unavailable  # noqa: E402
 from ..services import audit as audit_service  # noqa: E402
 from ..services.archive import ArchiveDocumentCommand  # noqa: E402
-from ..services.call_audit import CallAudit, client_address  # noqa: E402
+from ..services.call_audit import STARTED_KEY, CallAudit, client_address  # noqa: E402
 from . import mapping  # noqa: E402
 from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize, credentials_from  # noqa: E402
@@ -63,6 +63,7 @@ class GatewayService(Service):
             services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
             targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
             actor=_claimed_user(environ, ctx.in_header_doc), clock=services.clock,
+            started=environ.get(STARTED_KEY),
         )
         audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
         try:

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, func, insert, select, text
 
 from ..errors import InternalError
 from ..store.audit_tables import audit_log
+from ..store.engine import holds_write_lock
 
 OK = "OK"
 #: ``prev_hash`` of record 1.
@@ -151,11 +152,11 @@ def head(conn: Connection) -> tuple[int, str]:
     return _head(conn)
 
 
-def rows_from(conn: Connection, after_seq: int = 0, *, batch: int = 1000) -> Iterator[Mapping[str, Any]]:
-    """Raw stored rows in sequence order, read in batches (the verifier's view)."""
+def rows_from(conn: Connection, after_seq: int = 0, *, where=(), batch: int = 1000) -> Iterator[Mapping[str, Any]]:
+    """Stored rows in sequence order, read in batches (the verifier's and the export's view)."""
     while True:
         rows = conn.execute(
-            select(audit_log).where(audit_log.c.seq > after_seq).order_by(audit_log.c.seq).limit(batch)
+            select(audit_log).where(audit_log.c.seq > after_seq, *where).order_by(audit_log.c.seq).limit(batch)
         ).mappings().all()
         yield from rows
         if len(rows) < batch:
@@ -171,20 +172,31 @@ def find_records(
     since: dt.datetime | None = None,
     limit: int | None = None,
 ) -> list[AuditRecord]:
-    """Matching records, oldest first; with ``limit`` the newest ``limit`` of them."""
-    query = select(audit_log)
+    """Matching records, oldest first; with ``limit`` only the newest ``limit`` of them."""
+    where = _filters(user, operation, since)
+    if limit is None:
+        return list(iter_records(conn, user=user, operation=operation, since=since))
+    newest = select(audit_log).where(*where).order_by(audit_log.c.seq.desc()).limit(limit)
+    return [to_record(row) for row in reversed(conn.execute(newest).mappings().all())]
+
+
+def iter_records(
+    conn: Connection, *, user: str | None = None, operation: str | None = None, since: dt.datetime | None = None
+) -> Iterator[AuditRecord]:
+    """Matching records, oldest first, read in batches while ``conn``'s transaction is open
+    (an export of millions of records stays small)."""
+    return (to_record(row) for row in rows_from(conn, where=_filters(user, operation, since)))
+
+
+def _filters(user: str | None, operation: str | None, since: dt.datetime | None) -> list:
+    where = []
     if user is not None:
-        query = query.where(audit_log.c.actor == user)
+        where.append(audit_log.c.actor == user)
     if operation is not None:
-        query = query.where(audit_log.c.operation == operation)
+        where.append(audit_log.c.operation == operation)
     if since is not None:
-        query = query.where(audit_log.c.at >= since)
-    if limit is not None:
-        query = query.order_by(audit_log.c.seq.desc()).limit(limit)
-        rows = list(reversed(conn.execute(query).mappings().all()))
-    else:
-        rows = conn.execute(query.order_by(audit_log.c.seq)).mappings().all()
-    return [to_record(row) for row in rows]
+        where.append(audit_log.c.at >= since)
+    return where
 
 
 def to_record(row: Mapping[str, Any]) -> AuditRecord:
@@ -217,7 +229,7 @@ def _head(conn: Connection) -> tuple[int, str]:
 def _require_write_transaction(conn: Connection) -> None:
     # A deferred SQLite transaction could read the head, lose the write lock to another
     # appender and then fail on insert: appends must hold the lock from the start.
-    if conn.dialect.name == "sqlite" and conn.get_execution_options().get("archive_oa_begin") != "IMMEDIATE":
+    if not holds_write_lock(conn):
         raise InternalError(
             "audit.record must run in a write transaction: use store.transaction(immediate=True)"
         )

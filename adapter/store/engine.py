@@ -98,6 +98,12 @@ class Store:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
 
 
+def holds_write_lock(conn: Connection) -> bool:
+    """True inside ``transaction(immediate=True)`` on SQLite; always on PostgreSQL, whose
+    writers lock rows (or advisory locks) rather than the whole database."""
+    return conn.dialect.name != "sqlite" or conn.get_execution_options().get(_BEGIN_OPTION) == "IMMEDIATE"
+
+
 def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
     """Create the data folder and the engine; migrate when asked or on the embedded default.
 
