@@ -73,13 +73,17 @@ def _needs_php() -> None:
     _which("php", hint=f"Debian packages php-cli php-soap; {INSTALL_HINT}")
     modules = subprocess.run(["php", "-m"], capture_output=True, text=True, timeout=60).stdout.split()
     if "soap" not in modules:
-        raise Unavailable(f"php has no soap extension (`php -m` lists no 'soap'): Debian package php-soap; {INSTALL_HINT}")
+        raise Unavailable(
+            f"php has no soap extension (`php -m` lists no 'soap'): Debian package php-soap; {INSTALL_HINT}"
+        )
 
 
 def _needs_node() -> None:
     _which("node", hint="Node.js 20.19 or newer")
     if not (CLIENTS / "node" / "node_modules" / "soap" / "package.json").is_file():
-        raise Unavailable(f"the npm package 'soap' is not installed in {CLIENTS / 'node'}: `npm ci` there; {INSTALL_HINT}")
+        raise Unavailable(
+            f"the npm package 'soap' is not installed in {CLIENTS / 'node'}: `npm ci` there; {INSTALL_HINT}"
+        )
 
 
 def _needs_suds() -> None:
@@ -99,8 +103,8 @@ def _build_jaxws(folder: Path, wsdl_url: str) -> None:
     sources.mkdir(parents=True, exist_ok=True)
     classes.mkdir(parents=True, exist_ok=True)
     _run_checked(
-        ["wsimport", "-quiet", "-Xnocompile", "-keep", "-encoding", "UTF-8",
-         "-b", str(CLIENTS / "java" / "bindings.xjb"),
+        # no binding file: the WSDL alone must give usable Java
+        ["wsimport", "-quiet", "-Xnocompile", "-encoding", "UTF-8",
          "-p", "archiveoa.compat.generated", "-s", str(sources), "-d", str(classes), wsdl_url],
         "wsimport",
     )
@@ -171,11 +175,6 @@ def stacks(wsdl_url: str) -> dict[str, Stack]:
                 lambda plan, build: ["java", "-cp", java_cp(build), "archiveoa.compat.GatewayClient", str(plan)],
                 build=lambda folder: _build_jaxws(folder, wsdl_url),
                 notes=(
-                    "wsimport needs the binding file `tests/clients/java/bindings.xjb` "
-                    "(`generateElementProperty=\"false\"`): every optional element is `minOccurs=\"0\" "
-                    "nillable=\"true\"`, so JAXB would make each one a `JAXBElement` factory method and "
-                    "`Voucher.summary` collides with the global element `VoucherSummary` in ObjectFactory "
-                    "(\"Two declarations cause a collision in the ObjectFactory class\").",
                     "The JAX-WS RI has no WS-Security of its own: a `SOAPHandler` adds the UsernameToken; "
                     "HTTP Basic goes through `BindingProvider.USERNAME_PROPERTY` / `PASSWORD_PROPERTY`.",
                     "Wrapper style makes `page`/`pageSize` of QueryVouchers and `attachmentId` of "
