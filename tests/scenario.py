@@ -15,6 +15,7 @@ and tests/test_reconcile.py.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import math
@@ -281,6 +282,8 @@ class EndState:
     applied_twice: list[str]  # vouchers a decision was applied to more than once
     attempts: int  # delivery attempts made in all (from the outbox)
     retries: int  # attempts beyond the first per delivery
+    adopted_by_outcome: int  # deliveries an OA decision settled before the worker asked the OA
+    adopted_by_worker_after_outcome: int  # … of which the worker found the decision when it failed
 
     def problems(self, poison: set[str]) -> list[str]:
         found = []
@@ -363,6 +366,9 @@ def count_end_state(adapter: Adapter, simulator_db) -> EndState:
         applied_twice=sorted(vid for vid, n in applied.items() if n > 1),
         attempts=attempts,
         retries=attempts - len(rows),
+        # the notes outbox.adopt and DeliveryWorker._failed leave on the delivery
+        adopted_by_outcome=sum(1 for r in rows if (r.last_error or "").startswith("adopted")),
+        adopted_by_worker_after_outcome=sum(1 for r in rows if (r.last_error or "").startswith("adopted request")),
     )
 
 
@@ -378,7 +384,8 @@ class Figures:
     injected: dict[str, int]  # fault kind → count (error, drop, ambiguous, spikes, kills …)
     attempts: int
     retries: int
-    adopted: int | None
+    adopted: int | None  # by asking the OA (FindWorkflowRequests); None when not counted
+    adopted_by_outcome: int
     oa_requests: int
     approved: int
     rejected: int
@@ -391,10 +398,11 @@ class Figures:
 
     def line(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in self.injected.items())
-        adopted = "-" if self.adopted is None else str(self.adopted)
+        asked = "" if self.adopted is None else f"{self.adopted} after asking the OA, "
         return (f"[{self.scenario}] seed {self.seed}: {self.vouchers} vouchers (+{self.poison} poison); "
                 f"injected: {faults or 'none'}; attempts {self.attempts}, retries {self.retries}, "
-                f"adopted {adopted}; OA requests {self.oa_requests}, approved {self.approved}, "
+                f"adopted: {asked}{self.adopted_by_outcome} from an OA decision; "
+                f"OA requests {self.oa_requests}, approved {self.approved}, "
                 f"rejected {self.rejected}, dead {self.dead}; duplicates {self.duplicates}, lost {self.lost}, "
                 f"stuck {self.stuck}; {self.seconds:.1f}s" + (f"; {self.notes}" if self.notes else ""))
 
@@ -403,7 +411,9 @@ def figures(scenario: str, seed: int, end: EndState, poison: int, injected: dict
             adopted: int | None = None, notes: str = "") -> Figures:
     return Figures(
         scenario=scenario, seed=seed, vouchers=end.vouchers - poison, poison=poison, injected=injected,
-        attempts=end.attempts, retries=end.retries, adopted=adopted, oa_requests=end.oa_requests,
+        attempts=end.attempts, retries=end.retries, oa_requests=end.oa_requests,
+        adopted=None if adopted is None else adopted - end.adopted_by_worker_after_outcome,
+        adopted_by_outcome=end.adopted_by_outcome,
         approved=end.decided_in_oa.get("APPROVED", 0), rejected=end.decided_in_oa.get("REJECTED", 0),
         dead=len(end.dead), duplicates=end.duplicates, lost=len(end.lost), stuck=len(end.stuck),
         seconds=seconds, notes=notes,
@@ -442,3 +452,7 @@ def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
             )
     env.update({k: str(v) for k, v in overrides.items()})
     return env
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -65,6 +65,7 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     log_dir: Path
+    ready_marker: str  # what the child prints once it is set up and working
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     lives: int = 0
@@ -99,18 +100,25 @@ class Child:
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def ready(self) -> bool:
+        """Set up and working: a kill before this would only hit the interpreter starting."""
+        return self.log_path.exists() and self.ready_marker in self.log_path.read_text(encoding="utf-8", errors="replace")
+
     def ensure_running(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited by itself with {self.proc.returncode}: {self.tail()}")
 
 
 def outbox_snapshot(store) -> dict:
+    """Open work, claims under a live lease (the running worker's), delivered, poll cursor."""
     with store.transaction() as conn:
         per_state = outbox.counts(conn)
         cursor = cursors.get_cursor(conn, CURSOR_NAME)
+        live = conn.execute(sa.select(sa.func.count()).where(
+            deliveries.c.state == DeliveryState.IN_FLIGHT.value, deliveries.c.lease_until > sc.utcnow())).scalar()
     return {
         "open": sum(per_state[s] for s in sc.OPEN_STATES),
-        "in_flight": per_state[DeliveryState.IN_FLIGHT],
+        "in_flight": live,
         "delivered": per_state[DeliveryState.DELIVERED],
         "cursor": cursor,
     }
@@ -142,23 +150,28 @@ def test_worker_and_poller_killed_at_random_moments(crash_run, tmp_path, capsys)
     rng = random.Random(seed)
     worker = Child("worker", [sys.executable, "-m", "archive_oa.cli.main", "worker"],
                    sc.child_env(settings, ARCHIVE_OA_SYNC_DELIVERY_SCHEDULE="every 1s",
-                                ARCHIVE_OA_SYNC_POLL_SCHEDULE=NEVER), tmp_path)
-    poller = Child("poller", [sys.executable, "-c", POLLER_LOOP], sc.child_env(settings), tmp_path)
+                                ARCHIVE_OA_SYNC_POLL_SCHEDULE=NEVER), tmp_path, "SIGTERM or Ctrl-C stops")
+    poller = Child("poller", [sys.executable, "-c", POLLER_LOOP], sc.child_env(settings), tmp_path, "polling")
     children = (worker, poller)
-    next_kill = {}
+    next_kill: dict[str, float | None] = {}
     for child in children:
         child.start()
-        next_kill[child.name] = child.started_at + rng.uniform(1.5, 4.0)
+        next_kill[child.name] = None  # armed once the child is working
     settled = False
     deadline = time.monotonic() + TIME_LIMIT
     try:
         while time.monotonic() < deadline:
             for child in children:
                 child.ensure_running()
-                if len(child.kills) < KILLS and time.monotonic() >= next_kill[child.name]:
+                if len(child.kills) >= KILLS:
+                    continue
+                if next_kill[child.name] is None:
+                    if child.ready():  # a random moment within the next 0.3–2.5 s of its work
+                        next_kill[child.name] = time.monotonic() + rng.uniform(0.3, 2.5)
+                elif time.monotonic() >= next_kill[child.name]:
                     child.kill(outbox_snapshot(adapter.store))  # what the outbox looked like at the kill
                     child.start()
-                    next_kill[child.name] = child.started_at + rng.uniform(1.5, 4.0)
+                    next_kill[child.name] = None
             if all(len(c.kills) >= KILLS for c in children) and sc.is_settled(adapter, simulator, len(poison)):
                 settled = True
                 break
@@ -201,7 +214,7 @@ def test_sigterm_drains_or_releases_what_the_worker_holds(tmp_path, capsys):
     adapter = sc.build(settings)
     worker = Child("worker", [sys.executable, "-m", "archive_oa.cli.main", "worker"],
                    sc.child_env(settings, ARCHIVE_OA_SYNC_DELIVERY_SCHEDULE="every 1s",
-                                ARCHIVE_OA_SYNC_POLL_SCHEDULE=NEVER), tmp_path)
+                                ARCHIVE_OA_SYNC_POLL_SCHEDULE=NEVER), tmp_path, "SIGTERM or Ctrl-C stops")
     try:
         sc.import_vouchers(adapter, [folder])
         worker.start()
