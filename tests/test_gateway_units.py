@@ -282,3 +282,15 @@ def test_user_service(store):
     with pytest.raises(ValidationFailed) as invalid:
         users.add_user("bob", "pw", {"superuser"})
     assert [i.place for i in invalid.value.issues] == ["roles"]
+
+
+def test_basic_credentials_in_the_url_safe_alphabet_are_read_like_standard_ones():
+    """suds-community encodes HTTP Basic with base64's URL-safe alphabet ('-', '_')."""
+    import base64
+
+    from archive_oa.gateway.auth import _from_basic
+
+    raw = b"u>>?:p>>?"  # encodes to '+' and '/' in the standard alphabet
+    standard = _from_basic("Basic " + base64.b64encode(raw).decode())
+    url_safe = _from_basic("Basic " + base64.urlsafe_b64encode(raw).decode())
+    assert (standard.username, standard.password) == (url_safe.username, url_safe.password) == ("u>>?", "p>>?")

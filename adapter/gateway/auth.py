@@ -194,8 +194,11 @@ def _from_basic(header: str | None) -> Credentials | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
         return None
+    token = value.strip()
+    if "-" in token or "_" in token:  # suds encodes Basic with the URL-safe alphabet
+        token = token.replace("-", "+").replace("_", "/")
     try:
-        decoded = base64.b64decode(value.strip(), validate=True)
+        decoded = base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError):
         raise AuthenticationFailed("the HTTP Basic Authorization header is not valid base64") from None
     # RFC 7617 recommends UTF-8; legacy Chinese clients may send GBK.
