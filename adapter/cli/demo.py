@@ -80,6 +80,7 @@ def _stay_up(demo: Demo) -> None:
     print(
         f"\nThe demo keeps running (Ctrl-C stops it).\n"
         f"  gateway WSDL:       {gateway.url}?wsdl\n"
+        f"  SOAP 1.2 WSDL:      {gateway.url.replace('/soap/', '/soap12/')}?wsdl\n"
         f"  OA simulator WSDL:  {simulator.wsdl_url}\n"
         f"  health:             http://127.0.0.1:{demo.gateway_port}/healthz\n"
         f"  data folder:        {demo.data_dir}\n"
