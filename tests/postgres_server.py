@@ -172,6 +172,7 @@ class TemporaryPostgres(PostgresCluster):
                 server = cls(bindir, root, _free_port(), password, version)
                 try:
                     server._pg_ctl_start()
+                    server._watch(os.getpid())
                     return server
                 except PostgresUnavailable:
                     # another process may have taken the port between probe and bind
@@ -197,6 +198,20 @@ class TemporaryPostgres(PostgresCluster):
         except PostgresUnavailable as exc:
             raise PostgresUnavailable(f"{exc}\n--- server log ---\n{self.log_text()}") from None
 
+    def _watch(self, pid: int) -> None:
+        """A watchdog that stops the server and removes the folder once process ``pid`` is gone.
+
+        ``stop()`` does that on a normal end; the watchdog covers a test run that is
+        killed (SIGKILL, a CI timeout's SIGTERM), which runs no finalizer.
+        """
+        stop = shlex.join(_as_server([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
+                                      "stop"]))
+        script = (f"while kill -0 {pid} 2>/dev/null; do sleep 2; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
+        self._watchdog = subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+
     def log_text(self) -> str:
         try:
             return self.log_file.read_text(encoding="utf-8", errors="replace")[-4000:]
@@ -215,6 +230,10 @@ class TemporaryPostgres(PostgresCluster):
                     _run([pg_ctl, "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop"])
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            watchdog = getattr(self, "_watchdog", None)
+            if watchdog is not None and watchdog.poll() is None:
+                watchdog.kill()
+                watchdog.wait(10)
 
     def __repr__(self) -> str:
         return f"TemporaryPostgres({self.version!r}, port={self.port}, root={str(self.root)!r})"
@@ -238,19 +257,25 @@ def _server_user_prefix() -> list[str]:
     return ["su", SERVER_OS_USER, "-s", "/bin/sh", "-c"]  # the command follows as one string
 
 
-def _run(command: list[str], *, as_server: bool = True, timeout: float = 120) -> str:
-    prefix = _server_user_prefix() if as_server else []
+def _as_server(command: list[str]) -> list[str]:
+    """``command`` run as the server's OS user."""
+    prefix = _server_user_prefix()
     if prefix and prefix[0] == "su":
-        command = [shlex.join(command)]
+        return prefix + [shlex.join(command)]
+    return prefix + command
+
+
+def _run(command: list[str], *, as_server: bool = True, timeout: float = 120) -> str:
+    full = _as_server(command) if as_server else command
     started = time.monotonic()
     try:
-        done = subprocess.run(prefix + command, capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PostgresUnavailable(f"{shlex.join(command)} failed: {exc}") from exc
+        raise PostgresUnavailable(f"{shlex.join(full)} failed: {exc}") from exc
     if done.returncode != 0:
         raise PostgresUnavailable(
-            f"{shlex.join(prefix + command)} exited {done.returncode} after {time.monotonic() - started:.1f}s:\n"
+            f"{shlex.join(full)} exited {done.returncode} after {time.monotonic() - started:.1f}s:\n"
             f"{done.stdout}{done.stderr}"
         )
     return done.stdout
