@@ -21,7 +21,8 @@ from archive_oa.errors import Conflict, ConfigurationError, IntegrityError
 from archive_oa.samples import samples_dir
 from archive_oa.services import audit, audit_verify
 from archive_oa.services.archive import ArchiveDocumentCommand, ArchiveService, NewFile
-from archive_oa.services.backup import backup, read_manifest, restore, table_states, verify_backup
+from archive_oa.services.backup import backup, read_manifest, restore, verify_backup
+from archive_oa.services.backup_manifest import table_states
 from archive_oa.services.importer import import_paths
 from archive_oa.settings import load_settings
 from archive_oa.store import vouchers as repo

@@ -28,18 +28,15 @@ import contextlib
 import datetime as dt
 import getpass
 import hashlib
-import json
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from sqlalchemy import NullPool, create_engine
 from sqlalchemy.engine import URL, make_url
 
 from .. import __version__
@@ -47,15 +44,22 @@ from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
 from ..settings import Settings
 from ..store.blobs import BlobStore
 from . import audit, audit_verify
-
-FORMAT = "archive-oa-backup/1"
-MANIFEST = "manifest.json"
-DATABASE = "archive-oa.db"
-BLOBS = "blobs"
-CHECKPOINT = "audit-checkpoint.json"
-#: Columns holding the sha256 of a blob in the blob folder.
-BLOB_REFERENCES = (("attachments", "sha256"), ("archived_document_files", "sha256"))
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from .backup_manifest import (
+    BLOBS,
+    CHECKPOINT,
+    DATABASE,
+    MANIFEST,
+    Manifest,
+    audit_head,
+    blob_files,
+    compare_tables,
+    file_sha256,
+    read_only,
+    referenced_blobs,
+    revision_of,
+    row_counts,
+    table_states,
+)
 
 POSTGRES_WAY = """\
 this store is PostgreSQL ({url}): backup and restore copy the embedded SQLite store only.
@@ -69,66 +73,6 @@ Restore into an empty database, blobs first:
   cp BACKUP/audit-checkpoint.json {checkpoint}
   archive-oa audit verify
 Give the password in ~/.pgpass or PGPASSWORD, not in the URL.  README: "Backup and restore"."""
-
-
-@dataclass(frozen=True)
-class TableState:
-    rows: int
-    sha256: str  # over every row in rowid order
-
-
-@dataclass
-class Manifest:
-    created_at: str
-    adapter_version: str
-    revision: str | None  # Alembic revision of the database
-    database_sha256: str
-    database_size: int
-    tables: dict[str, TableState]
-    blobs: dict[str, int]  # sha256 → size
-    missing_blobs: list[str] = field(default_factory=list)  # referenced but absent in the source
-    audit: dict | None = None  # head_seq, head_hash, first_hash, chain_ok, problem, checkpoint
-
-    def to_json(self) -> str:
-        body = {
-            "format": FORMAT,
-            "created_at": self.created_at,
-            "adapter_version": self.adapter_version,
-            "database": {"file": DATABASE, "sha256": self.database_sha256, "size": self.database_size,
-                         "revision": self.revision},
-            "tables": {name: {"rows": t.rows, "sha256": t.sha256} for name, t in sorted(self.tables.items())},
-            "blobs": {"count": len(self.blobs), "bytes": sum(self.blobs.values()),
-                      "files": dict(sorted(self.blobs.items()))},
-            "missing_blobs": sorted(self.missing_blobs),
-            "audit": self.audit,
-        }
-        return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, where: Path) -> "Manifest":
-        try:
-            body = json.loads(text)
-            if body.get("format") != FORMAT:
-                raise ValueError(f"format {body.get('format')!r}, expected {FORMAT!r}")
-            db = body["database"]
-            return cls(
-                created_at=body["created_at"],
-                adapter_version=body["adapter_version"],
-                revision=db["revision"],
-                database_sha256=db["sha256"],
-                database_size=int(db["size"]),
-                tables={name: TableState(int(t["rows"]), t["sha256"]) for name, t in body["tables"].items()},
-                blobs={sha: int(size) for sha, size in body["blobs"]["files"].items()},
-                missing_blobs=list(body.get("missing_blobs", [])),
-                audit=body.get("audit"),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IntegrityError(f"{where} is not an archive-oa backup manifest ({exc}); "
-                                 "pass the folder `archive-oa backup` wrote") from exc
-
-    @property
-    def blob_bytes(self) -> int:
-        return sum(self.blobs.values())
 
 
 @dataclass(frozen=True)
@@ -192,13 +136,13 @@ def backup(settings: Settings, destination: str | os.PathLike, *, progress: Prog
         manifest = Manifest(
             created_at=_instant(now),
             adapter_version=__version__,
-            revision=_revision(work / DATABASE),
-            database_sha256=_file_sha256(work / DATABASE),
+            revision=revision_of(work / DATABASE),
+            database_sha256=file_sha256(work / DATABASE),
             database_size=(work / DATABASE).stat().st_size,
             tables=tables,
             blobs=blobs,
             missing_blobs=sorted(referenced - blobs.keys()),
-            audit=_audit_head(work / DATABASE, work / CHECKPOINT if has_checkpoint else None),
+            audit=audit_head(work / DATABASE, work / CHECKPOINT if has_checkpoint else None),
         )
         (work / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         if target.exists():
@@ -244,7 +188,7 @@ def _snapshot(source: Path, copy: Path, busy_seconds: float) -> None:
 
 def _copy_blobs(blobs: BlobStore, folder: Path, progress: Progress) -> dict[str, int]:
     """Copy every blob, checking each one's sha256 on the way; returns sha256 → size."""
-    found = sorted(_blob_files(blobs.root))
+    found = sorted(blob_files(blobs.root))
     copied: dict[str, int] = {}
     for n, (digest, path) in enumerate(found, 1):
         data = path.read_bytes()
@@ -280,12 +224,12 @@ def verify_backup(folder: str | os.PathLike, *, progress: Progress = _no_progres
     database = folder / DATABASE
     if not database.is_file():
         raise IntegrityError(f"backup {folder} has no {DATABASE}")
-    actual = _file_sha256(database)
+    actual = file_sha256(database)
     if actual != manifest.database_sha256:
         raise IntegrityError(f"{database} hashes to {actual}, the manifest says {manifest.database_sha256}: "
                              "the backup was altered or damaged")
-    _compare_tables(table_states(database), manifest.tables, f"backup {database}")
-    present = dict(_blob_files(folder / BLOBS))
+    compare_tables(table_states(database), manifest.tables, f"backup {database}")
+    present = dict(blob_files(folder / BLOBS))
     if present.keys() != manifest.blobs.keys():
         extra, lacking = present.keys() - manifest.blobs.keys(), manifest.blobs.keys() - present.keys()
         raise IntegrityError(f"backup {folder}: blobs differ from the manifest ({len(lacking)} missing, e.g. "
@@ -302,7 +246,7 @@ def verify_backup(folder: str | os.PathLike, *, progress: Progress = _no_progres
         raise IntegrityError(f"backup {folder}: the database references blobs not in the backup: "
                              f"{sorted(unreferenced)[:3]}")
     checkpoint = folder / CHECKPOINT
-    audit = _audit_head(database, checkpoint if checkpoint.is_file() else None)
+    audit = audit_head(database, checkpoint if checkpoint.is_file() else None)
     if manifest.audit is not None and audit is not None:
         for key in ("head_seq", "head_hash", "first_hash"):
             if audit[key] != manifest.audit[key]:
@@ -332,18 +276,18 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
         raise IntegrityError(f"backup {source}: its audit chain was already broken when it was taken "
                              f"({manifest.audit['problem']}); pass --force to restore it anyway")
     blobs = BlobStore(settings.blob_dir)
-    for n, (digest, path) in enumerate(sorted(_blob_files(source / BLOBS)), 1):
+    for n, (digest, path) in enumerate(sorted(blob_files(source / BLOBS)), 1):
         if blobs.put(path.read_bytes()) != digest:  # verified above; a change since then is damage
             raise IntegrityError(f"backup blob {path} changed while restoring", sha256=digest)
         if n % 200 == 0 or n == len(manifest.blobs):
             progress("blobs", n, len(manifest.blobs))
     progress("database", 0, 1)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _read_only(source / DATABASE) as src, \
+    with read_only(source / DATABASE) as src, \
             contextlib.closing(sqlite3.connect(target, timeout=settings.database.sqlite_busy_timeout_ms / 1000)) as dst:
         src.backup(dst)
     progress("database", 1, 1)
-    _compare_tables(table_states(target), manifest.tables, f"restored {target}")
+    compare_tables(table_states(target), manifest.tables, f"restored {target}")
     revision, audit_seq, problem = _after_restore(settings, source, manifest, now)
     return RestoreResult(target, manifest, bool(occupied), revision, audit_seq, problem,
                          time.monotonic() - started)
@@ -384,98 +328,14 @@ def _contents(database: Path, blob_dir: Path) -> list[str]:
     """What makes a store non-empty: tables with rows, blobs (empty list: safe to restore into)."""
     found = []
     if database.is_file():
-        counts = _row_counts(database)
+        counts = row_counts(database)
         first = [name for name in ("vouchers", "archived_documents", "users", "audit_log") if counts.get(name)]
         rest = [name for name, rows in counts.items() if rows and name not in first and name != "alembic_version"]
         found += [f"{name}: {counts[name]} rows" for name in first + rest]
-    blob_count = sum(1 for _ in _blob_files(blob_dir))
+    blob_count = sum(1 for _ in blob_files(blob_dir))
     if blob_count:
         found.append(f"{blob_count} blobs in {blob_dir}")
     return found
-
-
-# --- shared helpers --------------------------------------------------------------------------
-
-
-def table_states(database: Path) -> dict[str, TableState]:
-    """Rows and a digest of every table: equal states mean equal contents, row by row."""
-    states = {}
-    with _read_only(database) as conn:
-        for name in _table_names(conn):
-            digest, rows = hashlib.sha256(), 0
-            for row in conn.execute(f'SELECT * FROM "{name}" ORDER BY rowid'):
-                digest.update(repr(row).encode("utf-8") + b"\n")
-                rows += 1
-            states[name] = TableState(rows, digest.hexdigest())
-    return states
-
-
-def _row_counts(database: Path) -> dict[str, int]:
-    with _read_only(database) as conn:
-        return {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in _table_names(conn)}
-
-
-def referenced_blobs(database: Path) -> set[str]:
-    """Every sha256 the database names in a blob column."""
-    with _read_only(database) as conn:
-        tables = set(_table_names(conn))
-        return {row[0] for table, column in BLOB_REFERENCES if table in tables
-                for row in conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}"')}
-
-
-def _read_only(database: Path) -> contextlib.closing[sqlite3.Connection]:
-    return contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True))
-
-
-def _table_names(conn: sqlite3.Connection) -> list[str]:
-    return [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-
-
-def _compare_tables(actual: dict[str, TableState], expected: dict[str, TableState], what: str) -> None:
-    if actual == expected:
-        return
-    differing = sorted(name for name in actual.keys() | expected.keys() if actual.get(name) != expected.get(name))
-    details = ", ".join(
-        f"{name} ({actual[name].rows if name in actual else 'absent'} rows, manifest "
-        f"{expected[name].rows if name in expected else 'absent'})" for name in differing[:5])
-    raise IntegrityError(f"{what} differs from the manifest in {len(differing)} tables: {details}")
-
-
-def _audit_head(database: Path, checkpoint_file: Path | None) -> dict | None:
-    """The audit chain's head in ``database``, verified (against the checkpoint when there is one);
-    None when the database predates the audit log."""
-    engine = create_engine(f"sqlite:///file:{database}?mode=ro&uri=true", poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            if not engine.dialect.has_table(conn, "audit_log"):
-                return None
-            checkpoint = audit_verify.read_checkpoint(checkpoint_file) if checkpoint_file else None
-            result = audit_verify.verify_chain(conn, checkpoint)
-    finally:
-        engine.dispose()
-    return {"head_seq": result.head_seq, "head_hash": result.head_hash, "first_hash": result.first_hash,
-            "chain_ok": result.ok, "problem": str(result.first_break) if result.first_break else None,
-            "checkpoint": CHECKPOINT if checkpoint_file else None}
-
-
-def _blob_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """(sha256, path) of every blob under ``root`` (``ab/cd/abcd…``); temporary files are skipped."""
-    if not root.is_dir():
-        return
-    for path in root.glob("??/??/*"):
-        name = path.name
-        if _SHA256.match(name) and path.parent.name == name[2:4] and path.parent.parent.name == name[:2]:
-            yield name, path
-
-
-def _revision(database: Path) -> str | None:
-    with _read_only(database) as conn:
-        try:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.OperationalError:
-            return None
-    return row[0] if row else None
 
 
 def _sqlite_path(settings: Settings, command: str) -> Path:
@@ -490,14 +350,6 @@ def _sqlite_path(settings: Settings, command: str) -> Path:
         raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
                                  "on the SQLite file or, on PostgreSQL, with pg_dump")
     return Path(url.database).expanduser().absolute()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _instant(now: dt.datetime | None) -> str:
