@@ -155,7 +155,7 @@ def test_missing_mismatched_orphaned_and_their_repair(run, capsys):
     assert ["missing_in_oa", deleted] in findings
     actions = {line[1]: line[0] for line in findings if line and line[0] in REQUEUE_ACTIONS}
     assert actions == {deleted: "needs-operator"}
-    assert f"whether request {gone.oa_request_id} was deleted" in out
+    assert f"delivered as OA request {gone.oa_request_id}, but the OA finds no request" in out
 
     deliver(adapter)
     poll_until_decided(adapter, simulator)

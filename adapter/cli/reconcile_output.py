@@ -71,6 +71,11 @@ def as_table(report, requeued: Sequence | None) -> str:
         parts.append(_table(["finding", "voucher", "OA request", "archive", "OA"], [list(r[:5]) for r in found]))
     if requeued is not None:
         parts.append(_table(["requeue", "voucher", "delivery", "detail"],
-                            [[r.action, r.voucher_id, r.delivery_id or "-", r.detail] for r in requeued])
+                            [[r.action, r.voucher_id, r.delivery_id or "-", _clip(r.detail)] for r in requeued])
                      if requeued else "requeue: nothing was missing")
     return "\n\n".join(parts)
+
+
+def _clip(text: str, limit: int = 110) -> str:
+    """A table cell stays one readable line; csv and json carry the whole text."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
