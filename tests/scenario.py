@@ -60,10 +60,14 @@ def generate_vouchers(folder: Path, count: int) -> int:
 
 
 #: Kinds of poison: each is undeliverable for a reason no retry can fix.
-POISON_INVALID_OUTPUT = "invalid-output"  # the stylesheet's output breaks oa-workflow.xsd
 POISON_OA_REFUSES = "oa-refuses"  # the OA answers with a client fault (request too long)
 POISON_DAMAGED_ATTACHMENT = "damaged-attachment"  # the archived bytes no longer match their sha256
+POISON_MISSING_ATTACHMENT = "missing-attachment"  # the archived file is gone from the blob folder
 POISON_PERIOD = "2026-12"  # poison vouchers live in their own period, apart from the load
+
+# No poison of the kind "the stylesheet's output breaks oa-workflow.xsd": every voucher
+# field that reaches the OA form is bounded by voucher.xsd (and the database) within what
+# the form takes, so valid archive content always makes a valid workflow request.
 
 
 def write_poison(folder: Path, seed: int = 7) -> dict[str, str]:
@@ -71,49 +75,48 @@ def write_poison(folder: Path, seed: int = 7) -> dict[str, str]:
 
     The vouchers themselves are valid archive content — they import — which is what
     makes them poison rather than input errors: they fail only on the way to the OA.
-    Call ``damage_attachments`` after importing to break the third one.
+    Call ``break_attachments`` after importing to damage / remove the stored files.
     """
     from archive_oa.voucher_xml import vouchers_to_xml
 
     rng = random.Random(seed)
     base, _, _ = build_batch(catalog.ORGS[0], POISON_PERIOD, 3)
     (folder / "attachments").mkdir(parents=True, exist_ok=True)
-    kinds = (POISON_INVALID_OUTPUT, POISON_OA_REFUSES, POISON_DAMAGED_ATTACHMENT)
-    made, embedded, by_id = [], {}, {}
+    kinds = (POISON_OA_REFUSES, POISON_DAMAGED_ATTACHMENT, POISON_MISSING_ATTACHMENT)
+    made, by_id = [], {}
     for voucher, kind in zip(base, kinds):
         if kind == POISON_OA_REFUSES:
             # 2.3 MB inline: above the 2 MiB the OA's SOAP stack takes (spyne's default limit)
-            content, name, mime = rng.randbytes(2_300_000), f"{voucher.voucher_id}-scan.png", "image/png"
-        elif kind == POISON_INVALID_OUTPUT:
-            # a MIME type the archive accepts but the OA form's 128-character code field does not
-            content, name, mime = b"%PDF-1.4 poison", f"{voucher.voucher_id}.pdf", "application/" + "x" * 150
+            content, name = rng.randbytes(2_300_000), f"{voucher.voucher_id}-scan.png"
         else:
-            content, name, mime = rng.randbytes(4000), f"{voucher.voucher_id}-receipt.png", "image/png"
-        meta = AttachmentMeta(f"{voucher.voucher_id}-P1", name, mime, len(content),
+            content, name = rng.randbytes(4000), f"{voucher.voucher_id}-receipt.png"
+        meta = AttachmentMeta(f"{voucher.voucher_id}-P1", name, "image/png", len(content),
                               hashlib.sha256(content).hexdigest(), AttachmentKind.OTHER)
-        if kind == POISON_INVALID_OUTPUT:
-            embedded[meta.attachment_id] = content
-        else:
-            (folder / "attachments" / name).write_bytes(content)
+        (folder / "attachments" / name).write_bytes(content)
         made.append(dataclasses.replace(voucher, attachments=(meta,),
                                         attachment_count=max(voucher.attachment_count, 1)))
         by_id[voucher.voucher_id] = kind
-    (folder / "poison.xml").write_bytes(vouchers_to_xml(made, embedded, pretty=True))
+    (folder / "poison.xml").write_bytes(vouchers_to_xml(made, None, pretty=True))
     return by_id
 
 
-def damage_attachments(adapter: Adapter, voucher_ids) -> int:
-    """Overwrite the stored bytes of these vouchers' attachments (a disk fault); returns files hit."""
+def break_attachments(adapter: Adapter, poison: dict[str, str]) -> int:
+    """Damage (a disk fault) or remove (a careless clean-up) the poison vouchers' stored
+    attachment files; returns the files hit."""
     hit = 0
-    with adapter.store.transaction() as conn:
-        shas = []
-        for voucher_id in voucher_ids:
-            voucher = _load(conn, voucher_id)
-            shas += [meta.sha256 for meta in voucher.attachments]
-    for sha in shas:
-        for path in adapter.settings.blob_dir.rglob(f"*{sha}*"):
-            if path.is_file():
-                path.write_bytes(b"\0" * path.stat().st_size)
+    for voucher_id, kind in poison.items():
+        if kind not in (POISON_DAMAGED_ATTACHMENT, POISON_MISSING_ATTACHMENT):
+            continue
+        with adapter.store.transaction() as conn:
+            shas = [meta.sha256 for meta in _load(conn, voucher_id).attachments]
+        for sha in shas:
+            for path in adapter.settings.blob_dir.rglob(f"*{sha}*"):
+                if not path.is_file():
+                    continue
+                if kind == POISON_DAMAGED_ATTACHMENT:
+                    path.write_bytes(b"\0" * path.stat().st_size)
+                else:
+                    path.unlink()
                 hit += 1
     return hit
 

@@ -145,7 +145,7 @@ def test_worker_and_poller_killed_at_random_moments(crash_run, tmp_path, capsys)
     started = time.monotonic()
     imported = sc.import_vouchers(adapter, [tmp_path / "vouchers"])
     assert imported.queued == count + len(poison)
-    sc.damage_attachments(adapter, [v for v, k in poison.items() if k == sc.POISON_DAMAGED_ATTACHMENT])
+    assert sc.break_attachments(adapter, poison) == 2
 
     rng = random.Random(seed)
     worker = Child("worker", [sys.executable, "-m", "archive_oa.cli.main", "worker"],

@@ -1,8 +1,8 @@
 """Dead letters: poison never blocks the rest; ``archive-oa dead-letters list|show|retry|discard``.
 
-The poison vouchers are valid archive content that cannot reach the OA: a stylesheet
-output the OA form's schema refuses, a request the OA answers with a client fault, and
-an attachment whose stored bytes were damaged.  They are queued first and delivered by
+The poison vouchers are valid archive content that cannot reach the OA: a request the OA
+answers with a client fault (too large), an attachment whose stored bytes were damaged,
+and one whose stored file is gone.  They are queued first and delivered by
 one thread one at a time, so if one of them held the queue nothing else would move.
 """
 
@@ -32,8 +32,7 @@ def run(tmp_path):
     adapter = sc.build(settings)
     sc.import_vouchers(adapter, [poison_folder])  # queued first: they are claimed before the others
     sc.import_vouchers(adapter, [load])
-    damaged = [v for v, k in poison.items() if k == sc.POISON_DAMAGED_ATTACHMENT]
-    sc.damage_attachments(adapter, damaged)
+    sc.break_attachments(adapter, poison)
     yield adapter, simulator, poison, count, poison_folder
     adapter.close()
     simulator.stop()
@@ -71,7 +70,7 @@ def test_poison_is_dead_at_once_and_never_blocks_the_rest(run):
     per_key = simulator.db.requests_per_external_key()
     assert len(per_key) == count and set(per_key.values()) == {1}
     reasons = {poison[v]: d.last_error for v, d in dead.items()}
-    assert "mimeType" in reasons[sc.POISON_INVALID_OUTPUT]
+    assert "NotFound" in reasons[sc.POISON_MISSING_ATTACHMENT] and "no blob" in reasons[sc.POISON_MISSING_ATTACHMENT]
     assert "OaRejected" in reasons[sc.POISON_OA_REFUSES] and "Request too long" in reasons[sc.POISON_OA_REFUSES]
     assert "IntegrityError" in reasons[sc.POISON_DAMAGED_ATTACHMENT]
 
@@ -113,13 +112,13 @@ def test_dead_letters_list_show_retry_discard(run, capsys):
         assert outbox.get(conn, damaged.id).state is DeliveryState.DELIVERED
     assert simulator.db.requests_per_external_key()[damaged.idempotency_key] == 1
 
-    # the invalid one is dropped: its voucher can be synced again once fixed
-    invalid = by_kind[sc.POISON_INVALID_OUTPUT]
-    code, out, _ = cli(adapter, capsys, "dead-letters", "discard", str(invalid.id))
-    assert code == 0 and out.strip() == f"discard: 1 dead letters ({invalid.id})"
+    # the one whose file is gone is dropped: its voucher can be synced again once restored
+    missing = by_kind[sc.POISON_MISSING_ATTACHMENT]
+    code, out, _ = cli(adapter, capsys, "dead-letters", "discard", str(missing.id))
+    assert code == 0 and out.strip() == f"discard: 1 dead letters ({missing.id})"
     with adapter.store.transaction() as conn:
-        assert outbox.get(conn, invalid.id) is None
-        assert repo.load_voucher(conn, invalid.voucher_id).state is WorkflowState.NONE
+        assert outbox.get(conn, missing.id) is None
+        assert repo.load_voucher(conn, missing.voucher_id).state is WorkflowState.NONE
 
     # ids that are not dead letters are named, and nothing happens to them
     code, out, err = cli(adapter, capsys, "dead-letters", "retry", str(damaged.id), "424242")

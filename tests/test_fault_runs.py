@@ -48,8 +48,7 @@ def test_fault_run(name, voucher_folder, tmp_path, capsys):
     try:
         imported = sc.import_vouchers(adapter, [folder])
         assert imported.created == count + len(poison) == imported.queued
-        damaged = [vid for vid, kind in poison.items() if kind == sc.POISON_DAMAGED_ATTACHMENT]
-        assert sc.damage_attachments(adapter, damaged) == 1
+        assert sc.break_attachments(adapter, poison) == 2
         if spiky:
             spikes = sc.LatencySpikes(simulator, seed).start()
         drive, settled = sc.drive_until_settled(adapter, simulator, len(poison), time_limit=TIME_LIMIT)
