@@ -799,8 +799,6 @@ def test_out_of_scope_org_in_every_operation(env, operation, user, code, kwargs)
     call_attack(env, user, operation, code, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="GetSyncStatus is not scoped: SyncService.status takes no organisation "
-                                       "scope, so an ORG1 operator reads the counts of an ORG2 job")
 def test_out_of_scope_sync_job_is_not_found(env):
     call_attack(env, "operator1", "GetSyncStatus", "NotFound", jobId=env["org2_job"])
 

@@ -171,9 +171,7 @@ def expected(operation: str, role: str, scope: str) -> str:
 
 #: Known gaps: (operation, scope) → why.  Strict xfail: fixing the gap turns these red
 #: until the entry is removed.
-KNOWN_GAPS = {
-    ("GetSyncStatus", "out"): "GetSyncStatus is not scoped: SyncService.status takes no organisation scope",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}  # (operation, scope) -> why it is not yet refused
 
 CELLS = [
     pytest.param(operation, role, scope, id=f"{operation}-{role}-{scope}", marks=(

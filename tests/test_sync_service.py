@@ -187,3 +187,23 @@ def test_table_lines_up_chinese_text():
     lines = text.splitlines()
     assert lines[0].startswith("凭证  state") and lines[2].startswith("记-1  APPROVED")
     assert lines[3].startswith("x     NONE")
+
+
+def test_status_shows_a_scoped_caller_only_jobs_of_their_organisations(store):
+    clock = Clock()
+    service = SyncService(store, clock=clock)
+    march = dict(period_from="2024-03", period_to="2024-03")
+    own = service.trigger(org_code="HD01", org_codes=frozenset({"HD01"}), **march)
+    clock.now += dt.timedelta(minutes=1)
+    other = service.trigger(org_code="HN02", **march)  # newer, by an unscoped operator
+    clock.now += dt.timedelta(minutes=1)
+    mixed = service.trigger()  # April of both organisations
+    assert own.queued and other.queued and mixed.queued
+    hd01 = frozenset({"HD01"})
+    assert service.status(own.job_id, org_codes=hd01).job_id == own.job_id
+    for hidden in (other.job_id, mixed.job_id):
+        with pytest.raises(NotFound):
+            service.status(hidden, org_codes=hd01)
+    # "the latest job" means the latest the caller may see
+    assert service.status(org_codes=hd01).job_id == own.job_id
+    assert service.status().job_id == mixed.job_id

@@ -188,7 +188,7 @@ class GatewayService(Service):
     def GetSyncStatus(ctx, jobId):  # noqa: N802,N803,N805
         """Progress of a sync job (the latest when jobId is empty)
         / 查询同步任务进度（不填 jobId 则为最近一次）."""
-        s = _sync(ctx).status(jobId or None)
+        s = _sync(ctx).status(jobId or None, org_codes=ctx.udc.scope)
         state = getattr(s.state, "value", s.state)
         return s.job_id, state, s.queued, s.delivered, s.failed, s.dead, s.started_at, s.finished_at
 

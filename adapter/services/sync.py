@@ -140,11 +140,23 @@ class SyncService:
 
     # --- status --------------------------------------------------------------------
 
-    def status(self, job_id: str | None = None) -> SyncJobStatus:
+    def status(self, job_id: str | None = None, *, org_codes: frozenset[str] | None = None) -> SyncJobStatus:
+        """A job's progress; ``job_id`` None means the latest job the caller may see.
+
+        A caller scoped to some organisations (``org_codes``) sees only jobs whose vouchers all
+        belong to them; any other job is NotFound, as if it did not exist.
+        """
         with self.store.transaction() as conn:
-            job = jobs.get_job(conn, job_id)
+            if job_id is None and org_codes is not None:
+                job = next((j for j in jobs.recent_jobs(conn) if _job_visible(conn, j, org_codes)), None)
+            else:
+                job = jobs.get_job(conn, job_id)
+                if job is not None and org_codes is not None and not _job_visible(conn, job, org_codes):
+                    job = None
             if job is None:
-                raise NotFound(f"sync job {job_id} does not exist" if job_id else "no sync job has run yet")
+                raise NotFound(
+                    f"sync job {job_id} does not exist in your organisations" if job_id else "no sync job has run yet"
+                )
             per_state = outbox.counts(conn, job_id=job.id)
             retrying = outbox.retrying(conn, job_id=job.id)
             last_change = outbox.last_change(conn, job_id=job.id)
@@ -343,3 +355,13 @@ def _check_periods(period_from: str | None, period_to: str | None) -> None:
         issues.append(Issue("periodTo", "period-order", f"periodTo {period_to} is before periodFrom {period_from}"))
     if issues:
         raise ValidationFailed("the sync period is invalid", issues)
+
+
+def _job_visible(conn, job, org_codes: frozenset[str]) -> bool:
+    """A scoped caller sees a job only when every voucher it queued is in their organisations."""
+    if job.org_code is not None and job.org_code not in org_codes:
+        return False
+    orgs = jobs.job_orgs(conn, job.id)
+    if not orgs:  # an empty job tells nothing, unless it was for an organisation outside the scope
+        return job.org_code is None or job.org_code in org_codes
+    return orgs <= org_codes

@@ -94,3 +94,23 @@ def claim_tick(conn: sa.Connection, name: str, *, tick: dt.datetime, owner: str,
         .values(tick=tick, owner=owner, claimed_at=now)
     ).rowcount
     return won == 1
+
+
+def job_orgs(conn: sa.Connection, job_id: str) -> set[str]:
+    """The organisations whose vouchers job ``job_id`` queued."""
+    from .sync_tables import deliveries
+    from .tables import vouchers
+
+    query = (
+        sa.select(vouchers.c.org_code)
+        .distinct()
+        .join(deliveries, deliveries.c.voucher_id == vouchers.c.voucher_id)
+        .where(deliveries.c.job_id == job_id)
+    )
+    return {row.org_code for row in conn.execute(query)}
+
+
+def recent_jobs(conn: sa.Connection, limit: int = 100) -> list[JobRow]:
+    """The newest jobs first."""
+    query = sa.select(sync_jobs).order_by(sync_jobs.c.started_at.desc(), sync_jobs.c.id.desc()).limit(limit)
+    return [JobRow(**row._mapping) for row in conn.execute(query)]
