@@ -378,3 +378,16 @@ def test_find_before_resend_gives_exactly_one_request_per_key_under_faults(start
     injected = sim.injector.counts()
     assert injected["error"] and injected["drop"] and injected["ambiguous"]
     assert outcomes["found"] >= 1 and outcomes["created"] + outcomes["found"] == 40
+
+
+def test_a_request_with_attachments_above_two_mib_is_accepted(start):
+    """spyne's default body limit (2 MiB) must not cap what the simulator accepts."""
+    import base64
+
+    sim = start()
+    big = base64.b64encode(bytes(range(256)) * (12 * 1024)).decode()  # 3 MiB of bytes, 4 MiB base64
+    document = workflow_xml(key="big").replace(b"JVBERi0xLjQK", big.encode())
+    with client_for(sim.url) as client:
+        request_id = client.create_request(document)
+    assert sim.db.requests_per_external_key() == {"big": 1}
+    assert request_id > 0

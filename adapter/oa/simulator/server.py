@@ -23,7 +23,7 @@ from spyne.server.wsgi import WsgiApplication
 
 from .config import ENDPOINT_PATH, SimulatorConfig
 from .db import CompletedEntry, SimulatorDb
-from .faults import DropConnection, FaultInjector
+from .faults import MAX_BODY_BYTES, DropConnection, FaultInjector
 from .rules import Decider
 from .service import ServiceContext, build_application
 
@@ -121,7 +121,11 @@ class SimulatorHandle:
 def build_wsgi_app(
     config: Callable[[], SimulatorConfig], db: SimulatorDb, rng: random.Random, stopping: threading.Event
 ) -> tuple[Callable, FaultInjector]:
-    spyne_app = WsgiApplication(build_application(ServiceContext(db=db, config=config)))
+    # spyne's own default would refuse bodies above 2 MiB: a workflow request with embedded
+    # attachments is bigger; the fault injector already bounds what it reads.
+    spyne_app = WsgiApplication(
+        build_application(ServiceContext(db=db, config=config)), max_content_length=MAX_BODY_BYTES
+    )
     injector = FaultInjector(spyne_app, config, rng, stopping)
 
     def dispatch(environ, start_response):
