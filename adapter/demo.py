@@ -11,18 +11,17 @@ archive, what arrived: duplicates and lost must both be 0.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import shutil
 import socket
 import tempfile
 import time
-import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
 from .app import Adapter, build
+from .cli.output import display_width
 from .domain.model import WorkflowState
 from .errors import OaError
 from .oa.simulator import SimulatorConfig, start_simulator
@@ -313,11 +312,6 @@ def _outcome_sources(conn) -> dict[str, int]:
     return {via: count for via, count in conn.execute(query)}
 
 
-def _display_width(text: str) -> int:
-    """Terminal columns: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
 def format_summary(summary: DemoSummary) -> str:
     rows = [
         ("vouchers imported", summary.vouchers),
@@ -339,8 +333,8 @@ def format_summary(summary: DemoSummary) -> str:
         ("seconds", f"{summary.seconds:.1f}"),
         ("vouchers per second", f"{summary.vouchers_per_second:.1f}"),
     ]
-    width = max(_display_width(label) for label, _ in rows)
-    lines = [f"{label}{' ' * (width - _display_width(label))}  {value:>8}" for label, value in rows]
+    width = max(display_width(label) for label, _ in rows)
+    lines = [f"{label}{' ' * (width - display_width(label))}  {value:>8}" for label, value in rows]
     rule = "-" * (width + 10)
     verdict = "OK: nothing lost, nothing doubled" if summary.ok else "FAILED: see the counts above"
     return "\n".join([rule, *lines, rule, verdict])

@@ -7,7 +7,6 @@ value the schema would refuse is written as it is and refused by validation, not
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from archive_oa import voucher_xml
-from archive_oa.cli.sync import _table
+from archive_oa.cli.output import table as _table
 from archive_oa.domain.delivery import DeliveryState
 from archive_oa.domain.model import Entry, Voucher, WorkflowState
 from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from ..errors import ConfigurationError
 from .common import add_common, settings_from
-from .sync import _table
+from .output import table as _table
 
 _AGE = re.compile(r"^(\d+)\s*([smhd])$")
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .common import add_common, settings_from
-from .sync import _Line, _table
+from .output import ProgressLine as _Line, table as _table
 
 
 def register(subparsers) -> None:

@@ -61,7 +61,7 @@ def as_csv(report, requeued: Sequence | None) -> str:
 
 
 def as_table(report, requeued: Sequence | None) -> str:
-    from .sync import _table
+    from .output import table as _table
 
     parts = [_table(["org", "period", "checked", "missing in OA", "orphaned in OA", "state mismatches"],
                     [[report.org_code, report.period, report.checked, len(report.missing_in_oa),

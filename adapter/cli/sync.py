@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from .output import ProgressLine as _Line, display_width as _width, table as _table
 from .common import add_common, settings_from
 
 
@@ -280,40 +281,3 @@ def run_reconcile(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     unhandled = [v for v in report.missing_in_oa if not any(r.voucher_id == v and r.handled for r in requeued or ())]
     return 1 if unhandled or report.orphaned_in_oa or report.state_mismatches else 0
-
-
-class _Line:
-    """A progress line rewritten in place on a terminal, at most one line a second otherwise."""
-
-    def __init__(self, stream) -> None:
-        self.stream, self.tty, self.last, self.shown = stream, stream.isatty(), 0.0, False
-
-    def __call__(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self.last < (0.2 if self.tty else 1.0):
-            return
-        self.last, self.shown = now, True
-        self.stream.write(f"\r{text}\033[K" if self.tty else text + "\n")
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\n")
-
-
-def _table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row):
-        return "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths)).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
-
-
-def _width(text: str) -> int:
-    """Display width: CJK characters take two columns."""
-    import unicodedata
-
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)

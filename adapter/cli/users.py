@@ -8,14 +8,13 @@ audit log with the operating-system user who made it.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 from contextlib import contextmanager
 
 from ..errors import ValidationFailed
 from .common import add_common, settings_from
-from .sync import _table
+from .output import table as _table
 
 _ROLES_HELP = "viewer, archivist, operator, admin (each includes the ones before) or auditor"
 
