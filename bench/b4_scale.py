@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ from dataset import PERIODS, bench_settings, write_voucher_files
 
 FULL_IMPORT, FULL_STORE = 100_000, 1_000_000
 BASE_STORE = 10_000
+DEFAULT_IMPORT = 30_000  # the full 100,000 takes ~5 min here: --full
 PER_BATCH = 2000
-QUERIES = 300
+QUERIES = 500
 
 
 def import_in_child(work: Path, count: int) -> tuple[dict, Path]:
@@ -33,21 +35,26 @@ def import_in_child(work: Path, count: int) -> tuple[dict, Path]:
     return json.loads(out.strip().splitlines()[-1]), data_dir
 
 
-def query_p99(adapter) -> tuple[float, float]:
-    """p50, p99 in ms of QueryVouchers (pageSize 100) for one org and period, through the service."""
+def query_times(small, large) -> tuple[list[float], list[float]]:
+    """QueryVouchers (pageSize 100, one org and period) times in ms against both stores, through the service.
+
+    The two stores are queried alternately, so a neighbour's burst on a shared machine lands
+    on both series alike instead of deciding one of them.
+    """
     query = VoucherQuery(org_code=catalog.ORGS[0].code, period_from=PERIODS[0], period_to=PERIODS[0],
                          page=3, page_size=100)
-    service = adapter.archive
-    for _ in range(20):
-        page = service.query_vouchers(query)
-    if len(page.items) != 100:
-        raise RuntimeError("B4: the query page is not full; the store is not what the bench expects")
-    times = []
+    series = ([], [])
+    for adapter in (small, large):
+        for _ in range(20):
+            page = adapter.archive.query_vouchers(query)
+        if len(page.items) != 100:
+            raise RuntimeError("B4: the query page is not full; the store is not what the bench expects")
     for _ in range(QUERIES):
-        t0 = time.perf_counter()
-        service.query_vouchers(query)
-        times.append((time.perf_counter() - t0) * 1000)
-    return percentile(times, 50), percentile(times, 99)
+        for adapter, times in zip((small, large), series):
+            t0 = time.perf_counter()
+            adapter.archive.query_vouchers(query)
+            times.append((time.perf_counter() - t0) * 1000)
+    return series
 
 
 def grow_store(adapter, target: int) -> int:
@@ -83,9 +90,9 @@ def grow_store(adapter, target: int) -> int:
 
 
 def run(work: Path, quick: bool, full: bool) -> list[Figure]:
-    n_import = FULL_IMPORT if full else (3000 if quick else BASE_STORE)
-    n_store = FULL_STORE if full else (50_000 if quick else 200_000)
-    size_note = "" if full else f" (default size; --full: {FULL_IMPORT:,} / {FULL_STORE:,})"
+    n_import = FULL_IMPORT if full else (3000 if quick else DEFAULT_IMPORT)
+    n_store = FULL_STORE if not quick else 50_000
+    size_note = "" if full else f" (--full: {FULL_IMPORT:,})"
     result, data_dir = import_in_child(work, n_import)
     seconds, rss = result["seconds"], result["peak_rss_mb"]
     projected = seconds * FULL_IMPORT / n_import
@@ -98,15 +105,18 @@ def run(work: Path, quick: bool, full: bool) -> list[Figure]:
     # the 10,000 store: the import above (default) or a fresh one of 10,000
     small = n_import if quick else BASE_STORE
     base_dir = data_dir if n_import == small else import_in_child(work, small)[1]
-    with build(bench_settings(base_dir)) as adapter:
-        small_p50, small_p99 = query_p99(adapter)
+    large_dir = work / "b4-large"
+    shutil.copytree(base_dir, large_dir)
+    with build(bench_settings(base_dir)) as small_store, build(bench_settings(large_dir)) as large_store:
         t0 = time.perf_counter()
-        stored = grow_store(adapter, n_store)
+        stored = grow_store(large_store, n_store)
         grow_seconds = time.perf_counter() - t0
-        big_p50, big_p99 = query_p99(adapter)
+        small_times, large_times = query_times(small_store, large_store)
+    small_p50, small_p99 = percentile(small_times, 50), percentile(small_times, 99)
+    big_p50, big_p99 = percentile(large_times, 50), percentile(large_times, 99)
     ratio = big_p99 / small_p99
     extra = {"small_store": small, "large_store": stored, "queries": QUERIES,
              "p50_small_ms": small_p50, "p50_large_ms": big_p50, "bulk_insert_seconds": round(grow_seconds, 1)}
-    figures.append(Figure("B4", f"QueryVouchers p99 at {stored:,} stored{size_note}", big_p99, "ms", small_p99,
+    figures.append(Figure("B4", f"QueryVouchers p99 at {stored:,} stored", big_p99, "ms", small_p99,
                           f"≤ 1.5 × p99 at {small:,}", ratio <= 1.5, extra))
     return figures
