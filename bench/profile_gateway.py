@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from b1_gateway import CONNECTIONS, PER_ORG, THREADS, requests_for, serve_gateway, ten_entry_voucher  # noqa: E402
-from common import free_port, run_wrk, stop_process  # noqa: E402
+from common import BENCH_DIR, PYTHON, free_port, run_wrk, start_process, stop_process, wait_http  # noqa: E402
 from dataset import basic_auth, prepare_store, write_voucher_files  # noqa: E402
 from archive_oa.samples import catalog  # noqa: E402
 
@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("action", nargs="?", default="GetVoucher")
     parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--what-if", action="store_true",
+                        help="profile with patched_serve.py's two what-ifs on (no spyne gc, scrypt once per user)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="archive-oa-profile-"))
     try:
@@ -59,7 +61,14 @@ def main() -> None:
         prepare_store(data_dir, write_voucher_files(work / "v", PER_ORG * 3, per_batch=PER_ORG)[0].parent)
         body = requests_for(ten_entry_voucher(), catalog.ORGS[0].code)[args.action]
         port = free_port()
-        proc = serve_gateway(data_dir, port, THREADS, work / "gateway.log")
+        if args.what_if:
+            proc = start_process([PYTHON, str(BENCH_DIR / "patched_serve.py"), "serve", "--data-dir", str(data_dir),
+                                  "--host", "127.0.0.1", "--port", str(port), "--threads", str(THREADS),
+                                  "--no-scheduler"], env={"BENCH_NO_SPYNE_GC": "1", "BENCH_CACHE_VERIFY": "1"},
+                                 log=work / "gateway.log")
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+        else:
+            proc = serve_gateway(data_dir, port, THREADS, work / "gateway.log")
         out = work / "profile.txt"
         try:
             spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
