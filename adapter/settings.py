@@ -92,6 +92,9 @@ class SyncSettings:
     retry_max_seconds: float = 300.0
     max_attempts: int = 12
     realtime: bool = True  # import queues deliveries at once
+    # after a call that may have reached the OA, wait this long before asking the OA whether
+    # it did: the OA may still be working on a call we gave up on. -1: twice [oa] timeout
+    uncertain_wait_seconds: float = -1.0
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -4,7 +4,8 @@ Each run uses a fixed seed, imports the vouchers (real-time mode queues them), a
 three poison vouchers, delivers and polls until everything settles, and counts the end
 state in the simulator's own database and in the archive: exactly one OA request per
 voucher, every decision in the archive once, nothing stuck, and dead letters holding
-the poison and nothing else.  The figures of each run are printed (and appended to
+the poison and nothing else.  The fault kinds alternate between the embedded SQLite
+file and a real PostgreSQL (conftest's session server); all of them together run on both.  The figures of each run are printed (and appended to
 ``$ARCHIVE_OA_SCENARIO_LOG`` when set).
 """
 
@@ -27,6 +28,15 @@ SCENARIOS = {
     "latency-spikes": (4104, dict(latency_ms=2), True),
     "all-together": (4105, dict(error_rate=0.20, ambiguous_rate=0.10, drop_rate=0.05, latency_ms=2), True),
 }
+#: (scenario, database backend) pairs that run
+RUNS = [
+    ("errors-20pct", "sqlite"),
+    ("commit-then-timeout-10pct", "postgresql"),
+    ("dropped-connections-5pct", "sqlite"),
+    ("latency-spikes", "postgresql"),
+    ("all-together", "sqlite"),
+    ("all-together", "postgresql"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +47,24 @@ def voucher_folder(tmp_path_factory):
     return folder, count, poison
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_fault_run(name, voucher_folder, tmp_path, capsys):
+def database_for(backend: str, request) -> str:
+    """A fresh database URL on ``backend`` ("" = the SQLite file in the data folder)."""
+    if backend == "sqlite":
+        return ""
+    cluster = request.getfixturevalue("postgres")
+    url = cluster.create_database()
+    request.addfinalizer(lambda: cluster.drop_database(url))
+    return url
+
+
+@pytest.mark.parametrize("name, backend", RUNS, ids=[f"{name}-{backend}" for name, backend in RUNS])
+def test_fault_run(name, backend, voucher_folder, tmp_path, capsys, request):
     seed, faults, spiky = SCENARIOS[name]
     folder, count, poison = voucher_folder
+    database_url = database_for(backend, request)
     started = time.monotonic()
     simulator = sc.start_simulator(sc.simulator_config(seed, **faults), tmp_path / "oa")
-    adapter = sc.build(sc.run_settings(tmp_path / "data", simulator.url))
+    adapter = sc.build(sc.run_settings(tmp_path / "data", simulator.url, database_url=database_url))
     spikes = None
     try:
         imported = sc.import_vouchers(adapter, [folder])
@@ -59,7 +80,7 @@ def test_fault_run(name, voucher_folder, tmp_path, capsys):
             injected["latency spikes"] = spikes.spikes
         end = sc.count_end_state(adapter, simulator.db)
         sc.report(capsys, sc.figures(
-            name, seed, end, len(poison), injected, time.monotonic() - started, adopted=drive.delivery.adopted,
+            f"{name} on {backend}", seed, end, len(poison), injected, time.monotonic() - started, adopted=drive.delivery.adopted,
             notes=f"poll rounds {drive.poll_rounds} ({drive.poll_errors} met a fault), "
                   f"outcomes applied {drive.outcomes_applied}, repeats ignored {drive.repeats}",
         ))

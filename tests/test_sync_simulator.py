@@ -74,7 +74,10 @@ def test_exactly_one_request_per_key_and_every_outcome_applied(db_settings, simu
     settings = db_settings.replace(  # db_settings (tests/conftest.py): SQLite and PostgreSQL
         oa={"url": simulator.url, "timeout": 0.8, "connect_timeout": 1.0},
         sync={"workers": 4, "batch_size": 25, "retry_base_seconds": 0.1, "retry_max_seconds": 0.5,
-              "max_attempts": 40, "poll_batch_size": 20, "lease_seconds": 30},
+              "max_attempts": 40, "poll_batch_size": 20, "lease_seconds": 30,
+              # this simulator commits before it holds an answer back, so asking soon is safe
+              # here; tests/test_fault_runs.py covers a request that commits after the timeout
+              "uncertain_wait_seconds": 0.3},
     )
     store = open_store(settings, upgrade=True)
     oa = OaClient(settings.oa)

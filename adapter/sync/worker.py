@@ -198,6 +198,22 @@ class DeliveryWorker:
         self._stopping.set()
 
     @property
+    def uncertain_wait(self) -> float:
+        """Seconds an attempt left without an answer waits before the next one asks the OA.
+
+        A timeout (or a dropped connection) is only the adapter's patience: the OA may still
+        be working on the call and commit its request a moment later.  A ``FindWorkflowRequests`` sent before that
+        finds nothing and the resend makes a duplicate — the fault runs met exactly this
+        under latency spikes.  ``[sync] uncertain_wait_seconds``, or twice the OA client's
+        call timeout when that is -1.
+        """
+        configured = self.settings.uncertain_wait_seconds
+        if configured >= 0:
+            return configured
+        timeout = getattr(getattr(self.oa, "settings", None), "timeout", None)  # OaClient's OaSettings
+        return 2.0 * timeout if isinstance(timeout, (int, float)) else 0.0
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
@@ -267,10 +283,13 @@ class DeliveryWorker:
         now = self.clock()
         with self._rng_lock:
             decision = self.policy.decide(kind, claim.attempts, now, self.rng)
+        next_attempt_at = decision.next_attempt_at
         if decision.dead:
             state = DeliveryState.DEAD
         elif kind is FailureKind.AMBIGUOUS:
             state = DeliveryState.UNCERTAIN
+            if not isinstance(exc, OaServerFault):  # a fault is an answer: the OA is done with that call
+                next_attempt_at = max(next_attempt_at, now + dt.timedelta(seconds=self.uncertain_wait))
         else:
             state = DeliveryState.PENDING
         error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
@@ -285,7 +304,7 @@ class DeliveryWorker:
                     return "lost"
                 return "adopted"
             ok = outbox.mark_failed(conn, claim, state=state, error=error, now=now,
-                                    next_attempt_at=decision.next_attempt_at)
+                                    next_attempt_at=next_attempt_at)
         if not ok:
             return "lost"
         return "dead" if state is DeliveryState.DEAD else "retrying"
