@@ -60,7 +60,10 @@ def generate_vouchers(folder: Path, count: int) -> int:
 
 
 #: Kinds of poison: each is undeliverable for a reason no retry can fix.
-POISON_OA_REFUSES = "oa-refuses"  # the OA answers with a client fault (request too long)
+#: too large for the OA: a 16 MB attachment travels as 21 MB of base64, above the 20 MiB
+#: the OA reads (the adapter's client already refuses to parse a text node that large)
+POISON_TOO_LARGE = "too-large"
+TOO_LARGE_BYTES = 16_000_000
 POISON_DAMAGED_ATTACHMENT = "damaged-attachment"  # the archived bytes no longer match their sha256
 POISON_MISSING_ATTACHMENT = "missing-attachment"  # the archived file is gone from the blob folder
 POISON_PERIOD = "2026-12"  # poison vouchers live in their own period, apart from the load
@@ -82,12 +85,11 @@ def write_poison(folder: Path, seed: int = 7) -> dict[str, str]:
     rng = random.Random(seed)
     base, _, _ = build_batch(catalog.ORGS[0], POISON_PERIOD, 3)
     (folder / "attachments").mkdir(parents=True, exist_ok=True)
-    kinds = (POISON_OA_REFUSES, POISON_DAMAGED_ATTACHMENT, POISON_MISSING_ATTACHMENT)
+    kinds = (POISON_TOO_LARGE, POISON_DAMAGED_ATTACHMENT, POISON_MISSING_ATTACHMENT)
     made, by_id = [], {}
     for voucher, kind in zip(base, kinds):
-        if kind == POISON_OA_REFUSES:
-            # 2.3 MB inline: above the 2 MiB the OA's SOAP stack takes (spyne's default limit)
-            content, name = rng.randbytes(2_300_000), f"{voucher.voucher_id}-scan.png"
+        if kind == POISON_TOO_LARGE:
+            content, name = rng.randbytes(TOO_LARGE_BYTES), f"{voucher.voucher_id}-scan.png"
         else:
             content, name = rng.randbytes(4000), f"{voucher.voucher_id}-receipt.png"
         meta = AttachmentMeta(f"{voucher.voucher_id}-P1", name, "image/png", len(content),

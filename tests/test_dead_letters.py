@@ -1,8 +1,8 @@
 """Dead letters: poison never blocks the rest; ``archive-oa dead-letters list|show|retry|discard``.
 
-The poison vouchers are valid archive content that cannot reach the OA: a request the OA
-answers with a client fault (too large), an attachment whose stored bytes were damaged,
-and one whose stored file is gone.  They are queued first and delivered by
+The poison vouchers are valid archive content that cannot reach the OA: one whose
+attachment is too large for the OA, one whose stored attachment bytes were damaged, and
+one whose stored file is gone.  They are queued first and delivered by
 one thread one at a time, so if one of them held the queue nothing else would move.
 """
 
@@ -71,7 +71,8 @@ def test_poison_is_dead_at_once_and_never_blocks_the_rest(run):
     assert len(per_key) == count and set(per_key.values()) == {1}
     reasons = {poison[v]: d.last_error for v, d in dead.items()}
     assert "NotFound" in reasons[sc.POISON_MISSING_ATTACHMENT] and "no blob" in reasons[sc.POISON_MISSING_ATTACHMENT]
-    assert "OaRejected" in reasons[sc.POISON_OA_REFUSES] and "Request too long" in reasons[sc.POISON_OA_REFUSES]
+    too_large = reasons[sc.POISON_TOO_LARGE]
+    assert too_large.startswith("send: ") and ("Text node too long" in too_large or "OaRejected" in too_large)
     assert "IntegrityError" in reasons[sc.POISON_DAMAGED_ATTACHMENT]
 
 
@@ -86,15 +87,15 @@ def test_dead_letters_list_show_retry_discard(run, capsys):
     listed = {line.split()[1] for line in out.splitlines()[2:]}
     assert listed == set(poison)
 
-    refused = by_kind[sc.POISON_OA_REFUSES]
+    refused = by_kind[sc.POISON_TOO_LARGE]
     code, out, _ = cli(adapter, capsys, "dead-letters", "show", str(refused.id))
     assert code == 0
     fields = {line[:16].strip(): line[16:].strip() for line in out.splitlines()}
     assert fields["delivery"] == str(refused.id)
     assert fields["state"].startswith("DEAD") and fields["attempts"] == "1"
     assert fields["voucher"] == f"{refused.voucher_id} version 1"
-    assert "image/png, 2300000 bytes" in fields["attachments"]
-    assert "Request too long" in fields["last error"]
+    assert f"image/png, {sc.TOO_LARGE_BYTES} bytes" in fields["attachments"]
+    assert fields["last error"] == refused.last_error
 
     code, _, err = cli(adapter, capsys, "dead-letters", "show", "424242")
     assert code == 2 and "delivery 424242 does not exist" in err
@@ -126,7 +127,7 @@ def test_dead_letters_list_show_retry_discard(run, capsys):
     code, _, err = cli(adapter, capsys, "dead-letters", "discard")
     assert code == 2 and "give delivery ids or --all" in err
 
-    # the one the OA refuses stays refused: retried, it is dead again after one attempt
+    # the one too large for the OA stays so: retried, it is dead again after one attempt
     code, out, _ = cli(adapter, capsys, "dead-letters", "retry", "--all")
     assert code == 0 and out.strip() == f"retry: 1 dead letters ({refused.id})"
     deliver(adapter)
