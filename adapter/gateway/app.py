@@ -260,17 +260,9 @@ class GatewayApp:
         return [body]
 
     def _soap_endpoint(self, environ, respond, correlation_id):
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
-            body = self.wsdl()
-            respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
-            return [b""] if method == "HEAD" else [body]
-        if method != "POST":
-            fault = GatewayFault(
-                "Validation", f"{method} is not allowed here: POST a SOAP 1.1 envelope, or GET {SOAP_PATH}?wsdl",
-                correlation_id,
-            )
-            return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
+        answered = answer_non_post(environ, respond, self.wsdl, self._fault, "SOAP 1.1", SOAP_PATH, correlation_id)
+        if answered is not None:
+            return answered
         try:
             body, content_type = self._checked_body(environ)
         except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
@@ -398,3 +390,20 @@ def _plain(respond, status: str, text: str) -> list[bytes]:
     body = text.encode("utf-8")
     respond(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def answer_non_post(environ, respond, wsdl, fault_response, protocol: str, path: str, correlation_id: str):
+    """What a SOAP endpoint answers to anything but a POST: its WSDL to ``GET|HEAD ?wsdl``,
+    a 405 fault to any other method; ``None`` for a POST, which the endpoint handles."""
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
+        body = wsdl()
+        respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [b""] if method == "HEAD" else [body]
+    if method != "POST":
+        fault = GatewayFault(
+            "Validation", f"{method} is not allowed here: POST a {protocol} envelope, or GET {path}?wsdl",
+            correlation_id,
+        )
+        return fault_response(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
+    return None

@@ -38,6 +38,7 @@ from ..errors import AdapterError, ValidationFailed  # noqa: E402
 from . import encoding  # noqa: E402
 from .app import (  # noqa: E402
     OPERATION_KEY,
+    answer_non_post,
     SOAP12_PATH,
     SOAP_PATH,
     _GatewaySoap11,
@@ -201,17 +202,9 @@ class Soap12Endpoint:
 
     def __call__(self, environ: dict, respond: Callable) -> list[bytes]:
         correlation_id = environ[CORRELATION_KEY]
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        if method in ("GET", "HEAD") and environ.get("QUERY_STRING", "").split("=")[0].lower() == "wsdl":
-            body = self.wsdl()
-            respond("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
-            return [b""] if method == "HEAD" else [body]
-        if method != "POST":
-            fault = GatewayFault(
-                "Validation", f"{method} is not allowed here: POST a SOAP 1.2 envelope, or GET {SOAP12_PATH}?wsdl",
-                correlation_id,
-            )
-            return self._fault(respond, fault, "405 Method Not Allowed", [("Allow", "GET, POST")])
+        answered = answer_non_post(environ, respond, self.wsdl, self._fault, "SOAP 1.2", SOAP12_PATH, correlation_id)
+        if answered is not None:
+            return answered
         try:
             body = self._checked_body(environ)
         except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
