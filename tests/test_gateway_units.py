@@ -294,3 +294,31 @@ def test_basic_credentials_in_the_url_safe_alphabet_are_read_like_standard_ones(
     standard = _from_basic("Basic " + base64.b64encode(raw).decode())
     url_safe = _from_basic("Basic " + base64.urlsafe_b64encode(raw).decode())
     assert (standard.username, standard.password) == (url_safe.username, url_safe.password) == ("u>>?", "p>>?")
+
+
+# --- stopping the server ---------------------------------------------------------------------
+
+
+def test_stop_survives_the_loop_running_its_close_before_our_own_pull():
+    """A worker's earlier pull can wake the loop, which then runs stop's close thunk before
+    stop's own byte reaches the trigger pipe; the pipe must still be open for that byte."""
+    from archive_oa.gateway.server import start_gateway
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    handle = start_gateway(app, "127.0.0.1", 0, threads=1)
+    trigger = handle._server.trigger
+    own_pull = trigger._physical_pull
+
+    def pull_late():
+        own_pull()  # the "worker's" byte: the loop wakes and runs the queued close
+        handle._thread.join(10)
+        assert not handle._thread.is_alive()
+        own_pull()  # stop's own byte, after the loop has gone
+
+    trigger._physical_pull = pull_late
+    handle.stop()
+    assert not handle._thread.is_alive()
+    assert trigger._closed and not trigger._fds

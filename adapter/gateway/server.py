@@ -48,11 +48,38 @@ class GatewayHandle:
 
     def stop(self, timeout: float = 10.0) -> None:
         server = self._server
+        trigger = server.trigger
         server.task_dispatcher.shutdown()
         # Close every socket from inside the event loop's own thread; the loop ends
-        # when its socket map is empty.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        # when its socket map is empty.  The trigger's pipe stays open until the loop
+        # has ended: a worker thread may have pulled the trigger a moment earlier, so
+        # the loop can run this thunk before our own pull reaches the pipe, and a
+        # pipe closed by the thunk would turn that pull into EBADF (or, were the fd
+        # number reused meanwhile, a byte written into somebody else's file).
+        trigger.pull_trigger(lambda: _close_all_but_trigger(server))
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("gateway on port %s did not stop within %.0f s", self.port, timeout)
+            return
+        trigger.close()
+
+
+def _close_all_but_trigger(server) -> None:
+    """Close every channel of ``server``'s map; the trigger only leaves the map."""
+    socket_map, trigger = server._map, server.trigger
+    for dispatcher in list(socket_map.values()):
+        if dispatcher is trigger:
+            continue
+        try:
+            if dispatcher is server:
+                # The server's own close() would close the trigger too.
+                wasyncore.dispatcher.close(server)
+            else:
+                dispatcher.close()
+        except OSError:
+            log.debug("closing %r", dispatcher, exc_info=True)
+    trigger.del_channel()
+    socket_map.clear()
 
 
 def _create(app, host: str, port: int, threads: int):
