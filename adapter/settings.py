@@ -113,6 +113,7 @@ class SecuritySettings:
     slowdown_after: int = 3  # failures before answers are delayed
     lockout_after: int = 10  # failures before the user or source is locked
     lockout_seconds: int = 900
+    credential_cache_seconds: float = 60.0  # a verified Basic/PasswordText password is remembered; 0: off
     secret_key: str = ""  # key encrypting secrets PasswordDigest needs (see README: rotation)
     audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json
     audit_checkpoint_seconds: float = 300.0  # serve moves the checkpoint to the chain head this often

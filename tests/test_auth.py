@@ -31,6 +31,7 @@ from archive_oa.gateway.auth import Credentials, PasswordAuthenticator
 from archive_oa.gateway.context import GatewayServices
 from archive_oa.gateway.server import start_gateway
 from archive_oa.security import passwords
+from archive_oa.security.credential_cache import VerifiedCredentials
 from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
 from archive_oa.security.transport import Origin, ProxyPolicy, plaintext_allowed
 from archive_oa.services import audit
@@ -461,3 +462,133 @@ def _outcome(auth, credentials, address) -> str:
             if word in exc.message:
                 return word
         return "refused" if exc.message.startswith("authentication failed") else exc.message
+
+
+# --- verified credentials: scrypt once per (user, password), never a wrong password -----------------
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def counted_scrypt(monkeypatch):
+    """How often a password was checked against its scrypt hash."""
+    import archive_oa.services.users as users_module
+
+    calls = []
+
+    def verify(password, encoded):
+        calls.append(password)
+        return passwords.verify_password(password, encoded)
+
+    monkeypatch.setattr(users_module, "verify_password", verify)
+    return calls
+
+
+def _text_credentials(user="alice", secret=PASSWORD) -> Credentials:
+    return Credentials(user, secret, "basic")
+
+
+def _authenticator(store, settings, ticks, **security):
+    security = dataclasses.replace(settings.security, **security)
+    users = UserService(store, settings=settings, verified=VerifiedCredentials(60, clock=ticks))
+    return users, PasswordAuthenticator(users, security, clock=Clock(), sleep=lambda seconds: None)
+
+
+def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_settings, counted_scrypt):
+    ticks = Ticks()
+    users, auth = _authenticator(store, db_settings, ticks, lockout_after=100, slowdown_after=100)
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    for _ in range(3):
+        assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+    assert len(counted_scrypt) == 1
+    # A wrong password after a cached right one: refused, hashed, and counted as a failure.
+    for wrong in ("guess", PASSWORD + " ", PASSWORD[:-1], ""):
+        assert _outcome(auth, _text_credentials(secret=wrong), "198.51.100.1") == "refused"
+    assert len(counted_scrypt) == 5
+    with store.transaction() as conn:
+        from archive_oa.store import users as user_repo
+
+        since = Clock()() - dt.timedelta(hours=1)
+        assert user_repo.count_failures(conn, "user", "alice", since) == 4
+    # Another user with the same password gets no free pass either.
+    users.add_user("bob", "other", {"viewer"}, None)
+    assert _outcome(auth, _text_credentials("bob", PASSWORD), "198.51.100.1") == "refused"
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+    assert len(counted_scrypt) == 6
+
+
+def test_password_disable_role_and_scope_changes_count_at_once_in_every_instance(store, db_settings):
+    ticks = Ticks()
+    _, auth = _authenticator(store, db_settings, ticks)
+    admin = UserService(store, settings=db_settings)  # another instance, sharing only the database
+    admin.add_user("alice", PASSWORD, {"viewer"}, None)
+    origin = Origin("198.51.100.1", secure=True)
+    assert auth.authenticate(_text_credentials(), origin).roles == {"viewer"}
+
+    admin.grant("alice", {"operator"})
+    admin.set_scope("alice", {"ORG1"})
+    principal = auth.authenticate(_text_credentials(), origin)
+    assert principal.roles == {"viewer", "operator"} and principal.org_scope == {"ORG1"}
+
+    admin.set_disabled("alice", True)
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"
+    admin.set_disabled("alice", False)
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+
+    admin.set_password("alice", "new-secret-2")
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"  # the old one, remembered
+    assert _outcome(auth, _text_credentials(secret="new-secret-2"), "198.51.100.1") == "ok"
+    admin.set_password("alice", PASSWORD)  # back to the old password: a new salt, verified afresh
+    assert _outcome(auth, _text_credentials(secret="new-secret-2"), "198.51.100.1") == "refused"
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+
+
+def test_remembered_passwords_expire_and_zero_seconds_remembers_none(tmp_path, counted_scrypt):
+    settings = load_settings(data_dir=tmp_path / "d", env={})
+    store = open_store(settings)
+    try:
+        ticks = Ticks()
+        users = UserService(store, settings=settings, verified=VerifiedCredentials(60, clock=ticks))
+        users.add_user("alice", PASSWORD, {"viewer"}, None)
+        users.authenticate("alice", PASSWORD)
+        ticks.now += 59
+        users.authenticate("alice", PASSWORD)
+        assert len(counted_scrypt) == 1
+        ticks.now += 1  # 60 s after it was verified: hashed again, remembered again
+        users.authenticate("alice", PASSWORD)
+        users.authenticate("alice", PASSWORD)
+        assert len(counted_scrypt) == 2
+
+        off = load_settings(data_dir=tmp_path / "d", env={"ARCHIVE_OA_SECURITY_CREDENTIAL_CACHE_SECONDS": "0"})
+        uncached = UserService(store, settings=off)
+        assert not uncached.verified.enabled
+        uncached.authenticate("alice", PASSWORD)
+        uncached.authenticate("alice", PASSWORD)
+        assert len(counted_scrypt) == 4 and len(uncached.verified) == 0
+    finally:
+        store.dispose()
+
+
+def test_the_credential_cache_is_bounded_and_keys_are_no_passwords():
+    ticks = Ticks()
+    cache = VerifiedCredentials(60, max_entries=3, clock=ticks)
+    for n in range(5):
+        cache.remember(f"user{n}", "pw", f"hash{n}")
+    assert len(cache) == 3
+    assert not cache.matches("user0", "pw", "hash0") and cache.matches("user4", "pw", "hash4")
+    # The user name's length is part of the key: ("ab", "c") is not ("a", "bc").
+    cache.remember("ab", "c", "h")
+    assert not cache.matches("a", "bc", "h") and cache.matches("ab", "c", "h")
+    assert not cache.matches("ab", "c", "another hash")  # a superseded hash is dropped …
+    assert not cache.matches("ab", "c", "h")  # … for good
+    assert all(b"pw" not in key and b"user" not in key for key in cache._entries)
+    # Passwords that are no valid UTF-8 text are refused like any wrong password, not an error.
+    assert not cache.matches("alice", "\udcff", "h")

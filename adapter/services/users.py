@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import AuthenticationFailed, ConfigurationError, Conflict, Issue, NotFound, ValidationFailed
+from ..security.credential_cache import VerifiedCredentials
 from ..security.passwords import DUMMY_HASH, digest_matches, hash_password, verify_password
 from ..security.secrets import KeyRing
 from ..security.tokens import nonce_key
@@ -97,12 +98,24 @@ def record_audit(conn, **fields) -> None:
 
 
 class UserService:
-    def __init__(self, store, *, clock=None, settings: Settings | None = None, keys: KeyRing | None = None) -> None:
+    def __init__(
+        self,
+        store,
+        *,
+        clock=None,
+        settings: Settings | None = None,
+        keys: KeyRing | None = None,
+        verified: VerifiedCredentials | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.security = settings.security if settings else SecuritySettings()
         # Without settings there is no key: users get no digest secret (PasswordText and Basic only).
         self.keys = keys or (KeyRing(settings) if settings else None)
+        # Passwords that matched lately: scrypt once per (user, password) and TTL, not per request.
+        if verified is None:
+            verified = VerifiedCredentials(self.security.credential_cache_seconds)
+        self.verified = verified
 
     # --- administration -----------------------------------------------------------------------
 
@@ -216,14 +229,25 @@ class UserService:
     # --- authentication -----------------------------------------------------------------------
 
     def authenticate(self, username: str, password: str) -> Principal:
-        """HTTP Basic / PasswordText: the password against its scrypt hash."""
+        """HTTP Basic / PasswordText: the password against its scrypt hash.
+
+        A password that matched this very hash lately is not hashed again
+        (``VerifiedCredentials``); the row is read every time, so a new password, a
+        disabled account or other roles count from the next request on, in every instance.
+        """
         with self.store.transaction() as conn:
             record = user_repo.get_user(conn, username)
+        password = password or ""
+        if record is not None and not record.disabled and self.verified.matches(
+            username, password, record.password_hash
+        ):
+            return _principal(record)
         encoded = record.password_hash if record else DUMMY_HASH
-        matches = verify_password(password or "", encoded)
+        matches = verify_password(password, encoded)
         if record is None or record.disabled or not matches:
             raise _failed(username)
-        return Principal(record.username, frozenset(record.roles), record.org_scope)
+        self.verified.remember(username, password, record.password_hash)
+        return _principal(record)
 
     def authenticate_digest(self, username: str, digest: str, nonce: bytes, created: str) -> Principal:
         """PasswordDigest: Base64(SHA-1(nonce + created + password)) with the decrypted password."""
@@ -244,7 +268,7 @@ class UserService:
         matches = password is not None and digest_matches(digest, nonce, created, password)
         if record is None or record.disabled or not matches:
             raise _failed(username)
-        return Principal(record.username, frozenset(record.roles), record.org_scope)
+        return _principal(record)
 
     def accept_nonce(self, username: str, nonce: bytes, remember_until: dt.datetime, *, now: dt.datetime) -> None:
         """Remember a nonce (shared by every instance); a nonce already remembered is a replay."""
@@ -304,6 +328,10 @@ class UserService:
     def _audit(conn, actor: Actor, operation: str, target: str, now, details) -> None:
         record_audit(conn, actor=actor.name, source=actor.source, operation=operation, targets=(target,),
                      outcome="OK", details=details or None, now=now)
+
+
+def _principal(record: user_repo.UserRecord) -> Principal:
+    return Principal(record.username, frozenset(record.roles), record.org_scope)
 
 
 def _failed(username: str) -> AuthenticationFailed:
