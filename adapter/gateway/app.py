@@ -1,11 +1,12 @@
 """The gateway's WSGI application: ``/soap/archive`` (SOAP 1.1 + ``?wsdl``), ``/soap12/archive``
 (SOAP 1.2, see ``soap12.py``) and ``/healthz``.
 
-spyne does the SOAP work; this layer makes sure that whatever arrives — too large,
-not XML, a DTD, the wrong encoding, not an envelope, no Body, an unknown operation —
-is answered with a SOAP fault carrying a stable code, never an HTML error page.  It
-also serves the WSDL with ``soap:address`` set to the configured public URL rather than
-whatever host name the first caller used.
+spyne does the SOAP work — but for ``GetAttachment``, whose file is streamed by
+``direct.py`` in the very shape spyne writes.  This layer makes sure that whatever
+arrives — too large, not XML, a DTD, the wrong encoding, not an envelope, no Body, an
+unknown operation — is answered with a SOAP fault carrying a stable code, never an HTML
+error page.  It also serves the WSDL with ``soap:address`` set to the configured public
+URL rather than whatever host name the first caller used.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ class _GatewaySoap11(Soap11):
         correlation_id = _correlation_of(ctx)
         raise GatewayFault("Validation", f"the request does not match the WSDL: {issues[-1].message}",
                            correlation_id, issues)
+
+    def is_valid(self, element) -> bool:
+        """The check ``validate_body`` makes, as a yes or no (for the direct answers)."""
+        with self._validation_lock:
+            return bool(self.validation_schema.validate(element))
 
 
 def build_application(services: GatewayServices | None, *, response_encoding: str = "utf-8") -> Application:
@@ -199,8 +205,13 @@ class GatewayApp:
             build_application(services, response_encoding=self._encoding),
             max_content_length=self.max_body_bytes,
         )
-        from .soap12 import Soap12Endpoint  # imported here: it builds on this module
+        from .direct import SOAP11, DirectAnswers  # imported here: they build on this module
+        from .soap12 import Soap12Endpoint
 
+        self._direct = DirectAnswers(
+            services, SOAP11, validate=self._soap.app.in_protocol.is_valid, charset=self._encoding,
+            content_type=self._soap.app.out_protocol.mime_type,
+        )
         self._soap12 = Soap12Endpoint(self, response_encoding=self._encoding)
         self._wsdl_lock = threading.Lock()
         self._wsdl: bytes | None = None
@@ -264,11 +275,14 @@ class GatewayApp:
         if answered is not None:
             return answered
         try:
-            body, content_type = self._checked_body(environ)
+            body, content_type, envelope = self._checked_body(environ)
         except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
             fault = fault_from_error(exc, correlation_id)
             _record_refusal(self.services, environ, fault, "intake")
             return self._fault(respond, fault)
+        answered = self._direct(environ, respond, envelope)
+        if answered is not None:
+            return answered
         environ = dict(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -283,10 +297,11 @@ class GatewayApp:
         except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the answer
             return environ.get("REMOTE_ADDR")
 
-    def _checked_body(self, environ) -> tuple[bytes, str]:
+    def _checked_body(self, environ) -> tuple[bytes, str, etree._Element]:
         """The request body, read and inflated within the limit and checked to be one
         SOAP 1.1 operation call; returned as UTF-8 bytes spyne parses without a charset
-        header.  A body that fails is logged by its fingerprint only."""
+        header, with their parsed envelope.  A body that fails is logged by its
+        fingerprint only."""
         body = _read_limited(environ, self.max_body_bytes)
         try:
             return self._checked_envelope(environ, body)
@@ -295,7 +310,7 @@ class GatewayApp:
                         fingerprint(body))
             raise
 
-    def _checked_envelope(self, environ, body: bytes) -> tuple[bytes, str]:
+    def _checked_envelope(self, environ, body: bytes) -> tuple[bytes, str, etree._Element]:
         media_type, charset = _content_type(environ.get("CONTENT_TYPE"))
         if media_type == "application/soap+xml":
             raise ValidationFailed(f"SOAP 1.2 is served at {SOAP12_PATH}: send SOAP 1.1 here with Content-Type text/xml")
@@ -324,7 +339,7 @@ class GatewayApp:
                 f"in namespace {NAMESPACE}"
             )
         environ[OPERATION_KEY] = etree.QName(operation).localname
-        return body, "text/xml"
+        return body, "text/xml", envelope
 
     def _fault(self, respond, fault: GatewayFault, status: str | None = None, headers=()) -> list[bytes]:
         body = fault_envelope(fault, self._encoding)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from typing import Callable, TypeVar
 
 from .. import compat  # noqa: F401  (before any spyne import)
 
@@ -25,6 +26,8 @@ from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize, credentials_from  # noqa: E402
 from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
 from .faults import fault_from_error  # noqa: E402
+
+T = TypeVar("T")
 
 #: Every operation declares the one fault it can answer with (WS-I: faults in the WSDL).
 rpc = functools.partial(rpc, _throws=[wire.FaultDetail])  # noqa: F811
@@ -54,32 +57,13 @@ class GatewayService(Service):
 
     @classmethod
     def call_wrapper(cls, ctx, args=None):
+        def run(call: GatewayCall):
+            ctx.udc = call
+            return super(GatewayService, cls).call_wrapper(ctx, args)
+
         environ = getattr(ctx.transport, "req_env", None) or {}
-        correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
-        services = ctx.app.gateway_services
-        operation = ctx.descriptor.name
-        arguments = _Arguments(ctx.in_object)
-        audit = CallAudit(
-            services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
-            targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
-            actor=_claimed_user(environ, ctx.in_header_doc), clock=services.clock,
-            started=environ.get(STARTED_KEY),
-        )
-        audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
-        try:
-            principal = authenticate_call(operation, services.authenticator, environ, ctx.in_header_doc)
-            audit.actor = principal.username
-            del audit.details["authenticated"]
-            authorize(operation, principal, arguments)
-            ctx.udc = GatewayCall(operation, principal, services, correlation_id)
-            with audit.watching():  # a change the call makes commits with its audit record
-                result = super().call_wrapper(ctx, args)
-            audit.succeeded()
-            return result
-        except Exception as exc:  # every error leaves as a fault with a stable code
-            fault = fault_from_error(exc, correlation_id)
-            audit.failed(fault.gateway_code)
-            raise fault from None
+        return perform_call(ctx.app.gateway_services, environ, ctx.descriptor.name, _Arguments(ctx.in_object),
+                            ctx.in_header_doc, run)
 
     @rpc(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
     def Ping(ctx):  # noqa: N802,N805
@@ -210,6 +194,38 @@ class GatewayService(Service):
         ]
         return (orgCode, period, len(r.missing_in_oa), len(r.orphaned_in_oa), len(mismatches),
                 list(r.missing_in_oa), list(r.orphaned_in_oa), mismatches)
+
+
+def perform_call(services, environ, operation: str, arguments, header_elements,
+                 run: Callable[[GatewayCall], T]) -> T:
+    """One operation call with everything around it: authentication, the role and scope
+    check, the call's audit record (committed with any change ``run`` makes) and every
+    error turned into a ``GatewayFault`` (raised).  spyne's call wrapper and the direct
+    answers (``direct.py``) both call this, so the rules live once.
+
+    ``arguments`` answers ``get(wire_name)``; ``header_elements`` are the SOAP Header's
+    children (None without a Header), where a UsernameToken would be."""
+    correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
+    audit = CallAudit(
+        services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
+        targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
+        actor=_claimed_user(environ, header_elements), clock=services.clock,
+        started=environ.get(STARTED_KEY),
+    )
+    audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
+    try:
+        principal = authenticate_call(operation, services.authenticator, environ, header_elements)
+        audit.actor = principal.username
+        del audit.details["authenticated"]
+        authorize(operation, principal, arguments)
+        with audit.watching():  # a change the call makes commits with its audit record
+            result = run(GatewayCall(operation, principal, services, correlation_id))
+        audit.succeeded()
+        return result
+    except Exception as exc:  # every error leaves as a fault with a stable code
+        fault = fault_from_error(exc, correlation_id)
+        audit.failed(fault.gateway_code)
+        raise fault from None
 
 
 def _sync(ctx):

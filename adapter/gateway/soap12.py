@@ -49,6 +49,7 @@ from .app import (  # noqa: E402
 )
 from .auth import OPERATION_ACCESS  # noqa: E402
 from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
+from .direct import DirectAnswers, SoapVersion  # noqa: E402
 from .faults import SOAP11_ENV, GatewayFault, fault_envelope, fault_from_error  # noqa: E402
 from .request_body import fingerprint  # noqa: E402
 from .service import GatewayService  # noqa: E402
@@ -123,6 +124,18 @@ def qualify_codes(fault: etree._Element) -> None:
         fault.find(_env("Code")).remove(subvalue.getparent())
 
 
+def http_status(fault: GatewayFault | None) -> str:
+    if fault is not None and fault.gateway_code == "RequestTooLarge":
+        return "413 Request Entity Too Large"
+    if fault is not None and fault.faultcode == "Client":
+        return "400 Bad Request"
+    return "500 Internal Server Error"
+
+
+#: SOAP 1.2 answers as spyne writes them, for the operations ``direct.py`` answers.
+SOAP12 = SoapVersion(SOAP12_ENV, "soap12env", fault_element, qualify_codes, http_status)
+
+
 def fault_envelope12(fault: GatewayFault, charset: str = encoding.UTF8) -> bytes:
     """A complete SOAP 1.2 fault envelope, for faults raised before spyne sees the request."""
     envelope = etree.Element(_env("Envelope"), nsmap={"soap": SOAP12_ENV, "g": NAMESPACE})
@@ -130,14 +143,6 @@ def fault_envelope12(fault: GatewayFault, charset: str = encoding.UTF8) -> bytes
     etree.SubElement(envelope, _env("Body")).append(element)
     qualify_codes(element)
     return etree.tostring(envelope, xml_declaration=True, encoding=charset)
-
-
-def http_status(fault: GatewayFault | None) -> str:
-    if fault is not None and fault.gateway_code == "RequestTooLarge":
-        return "413 Request Entity Too Large"
-    if fault is not None and fault.faultcode == "Client":
-        return "400 Bad Request"
-    return "500 Internal Server Error"
 
 
 def build_soap12_application(
@@ -191,6 +196,10 @@ class Soap12Endpoint:
             build_soap12_application(gateway.services, response_encoding=self._charset),
             max_content_length=gateway.max_body_bytes,
         )
+        self._direct = DirectAnswers(
+            gateway.services, SOAP12, validate=self._soap.app.in_protocol.is_valid, charset=self._charset,
+            content_type=self._soap.app.out_protocol.mime_type,
+        )
         self._wsdl: tuple[str, bytes] | None = None
 
     def wsdl(self) -> bytes:
@@ -206,20 +215,23 @@ class Soap12Endpoint:
         if answered is not None:
             return answered
         try:
-            body = self._checked_body(environ)
+            body, envelope = self._checked_body(environ)
         except Exception as exc:  # noqa: BLE001 - every refusal is a fault, logged and audited once
             soap11 = isinstance(exc, _Soap11Envelope)
             fault = fault_from_error(exc.error if soap11 else exc, correlation_id)
             _record_refusal(self._gateway.services, environ, fault, "intake")
             return self._soap11_fault(respond, fault) if soap11 else self._fault(respond, fault)
+        answered = self._direct(environ, respond, envelope)
+        if answered is not None:
+            return answered
         environ = dict(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["CONTENT_TYPE"] = f"{MEDIA_TYPE}; charset=utf-8"
         return self._soap(environ, respond)
 
-    def _checked_body(self, environ) -> bytes:
-        """The body as UTF-8, checked to be one SOAP 1.2 operation call; a body that
+    def _checked_body(self, environ) -> tuple[bytes, etree._Element]:
+        """The body as UTF-8 and its envelope, checked to be one SOAP 1.2 operation call; a body that
         fails is logged by its fingerprint only (as on the SOAP 1.1 endpoint)."""
         body = _read_limited(environ, self._gateway.max_body_bytes)
         try:
@@ -229,7 +241,7 @@ class Soap12Endpoint:
             log.warning("request body refused [%s] (%s): %s", environ.get(CORRELATION_KEY), code, fingerprint(body))
             raise
 
-    def _checked_envelope(self, environ, body: bytes) -> bytes:
+    def _checked_envelope(self, environ, body: bytes) -> tuple[bytes, etree._Element]:
         _media_type, charset = encoding.parse_content_type(environ.get("CONTENT_TYPE"))
         body = encoding.request_as_utf8(body, charset)
         envelope = safexml.parse_bytes(body, source="request", policy=self._gateway.xml_policy).getroot()
@@ -256,7 +268,7 @@ class Soap12Endpoint:
                 f"in namespace {NAMESPACE}"
             )
         environ[OPERATION_KEY] = etree.QName(calls[0]).localname
-        return body
+        return body, envelope
 
     def _fault(self, respond, fault: GatewayFault, status: str | None = None, headers=()) -> list[bytes]:
         body = fault_envelope12(fault, self._charset)

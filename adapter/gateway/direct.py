@@ -1,0 +1,290 @@
+"""Operations answered beside spyne: ``GetAttachment`` streamed from its blob file.
+
+spyne builds a whole answer in memory: for ``GetAttachment`` of a 50 MB file that is the
+bytes, their base64 text, the text inside the lxml tree, the serialized envelope and the
+server's copy of it — 333 MB alive at once (bench B5).  Here the answer is written as spyne
+would write it, byte for byte (``tests/test_gateway_direct.py`` compares the two), but the
+file travels in base64 pieces through a WSGI iterator: the envelope's head, the content,
+its tail.
+
+Only the answer is written differently.  A request is taken here when it has the plain
+shape every client sends (see ``_plain_call``) and passes the same schema check spyne
+applies; anything else — a schema error, ``xsi:nil``, SOAP-encoding ``href``s — is left to
+spyne, which answers or refuses it as it always has.  The call itself runs through
+``service.perform_call``, like spyne's: the same authentication, role and scope check,
+audit record and faults, the faults written in spyne's shape for each SOAP version.
+"""
+
+from __future__ import annotations
+
+import binascii
+import copy
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+
+from lxml import etree
+
+from ..errors import IntegrityError, NotFound
+from ..services import audit as audit_service
+from ..services.call_audit import CallAudit, client_address
+from ..store import documents as document_repo
+from ..store import vouchers as voucher_repo
+from .context import CORRELATION_KEY, GatewayCall
+from .faults import SOAP11_ENV, GatewayFault
+from .service import AUDIT_TARGETS, perform_call
+from .types import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+#: Raw bytes per piece of the streamed file: a multiple of 3, so every piece but the last
+#: encodes to base64 without padding and the pieces join into one valid base64 text;
+#: 768 KiB raw is 1 MiB of base64 — few system calls, little memory.
+CHUNK_BYTES = 3 * 256 * 1024
+#: Stands in for the content while the envelope is serialized.  The content element is
+#: the answer's last, so the envelope is split at the mark's last occurrence: text of the
+#: other fields (a file name) cannot move the split even if it held the same characters.
+_MARK = "@@archive-oa-content@@"
+
+
+@dataclass(frozen=True)
+class SoapVersion:
+    """What differs between the SOAP 1.1 and 1.2 answers spyne writes."""
+
+    envelope_ns: str
+    prefix: str  # the envelope prefix spyne's answers use
+    fault_element: Callable[[GatewayFault], etree._Element]
+    finish_fault: Callable[[etree._Element], None]  # once the fault is in its envelope
+    http_status: Callable[[GatewayFault], str]
+
+
+def _soap11_fault(fault: GatewayFault) -> etree._Element:
+    element = etree.Element(f"{{{SOAP11_ENV}}}Fault")
+    etree.SubElement(element, "faultcode").text = f"soap11env:{fault.faultcode}"
+    etree.SubElement(element, "faultstring").text = fault.faultstring
+    etree.SubElement(element, "faultactor").text = ""
+    etree.SubElement(element, "detail").append(copy.deepcopy(fault.detail))
+    return element
+
+
+SOAP11 = SoapVersion(SOAP11_ENV, "soap11env", _soap11_fault, lambda element: None,
+                     lambda fault: fault.http_status)
+#: (SOAP 1.2's is ``soap12.SOAP12``: its fault is written there.)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a direct operation hands back: the response element (its content marked by
+    ``_MARK``) and, for a streamed file, the open file and its size."""
+
+    response: etree._Element
+    file: BinaryIO | None = None
+    size: int = 0
+
+
+class DirectAnswers:
+    """The operations of one SOAP endpoint answered here; ``None`` leaves a request to spyne.
+
+    ``validate`` is the spyne protocol's schema check (True when the operation element is
+    valid); ``charset`` and ``content_type`` are those of spyne's answers on the endpoint."""
+
+    def __init__(self, services, version: SoapVersion, *, validate: Callable[[etree._Element], bool],
+                 charset: str, content_type: str) -> None:
+        self.services = services
+        self._version = version
+        self._validate = validate
+        self._charset = charset
+        self._content_type = content_type
+
+    def __call__(self, environ: dict, respond: Callable, envelope: etree._Element) -> Iterable[bytes] | None:
+        call = _plain_call(envelope, self._version.envelope_ns)
+        if call is None or not self._validate(call.element):
+            return None
+        opened: list[BinaryIO] = []  # closed here if the call fails after opening a file
+        callers: list[str] = []
+
+        def run(gateway_call: GatewayCall) -> Answer:
+            callers.append(gateway_call.principal.username)
+            answer = call.operation.handler(gateway_call, call.arguments)
+            if answer.file is not None:
+                opened.append(answer.file)
+            return answer
+
+        try:
+            answer = perform_call(self.services, environ, call.operation.name, call.arguments, call.headers, run)
+        except GatewayFault as fault:
+            for file in opened:
+                file.close()
+            return self._fault(respond, fault)
+        text = self._envelope(answer.response)
+        if answer.file is None:
+            return self._respond(respond, text)
+        head, _, tail = text.rpartition(_MARK.encode("ascii"))
+        length = len(head) + 4 * ((answer.size + 2) // 3) + len(tail)
+        respond("200 OK", [("Content-Type", self._content_type), ("Content-Length", str(length))])
+        report = _BreakReport(self.services, environ, call, callers[0])
+        return _StreamedFile(head, answer.file, answer.size, tail, report)
+
+    def _envelope(self, response: etree._Element) -> bytes:
+        ns, prefix = self._version.envelope_ns, self._version.prefix
+        envelope = etree.Element(f"{{{ns}}}Envelope", nsmap={prefix: ns, "tns": NAMESPACE})
+        etree.SubElement(envelope, f"{{{ns}}}Body").append(response)
+        return etree.tostring(envelope, xml_declaration=True, encoding=self._charset)
+
+    def _respond(self, respond, body: bytes, status: str = "200 OK") -> list[bytes]:
+        respond(status, [("Content-Type", self._content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _fault(self, respond, fault: GatewayFault) -> list[bytes]:
+        ns, prefix = self._version.envelope_ns, self._version.prefix
+        envelope = etree.Element(f"{{{ns}}}Envelope", nsmap={prefix: ns, "tns": NAMESPACE})
+        element = self._version.fault_element(fault)
+        etree.SubElement(envelope, f"{{{ns}}}Body").append(element)
+        self._version.finish_fault(element)
+        body = etree.tostring(envelope, xml_declaration=True, encoding=self._charset)
+        return self._respond(respond, body, self._version.http_status(fault))
+
+
+# --- which requests are taken -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Operation:
+    name: str
+    arguments: tuple[str, ...]  # the request's child elements, exactly these, in this order
+    handler: Callable[[GatewayCall, Mapping[str, str]], Answer]
+
+
+@dataclass(frozen=True)
+class _Call:
+    operation: _Operation
+    element: etree._Element
+    arguments: dict[str, str]
+    headers: list | None  # the first soap:Header's children, as spyne hands them on
+
+
+def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
+    """The call when the request has the plain shape, else None (spyne takes it).
+
+    Plain: the operation element is the Body's first node; it and its argument elements
+    carry no attributes (no ``xsi:nil``, ``xsi:type``, ``href``) and each argument holds
+    text only; no element anywhere has an ``id`` (spyne would resolve SOAP-encoding
+    references through it).  The text is then what spyne reads (``element.text``)."""
+    body = envelope.find(f"{{{envelope_ns}}}Body")
+    if body is None or len(body) == 0:
+        return None
+    element = body[0]
+    operation = _OPERATIONS.get(element.tag)
+    if operation is None or element.attrib or len(element) != len(operation.arguments):
+        return None
+    arguments = {}
+    for child, name in zip(element, operation.arguments):
+        if child.tag != f"{{{NAMESPACE}}}{name}" or child.attrib or len(child):
+            return None
+        arguments[name] = child.text or ""
+    if envelope.xpath("boolean(//@id | //@xml:id)"):
+        return None
+    headers = envelope.findall(f"{{{envelope_ns}}}Header")
+    return _Call(operation, element, arguments, list(headers[0]) if headers else None)
+
+
+# --- GetAttachment -----------------------------------------------------------------------
+
+
+def _tns(name: str) -> str:
+    return f"{{{NAMESPACE}}}{name}"
+
+
+def get_attachment(call: GatewayCall, arguments: Mapping[str, str]) -> Answer:
+    """``GetAttachment``: the attachment's metadata and its blob, opened and checked.
+
+    The lookup and the scope rule are those of ``ArchiveService.get_attachment`` (which
+    returns the bytes themselves): an attachment outside the caller's organisations is
+    reported exactly like a missing one."""
+    attachment_id = arguments["attachmentId"]
+    with call.services.store.transaction() as conn:
+        found = voucher_repo.find_attachment(conn, attachment_id) or document_repo.find_file(conn, attachment_id)
+    scope = call.scope
+    if found is None or not (scope is None or (found[2] is not None and found[2] in scope)):
+        raise NotFound(f"attachment {attachment_id!r} not found: check the attachmentId")
+    meta = found[0]
+    file, size = call.services.store.blobs.open_verified(meta.sha256)
+    if size != meta.size:
+        file.close()
+        raise IntegrityError(f"attachment {attachment_id}: stored {size} bytes, recorded size {meta.size}")
+    response = etree.Element(_tns("GetAttachmentResponse"))
+    for name, value in (("attachmentId", meta.attachment_id), ("fileName", meta.file_name),
+                        ("mimeType", meta.mime_type), ("size", meta.size), ("sha256", meta.sha256)):
+        if value is not None:  # spyne leaves out an optional element without a value
+            etree.SubElement(response, _tns(name)).text = str(value)
+    etree.SubElement(response, _tns("content")).text = _MARK
+    return Answer(response, file, size)
+
+
+_OPERATIONS: dict[str, _Operation] = {
+    _tns(op.name): op for op in (
+        _Operation("GetAttachment", ("attachmentId",), get_attachment),
+    )
+}
+
+
+class _StreamedFile:
+    """The WSGI body of a streamed answer: head, the file in base64 pieces, tail.
+
+    The file was checked just before; should it come out shorter or longer now (changed
+    on disk since), the answer can no longer become a fault: the iterator raises, the
+    server drops the connection, and the failure is logged and audited."""
+
+    def __init__(self, head: bytes, file: BinaryIO, size: int, tail: bytes, report: _BreakReport) -> None:
+        self._head, self._file, self._size, self._tail = head, file, size, tail
+        self._report = report
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        buffer = bytearray(CHUNK_BYTES)
+        sent = 0
+        while n := _read_full(self._file, buffer):
+            sent += n
+            if sent > self._size:
+                break
+            yield binascii.b2a_base64(memoryview(buffer)[:n], newline=False)
+        if sent != self._size:
+            raise self._report.broken(f"the blob changed on disk while it was sent: {sent} bytes read, "
+                                      f"{self._size} checked; the answer was cut off")
+        yield self._tail
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _read_full(file: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` but at the end of the file: a short piece in the middle would put
+    base64 padding inside the text."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer):
+        n = file.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+class _BreakReport:
+    """Logs and audits an answer that broke off after it had started."""
+
+    def __init__(self, services, environ: Mapping, call: _Call, actor: str) -> None:
+        self._services, self._environ, self._call, self._actor = services, environ, call, actor
+
+    def broken(self, message: str) -> IntegrityError:
+        correlation_id = self._environ.get(CORRELATION_KEY)
+        operation = self._call.operation.name
+        log.error("%s [%s] aborted: %s", operation, correlation_id, message)
+        audit = CallAudit(
+            self._services.store, operation=operation, source=client_address(self._environ),
+            correlation_id=correlation_id, actor=self._actor, clock=self._services.clock,
+            targets=audit_service.targets_from(self._call.arguments, AUDIT_TARGETS.get(operation, ())),
+        )
+        audit.details["stage"] = "answer"
+        audit.failed("Internal")
+        return IntegrityError(message)
