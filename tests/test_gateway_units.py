@@ -322,3 +322,41 @@ def test_stop_survives_the_loop_running_its_close_before_our_own_pull():
     handle.stop()
     assert not handle._thread.is_alive()
     assert trigger._closed and not trigger._fds
+
+
+# --- spyne's forced garbage collection ---------------------------------------------------------
+
+
+def test_spyne_forces_no_gc_collect_after_a_request(tmp_path, monkeypatch):
+    """compat turns off spyne's gc.collect() after requests (once a second it stopped every thread)."""
+    import gc
+    import io
+
+    import spyne.const
+    import spyne.context
+
+    from archive_oa.gateway.app import build_gateway_services, make_gateway_app
+
+    assert spyne.const.MIN_GC_INTERVAL == float("inf")
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    monkeypatch.setattr(spyne.context, "_LAST_GC_RUN", 0.0)  # long ago: spyne's 1 s would have passed
+    settings = load_settings(data_dir=tmp_path / "data", env={})
+    store = open_store(settings)
+    try:
+        app = make_gateway_app(settings, build_gateway_services(settings, store))
+        body = (f'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+                f'<Ping xmlns="{NAMESPACE}"/></s:Body></s:Envelope>').encode()
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/soap/archive", "QUERY_STRING": "",
+            "CONTENT_TYPE": "text/xml; charset=utf-8", "CONTENT_LENGTH": str(len(body)),
+            "HTTP_SOAPACTION": '"Ping"', "SERVER_NAME": "localhost", "SERVER_PORT": "8080",
+            "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body), "wsgi.errors": io.StringIO(),
+        }
+        statuses = []
+        answer = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    finally:
+        store.dispose()
+    assert statuses[0].startswith("200") and b"PingResponse" in answer
+    assert collections == []
