@@ -29,7 +29,7 @@ from archive_oa.errors import InternalError
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
 from archive_oa.services import audit, audit_verify
-from archive_oa.services.call_audit import CallAudit
+from archive_oa.services.call_audit import AuditNotWritten, CallAudit, GroupWriter, group_writer
 from archive_oa.services.users import UserService
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as voucher_repo
@@ -530,3 +530,142 @@ def test_fault_detail_and_record_share_the_correlation_id(gateway, store):
     (record,) = records_of(store, correlation_id)
     assert record.outcome == "NotFound"
     assert etree.QName(info.value.detail.find(f"{{{GW}}}GatewayFault")).localname == "GatewayFault"
+
+
+# --- group commit of the records of calls that changed nothing ------------------------------------
+
+
+def _call_fields(n: int, **changes) -> dict:
+    return {"actor": f"user{n % 3}", "source": "10.0.0.7", "operation": "GetVoucher",
+            "targets": [f"voucherId=V-{n}"], "outcome": "OK", "duration_ms": n, "correlation_id": f"g-{n}",
+            "details": None, "now": T0 + dt.timedelta(seconds=n), **changes}
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+class HeldWriter(GroupWriter):
+    """A GroupWriter whose first transaction waits until the test lets it go, and whose
+    transactions numbered in ``failing`` (0: the first) fail."""
+
+    def __init__(self, store, *, failing=()) -> None:
+        super().__init__(store)
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+        self.failing = set(failing)
+
+    def _commit(self, records):
+        self.batches.append([r["correlation_id"] for r in records])
+        if len(self.batches) == 1:
+            assert self.release.wait(60)
+        if len(self.batches) - 1 in self.failing:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        return super()._commit(records)
+
+
+def _writers(writer, numbers, results: dict) -> list[threading.Thread]:
+    def write(n):
+        try:
+            results[n] = writer.write(_call_fields(n))
+        except Exception as exc:  # noqa: BLE001 - checked by the test
+            results[n] = exc
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in numbers]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_records_of_calls_ending_together_commit_in_one_transaction(store):
+    writer, results = HeldWriter(store), {}
+    (first,) = _writers(writer, [0], results)
+    _wait_until(lambda: writer.batches, "the first record's transaction")
+    rest = _writers(writer, [1, 2, 3], results)
+    _wait_until(lambda: len(writer._queue) == 3, "three more records waiting")
+    assert results == {}  # nobody has been answered: every record is still uncommitted
+    writer.release.set()
+    for thread in [first, *rest]:
+        thread.join(60)
+    assert writer.batches[0] == ["g-0"] and sorted(writer.batches[1]) == ["g-1", "g-2", "g-3"]
+    assert len(writer.batches) == 2  # the three waiting records: one transaction
+    stored = {r["correlation_id"]: r for r in rows(store)}
+    assert {results[n]: f"g-{n}" for n in range(4)} == {r["seq"]: cid for cid, r in stored.items()}
+    assert stored["g-2"]["targets"] == '["voucherId=V-2"]' and stored["g-2"]["duration_ms"] == 2
+    with store.transaction() as conn:
+        assert audit_verify.verify_chain(conn).ok
+
+
+def test_a_failed_batch_fails_every_call_in_it_and_the_next_one_is_written(store):
+    append(store, 2)
+    writer, results = HeldWriter(store, failing={1}), {}
+    (first,) = _writers(writer, [10], results)
+    _wait_until(lambda: writer.batches, "the first record's transaction")
+    rest = _writers(writer, [11, 12], results)
+    _wait_until(lambda: len(writer._queue) == 2, "two more records waiting")
+    writer.release.set()
+    for thread in [first, *rest]:
+        thread.join(60)
+    assert results[10] == 3
+    assert sorted(writer.batches[1]) == ["g-11", "g-12"]
+    for n in (11, 12):  # every caller whose record was in the failed transaction hears of it
+        assert isinstance(results[n], AuditNotWritten), results[n]
+        assert "g-%d" % n in str(results[n]) and "disk I/O error" in str(results[n].__cause__)
+    assert writer.write(_call_fields(13)) == 4  # the writer is not stuck
+    assert [r["correlation_id"] for r in rows(store)] == ["c-0", "c-1", "g-10", "g-13"]
+    with store.transaction() as conn:
+        assert audit_verify.verify_chain(conn).ok
+
+
+def test_group_writers_of_several_instances_keep_one_chain(store, db_settings):
+    from archive_oa.store.engine import open_store
+
+    other = open_store(db_settings, upgrade=False)  # a second process on the same database
+    try:
+        writers = [group_writer(store), group_writer(other)]
+        assert group_writer(store) is writers[0] and writers[0] is not writers[1]
+        results: dict = {}
+        threads = [t for k, w in enumerate(writers) for t in _writers(w, range(k * 100, k * 100 + 12), results)]
+        for thread in threads:
+            thread.join(120)
+        assert not [r for r in results.values() if isinstance(r, Exception)]
+        assert sorted(results.values()) == list(range(1, 25))
+        with store.transaction() as conn:
+            assert audit_verify.verify_chain(conn).ok
+        assert {r["seq"]: r["correlation_id"] for r in rows(store)} == {s: f"g-{n}" for n, s in results.items()}
+    finally:
+        other.dispose()
+
+
+def test_record_many_gives_the_chain_of_single_records(store, db_settings, tmp_path):
+    with store.transaction(immediate=True) as conn:
+        assert audit.record_many(conn, []) == []
+        assert audit.record_many(conn, [_call_fields(n) for n in range(3)]) == [1, 2, 3]
+    batched = rows(store)
+    for row in batched:
+        del row["seq"]
+    from archive_oa.store.engine import open_store
+
+    alone = open_store(db_settings.replace(data_dir=tmp_path / "alone", database={"url": ""}), upgrade=True)
+    try:
+        for n in range(3):
+            with alone.transaction(immediate=True) as conn:
+                audit.record(conn, **_call_fields(n))
+        singles = rows(alone)
+    finally:
+        alone.dispose()
+    assert [r["hash"] for r in batched] == [r["hash"] for r in singles]
+
+
+def test_a_read_whose_record_fails_to_commit_is_answered_with_a_fault(gateway, store, monkeypatch):
+    def broken(conn, records):
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(audit, "record_many", broken)
+    assert fault_code(lambda: client(gateway, "viewer1").QueryVouchers(page=1, pageSize=5)) == "Internal"
+    monkeypatch.undo()
+    assert client(gateway, "viewer1", correlation_id="c-after").QueryVouchers(page=1, pageSize=5).total == 0
+    assert [r.outcome for r in records_of(store, "c-after")] == ["OK"]

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, insert, select, text
 
 from ..errors import InternalError
 from ..store.audit_tables import audit_log
@@ -92,9 +92,50 @@ def record(
     now: dt.datetime | None = None,
 ) -> int:
     """Append one record in the caller's (write) transaction; returns its sequence number."""
+    fields = dict(actor=actor, source=source, operation=operation, targets=targets, outcome=outcome,
+                  duration_ms=duration_ms, correlation_id=correlation_id, details=details, now=now)
+    return record_many(conn, [fields])[0]
+
+
+def record_many(conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Append several records, in the given order, in the caller's (write) transaction.
+
+    Each item holds ``record``'s keyword arguments.  The chain is exactly the one that
+    many ``record`` calls would give; the head is read once, inside the transaction
+    (so other instances appending to the same database are serialised as for one record),
+    and the rows go in as one multi-row insert.  Returns their sequence numbers.
+    """
     _require_write_transaction(conn)
+    rows = [_row(**fields) for fields in records]
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    seq, prev_hash = _head(conn)
+    for row in rows:
+        seq += 1
+        row["seq"] = seq
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = record_hash(row)
+    conn.execute(insert(audit_log), rows)
+    return [row["seq"] for row in rows]
+
+
+def _row(
+    *,
+    actor: str,
+    source: str | None,
+    operation: str,
+    targets: Iterable[str] = (),
+    outcome: str,
+    duration_ms: int | None = None,
+    correlation_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A record's stored fields but for its place in the chain (seq, prev_hash, hash)."""
     at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
-    row = {
+    return {
         "at": at,
         "actor": _clip(actor or "anonymous", "actor"),
         "source": None if source is None else _clip(source, "source"),
@@ -105,14 +146,6 @@ def record(
         "correlation_id": None if correlation_id is None else _clip(correlation_id, "correlation_id"),
         "details": _details_json(details),
     }
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    seq, prev_hash = _head(conn)
-    row["seq"] = seq + 1
-    row["prev_hash"] = prev_hash
-    row["hash"] = record_hash(row)
-    conn.execute(insert(audit_log).values(**row))
-    return row["seq"]
 
 
 def record_hash(fields: Mapping[str, Any]) -> str:
@@ -220,10 +253,10 @@ def to_record(row: Mapping[str, Any]) -> AuditRecord:
 
 
 def _head(conn: Connection) -> tuple[int, str]:
-    last = conn.execute(select(func.max(audit_log.c.seq))).scalar()
-    if last is None:
-        return 0, GENESIS_HASH
-    return last, conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == last)).scalar_one()
+    last = conn.execute(
+        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+    ).first()
+    return (last.seq, last.hash) if last else (0, GENESIS_HASH)
 
 
 def _require_write_transaction(conn: Connection) -> None:
