@@ -232,3 +232,109 @@ def test_attachment_file_names_never_leave_the_folder(tmp_path, name):
     meta = meta_for("ATT-8", name, PDF)
     content, issue = _attachment_file(tmp_path / "v.xml", meta, "/Voucher/attachments/attachment", 3)
     assert content is None and issue.rule == "attachment-file-name" and issue.place.endswith("/fileName")
+
+
+# --- batches: the same promises as one voucher at a time -------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 500])
+def test_repeats_and_changes_count_in_file_order_within_and_across_batches(store, transforms, tmp_path, batch_size):
+    from archive_oa.store.sync_tables import deliveries
+
+    first, changed = make_voucher("V-1"), make_voucher("V-1", amount="990.00")
+    for name, voucher in (("a", first), ("b", first), ("c", changed), ("d", first), ("e", make_voucher("V-2", no=2))):
+        write(tmp_path / "in" / f"{name}.xml", voucher)
+    progress = []
+    report = import_paths(store, transforms, [tmp_path / "in"], batch_size=batch_size, on_progress=progress.append)
+    assert (report.vouchers_seen, report.created, report.new_versions, report.unchanged) == (5, 2, 2, 1)
+    assert report.queued == 3  # content A again (version 3) was queued as version 1: not queued again
+    assert [(p.voucher_id, p.outcome, p.file.rsplit("/", 1)[-1]) for p in progress] == [
+        ("V-1", "created", "a.xml"), ("V-1", "unchanged", "b.xml"), ("V-1", "new_version", "c.xml"),
+        ("V-1", "new_version", "d.xml"), ("V-2", "created", "e.xml"),
+    ]
+    assert [p.vouchers_done for p in progress] == [1, 2, 3, 4, 5]
+    with store.transaction() as conn:
+        assert repo.latest_version(conn, "V-1") == (3, voucher_xml.canonical_hash(first))
+        assert repo.load_voucher(conn, "V-1", version=2).total_amount == Decimal("990.00")
+        states = dict(conn.execute(select(vouchers.c.version, vouchers.c.state).where(vouchers.c.voucher_id == "V-1")).all())
+        assert states == {1: "QUEUED", 2: "QUEUED", 3: "NONE"}
+        queued = conn.execute(select(deliveries.c.voucher_id, deliveries.c.version).order_by(deliveries.c.id)).all()
+        assert [tuple(r) for r in queued] == [("V-1", 1), ("V-1", 2), ("V-2", 1)]
+    again = import_paths(store, transforms, [tmp_path / "in"], batch_size=batch_size)
+    # against what is stored now (A is latest): a, b unchanged, c → 4, d → 5, e unchanged
+    assert (again.created, again.new_versions, again.unchanged, again.queued) == (0, 2, 3, 0)
+
+
+def _refuse_voucher_id(store, voucher_id):
+    """Make the database itself refuse one voucher id (as it might a value it cannot hold)."""
+    with store.transaction(immediate=True) as conn:
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_one BEFORE INSERT ON vouchers WHEN NEW.voucher_id = '{voucher_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            conn.exec_driver_sql(f"ALTER TABLE vouchers ADD CONSTRAINT refuse_one CHECK (voucher_id <> '{voucher_id}')")
+
+
+def test_a_voucher_the_database_refuses_is_reported_and_its_batch_mates_are_stored(store, transforms, tmp_path):
+    from archive_oa.store.sync_tables import deliveries
+
+    _refuse_voucher_id(store, "V-BAD")
+    write(tmp_path / "in" / "1.xml", [make_voucher("V-1", no=1), make_voucher("V-2", no=2)])
+    two = write(tmp_path / "in" / "2.xml", [make_voucher("V-3", no=3), make_voucher("V-BAD", no=4), make_voucher("V-4", no=5)])
+    write(tmp_path / "in" / "3.xml", make_voucher("V-5", no=6))
+    progress = []
+    report = import_paths(store, transforms, [tmp_path / "in"], on_progress=progress.append)  # one batch
+    assert (report.files, report.vouchers_seen, report.created, report.queued) == (3, 6, 5, 5)
+    assert report.failed_files == 1 and report.failed_paths == [str(two)]
+    [issue] = report.issues
+    assert (issue.source, issue.place, issue.rule) == (str(two), "/Vouchers/Voucher[2]", "store-refused")
+    assert issue.line and "V-BAD" in issue.message and "refuse" in issue.message
+    assert sorted(p.voucher_id for p in progress) == ["V-1", "V-2", "V-3", "V-4", "V-5"]
+    assert count(store, vouchers) == 5 and count(store, deliveries) == 5
+
+
+def test_two_importers_at_once_store_each_voucher_once(store, db_settings, transforms, tmp_path):
+    import threading
+
+    from archive_oa.store.engine import open_store
+    from archive_oa.store.sync_tables import deliveries
+
+    files = [write(tmp_path / "in" / f"{f}.xml", [make_voucher(f"V-{f}-{n}", no=f * 100 + n + 1) for n in range(10)])
+             for f in range(3)]
+    other = open_store(db_settings)
+    reports, errors = {}, []
+
+    def run(name, instance, paths):
+        try:
+            reports[name] = import_paths(instance, transforms, paths, batch_size=7)
+        except Exception as exc:  # noqa: BLE001  (collected and asserted below)
+            errors.append(exc)
+
+    try:  # the second runs the files backwards: its batches overlap the first's in another order
+        threads = [threading.Thread(target=run, args=("a", store, files)),
+                   threading.Thread(target=run, args=("b", other, files[::-1]))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        other.dispose()
+    assert errors == []
+    a, b = reports["a"], reports["b"]
+    assert a.created + b.created == 30 and a.unchanged + b.unchanged == 30 and a.queued + b.queued == 30
+    assert a.new_versions == b.new_versions == 0 and a.failed_files == b.failed_files == 0
+    assert count(store, vouchers) == 30 and count(store, deliveries) == 30
+
+
+def test_cli_import_batch_size(tmp_path, capsys):
+    folder = tmp_path / "in"
+    for n in range(3):
+        write(folder / f"{n}.xml", make_voucher(f"V-{n}", no=n + 1))
+    assert main(["import", "--data-dir", str(tmp_path / "data"), "--batch-size", "2", str(folder)]) == 0
+    lines = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["created"] == "3" and lines["queued for OA"] == "3"
+    with pytest.raises(SystemExit):
+        main(["import", "--data-dir", str(tmp_path / "data"), "--batch-size", "0", str(folder)])
+    assert "--batch-size" in capsys.readouterr().err

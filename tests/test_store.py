@@ -135,6 +135,52 @@ def test_same_content_is_stored_once_and_changed_content_becomes_a_version(store
     assert page.total == 1 and page.items[0].total_amount == Decimal("1600.00")
 
 
+def test_a_batch_saves_as_one_voucher_after_another(store):
+    first, changed = make_voucher(), make_voucher(amount="1600.00")
+    decided = make_voucher("V-0002", no=2, workflow=WorkflowInfo(
+        WorkflowState.APPROVED, "OA-1", NOW, (Approval(1, "甲", "APPROVE", "同意", NOW),)))
+    save(store, first, "h1")
+    items = [(first, "h1"), (changed, "h2"), (changed, "h2"), (first, "h1"), (decided, "hd")]
+    with store.transaction(immediate=True) as conn:
+        results = repo.save_vouchers(conn, items, NOW)
+        assert [(r.voucher_id, r.version, r.created) for r in results] == [
+            ("V-0001", 1, False), ("V-0001", 2, True), ("V-0001", 2, False), ("V-0001", 3, True),
+            ("V-0002", 1, True),
+        ]
+        rows = dict(conn.execute(select(vouchers_table.c.id, vouchers_table.c.version)
+                                 .where(vouchers_table.c.voucher_id == "V-0001")).all())
+        assert [rows[r.row_id] for r in results[:4]] == [1, 2, 2, 3]  # each result names its version's row
+        latest = conn.execute(select(vouchers_table.c.version).where(
+            vouchers_table.c.voucher_id == "V-0001", vouchers_table.c.is_latest)).scalars().all()
+        assert latest == [3]
+        assert repo.latest_version(conn, "V-0001") == (3, "h1")
+        assert repo.load_voucher(conn, "V-0001", version=2) == changed
+        assert repo.load_voucher(conn, "V-0001") == first
+        assert repo.load_voucher(conn, "V-0002") == decided  # with its approval trail
+        repo.mark_queued(conn, [results[1].row_id])
+        assert repo.load_voucher(conn, "V-0001", version=2).state is WorkflowState.QUEUED
+        assert repo.load_voucher(conn, "V-0001").state is WorkflowState.NONE
+
+
+def test_enqueue_many_writes_what_enqueue_writes(store):
+    from archive_oa.store import outbox
+    from archive_oa.store.outbox_batch import NewDelivery, enqueue_many
+    from archive_oa.store.sync_tables import deliveries
+
+    with store.transaction(immediate=True) as conn:
+        assert outbox.enqueue(conn, voucher_id="V-1", version=1, idempotency_key="V-1:a", now=NOW)
+        answers = enqueue_many(conn, [NewDelivery("V-2", 1, "V-2:b"), NewDelivery("V-1", 3, "V-1:a"),
+                                      NewDelivery("V-2", 2, "V-2:c"), NewDelivery("V-2", 3, "V-2:b")], NOW)
+        assert answers == [True, False, True, False]
+        assert enqueue_many(conn, [], NOW) == []
+        rows = [dict(r._mapping) for r in conn.execute(select(deliveries).order_by(deliveries.c.id))]
+    assert [(r["voucher_id"], r["version"], r["idempotency_key"]) for r in rows] == [
+        ("V-1", 1, "V-1:a"), ("V-2", 1, "V-2:b"), ("V-2", 2, "V-2:c")]
+    different = {"id", "voucher_id", "version", "idempotency_key"}
+    by_enqueue = {k: v for k, v in rows[0].items() if k not in different}
+    assert all({k: v for k, v in row.items() if k not in different} == by_enqueue for row in rows[1:])
+
+
 def test_naive_datetimes_are_refused(store):
     with pytest.raises(Exception, match="no time zone"):
         with store.transaction(immediate=True) as conn:

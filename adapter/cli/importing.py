@@ -25,12 +25,30 @@ def register(subparsers) -> None:
         action="store_true",
         help="store only; do not queue the new vouchers for delivery to the OA",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="vouchers stored per transaction (default 500); a batch the database refuses is "
+        "stored again one voucher at a time, so only the voucher at fault is reported",
+    )
     add_common(parser)
     parser.set_defaults(func=run)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of vouchers, 1 or more")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..services.importer import import_paths
+    from ..services.importer import DEFAULT_BATCH_SIZE, import_paths
     from ..store.engine import open_store
     from ..transforms.pipeline import Transforms
 
@@ -45,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             args.paths,
             enqueue=settings.sync.realtime and not args.no_queue,
             on_progress=progress,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
         )
         progress.finish()
     finally:

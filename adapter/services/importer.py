@@ -2,9 +2,13 @@
 
 A file is all or nothing: it is parsed, validated and its attachments resolved
 before anything of it is stored, so a file that fails leaves no trace while the
-other files go on.  Storing is one transaction per voucher: blobs, the voucher
-version, and — real-time sync mode — the outbox delivery and the QUEUED state
-commit together.  Importing the same content again changes nothing.
+other files go on.  Valid vouchers are stored in batches (``batch_size``, across
+file boundaries, files read one at a time): one transaction per batch holds the
+voucher versions and — real-time sync mode — each one's outbox delivery and QUEUED
+state, so a voucher and its delivery still commit together.  Importing the same
+content again changes nothing, within a batch as across batches.  A batch the
+database refuses is stored again one voucher at a time, so exactly the voucher at
+fault is reported and its batch mates are kept.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import exc as db_errors
 
 from .. import voucher_xml
 from ..domain.delivery import idempotency_key
@@ -22,8 +29,11 @@ from ..domain.model import Voucher, WorkflowState
 from ..errors import AdapterError, Issue, ValidationFailed
 from ..store import vouchers as repo
 from ..store.engine import Store
+from ..store.outbox_batch import NewDelivery, enqueue_many
 
 ATTACHMENT_FOLDER = "attachments"  # attachment files may sit beside the XML or in this subfolder
+DEFAULT_BATCH_SIZE = 500  # vouchers per transaction: past a few hundred, bigger batches gain little
+BLOB_THREADS = 4  # attachment writes in flight at once (each waits for its fsync, not for the CPU)
 _ROOT_TAG = re.compile(rb"<(?![?!])(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 
 
@@ -58,11 +68,16 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class _Ready:
-    """A validated voucher with the bytes of each of its attachments."""
+    """A validated voucher with the bytes of each of its attachments, and where it came from."""
 
     voucher: Voucher
     contents: dict[str, bytes]
     content_hash: str
+    source: str  # its file
+    place: str  # its path in the file, e.g. /Vouchers/Voucher[3]
+    line: int | None
+    files_done: int  # files read when it was read (for progress)
+    blob_writes: list[Future] = field(default_factory=list, compare=False)  # its attachments being written
 
 
 def import_paths(
@@ -73,29 +88,48 @@ def import_paths(
     now: dt.datetime | None = None,
     enqueue: bool = True,
     on_progress: Callable[[ImportProgress], None] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ImportReport:
     """Import every voucher file in ``paths`` (files, or folders searched for ``*.xml``)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}: store at least 1 voucher per transaction")
     files = list(_expand(paths))
     report = ImportReport()
-    for path in files:
-        report.files += 1
-        try:
-            ready = _read_file(path, transforms)
-        except AdapterError as exc:  # the file's fault (invalid, too large …): report it, go on
-            if not exc.client_error:
-                raise
-            report.failed_files += 1
-            report.failed_paths.append(str(path))
-            issues = getattr(exc, "issues", ())
-            report.issues.extend(issues or [Issue("/", exc.code, exc.message, None, str(path))])
-            continue
-        report.vouchers_seen += len(ready)
-        for item in ready:
-            outcome = _store_one(store, item, now or _utcnow(), enqueue, report)
-            if on_progress:
-                done = report.created + report.new_versions + report.unchanged
-                on_progress(ImportProgress(str(path), item.voucher.voucher_id, outcome, done, report.files, len(files)))
+    pending: list[_Ready] = []
+    with ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="import-blobs") as blob_pool:
+        writer = _BatchWriter(store, now, enqueue, report, on_progress, len(files))
+        for path in files:
+            report.files += 1
+            try:
+                ready = _read_file(path, transforms, report.files)
+            except AdapterError as exc:  # the file's fault (invalid, too large …): report it, go on
+                if not exc.client_error:
+                    raise
+                issues = getattr(exc, "issues", ()) or [Issue("/", exc.code, exc.message, None, str(path))]
+                _fail_file(report, str(path), issues)
+                continue
+            report.vouchers_seen += len(ready)
+            # Blobs go to disk while earlier batches are stored; a batch commits only once
+            # its own are written (an unreferenced blob is harmless, a reference without bytes is not).
+            for item in ready:
+                item.blob_writes.extend(
+                    blob_pool.submit(store.blobs.put, item.contents[meta.attachment_id])
+                    for meta in item.voucher.attachments
+                )
+            pending.extend(ready)
+            while len(pending) >= batch_size:
+                writer.save(pending[:batch_size])
+                del pending[:batch_size]
+        if pending:
+            writer.save(pending)
     return report
+
+
+def _fail_file(report: ImportReport, source: str, issues: Iterable[Issue]) -> None:
+    if source not in report.failed_paths:
+        report.failed_files += 1
+        report.failed_paths.append(source)
+    report.issues.extend(issues)
 
 
 # --- reading and checking a file --------------------------------------------------------
@@ -115,7 +149,7 @@ def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path  # a missing file is reported by _read_file
 
 
-def _read_file(path: Path, transforms) -> list[_Ready]:
+def _read_file(path: Path, transforms, files_done: int) -> list[_Ready]:
     source = str(path)
     try:
         data = path.read_bytes()
@@ -143,7 +177,8 @@ def _read_file(path: Path, transforms) -> list[_Ready]:
                     issues.append(issue)
                     continue
             contents[meta.attachment_id] = content
-        ready.append(_Ready(item.voucher, contents, voucher_xml.canonical_hash(item.voucher)))
+        ready.append(_Ready(item.voucher, contents, voucher_xml.canonical_hash(item.voucher),
+                            source, voucher_path, item.line, files_done))
     if issues:
         raise ValidationFailed(f"{source}: {issues[0].place}: {issues[0].message}", issues)
     return ready
@@ -190,40 +225,104 @@ def _root_name(data: bytes) -> str | None:
 # --- storing ------------------------------------------------------------------------------
 
 
-def _store_one(store: Store, item: _Ready, now: dt.datetime, enqueue: bool, report: ImportReport) -> str:
-    voucher = item.voucher
-    # Blobs first, outside the transaction: content-addressed writes are harmless if
-    # the transaction then fails (an unreferenced blob, never a reference without bytes).
-    for meta in voucher.attachments:
-        store.blobs.put(item.contents[meta.attachment_id])
-    queued = False
-    with store.transaction(immediate=True) as conn:
-        saved = repo.save_voucher(conn, voucher, item.content_hash, now)
+class _BatchWriter:
+    """Stores batches of validated vouchers, counts the outcomes and reports progress."""
+
+    def __init__(self, store: Store, now, enqueue: bool, report: ImportReport, on_progress, files_total: int):
+        self.store = store
+        self.now = now
+        self.enqueue = enqueue
+        self.report = report
+        self.on_progress = on_progress
+        self.files_total = files_total
+
+    def save(self, batch: list[_Ready]) -> None:
+        """Store ``batch``; one voucher at a time when the database refuses the batch."""
+        try:
+            outcomes = self._write_retrying(batch)
+        except db_errors.StatementError as exc:
+            if not _voucher_fault(exc):
+                raise
+            if len(batch) == 1:
+                self._refused(batch[0], exc)
+                return
+            for item in batch:  # find exactly the voucher at fault; its batch mates are kept
+                self.save([item])
+            return
+        for item, (saved, queued) in zip(batch, outcomes):
+            self._count(item, saved, queued)
+
+    def _write_retrying(self, batch: list[_Ready]) -> list[tuple[repo.SaveResult, bool]]:
+        try:
+            return self._write(batch)
+        except db_errors.IntegrityError:
+            # Another importer may have stored some of these vouchers since this one read
+            # their versions (PostgreSQL: a new voucher id is guarded by a unique index,
+            # not a lock). Once more in a new transaction, which reads what it committed.
+            return self._write(batch)
+
+    def _write(self, batch: list[_Ready]) -> list[tuple[repo.SaveResult, bool]]:
+        now = self.now or _utcnow()
+        with self.store.transaction(immediate=True) as conn:
+            saved = repo.save_vouchers(conn, [(item.voucher, item.content_hash) for item in batch], now)
+            queued = self._enqueue(conn, batch, saved, now)
+            repo.mark_queued(conn, [result.row_id for result, done in zip(saved, queued) if done])
+            for item in batch:  # the attachments are on disk before the rows naming them commit
+                for write in item.blob_writes:
+                    write.result()
+        return list(zip(saved, queued))
+
+    def _enqueue(self, conn, batch: list[_Ready], saved: list[repo.SaveResult], now: dt.datetime) -> list[bool]:
+        """Queue the new versions for the OA in the batch's transaction (real-time sync mode)."""
+        if not self.enqueue:
+            return [False] * len(batch)
         # A voucher whose XML already records OA progress (e.g. an exported, decided
         # voucher) is archived as it is, not sent for approval again.
-        if saved.created and enqueue and voucher.state in (WorkflowState.NONE, WorkflowState.QUEUED):
-            from ..store import outbox  # the sync engine's outbox (imported late: optional for enqueue=False)
+        wanted = {
+            n: NewDelivery(item.voucher.voucher_id, result.version,
+                           idempotency_key(item.voucher.voucher_id, item.content_hash))
+            for n, (item, result) in enumerate(zip(batch, saved))
+            if result.created and item.voucher.state in (WorkflowState.NONE, WorkflowState.QUEUED)
+        }
+        # False: this very content was queued before (content A, B, then A again, also
+        # within one batch); the existing delivery stands and the state is not claimed queued.
+        answers = dict(zip(wanted, enqueue_many(conn, list(wanted.values()), now)))
+        return [answers.get(n, False) for n in range(len(batch))]
 
-            queued = outbox.enqueue(
-                conn,
-                voucher_id=voucher.voucher_id,
-                version=saved.version,
-                idempotency_key=idempotency_key(voucher.voucher_id, item.content_hash),
-                now=now,
+    def _count(self, item: _Ready, saved: repo.SaveResult, queued: bool) -> None:
+        report = self.report
+        report.queued += int(queued)
+        if not saved.created:
+            report.unchanged += 1
+            outcome = "unchanged"
+        elif saved.version == 1:
+            report.created += 1
+            outcome = "created"
+        else:
+            report.new_versions += 1
+            outcome = "new_version"
+        if self.on_progress:
+            done = report.created + report.new_versions + report.unchanged
+            self.on_progress(
+                ImportProgress(item.source, item.voucher.voucher_id, outcome, done, item.files_done, self.files_total)
             )
-            # False: this very content was delivered before (content A, B, then A again);
-            # the existing delivery stands and the state is not claimed to be queued.
-            if queued:
-                repo.set_workflow(conn, voucher.voucher_id, state=WorkflowState.QUEUED)
-    report.queued += int(bool(queued))
-    if not saved.created:
-        report.unchanged += 1
-        return "unchanged"
-    if saved.version == 1:
-        report.created += 1
-        return "created"
-    report.new_versions += 1
-    return "new_version"
+
+    def _refused(self, item: _Ready, exc: db_errors.StatementError) -> None:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        _fail_file(self.report, item.source, [Issue(
+            item.place, "store-refused",
+            f"voucher {item.voucher.voucher_id}: the database refused to store it ({reason}); "
+            "correct the value it names and import the file again (its other vouchers are stored)",
+            item.line, item.source,
+        )])
+
+
+def _voucher_fault(exc: db_errors.StatementError) -> bool:
+    """A write error one voucher's data can cause: a constraint, or a value the database or
+    a column type refuses — not an unavailable, locked or misused database."""
+    if isinstance(exc, (db_errors.IntegrityError, db_errors.DataError)):
+        return True
+    return not isinstance(exc, db_errors.DBAPIError)  # raised while binding its values
 
 
 def _utcnow() -> dt.datetime:

@@ -2,6 +2,9 @@
 
 Functions take a ``Connection`` inside the caller's transaction (``Store.transaction``)
 so that saving a voucher, enqueueing its delivery and updating its state commit together.
+Saving writes with ``executemany`` and statements built once (``insert(table)`` plus a
+list of parameter rows): SQLAlchemy then compiles each statement once per process, and
+a batch of vouchers costs a few round trips, not a few per voucher.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from ..domain.model import (
     Approval,
@@ -43,6 +46,7 @@ class SaveResult:
     voucher_id: str
     version: int
     created: bool  # False: the same content was already the latest version, nothing written
+    row_id: int | None = field(default=None, compare=False)  # the stored version's row (``mark_queued``)
 
 
 @dataclass(frozen=True)
@@ -58,30 +62,55 @@ class RequestMapping:
 
 def save_voucher(conn: Connection, voucher: Voucher, content_hash: str, now: dt.datetime) -> SaveResult:
     """Store ``voucher`` as its newest version unless its content is already the latest."""
-    current = conn.execute(
-        select(vouchers.c.id, vouchers.c.version, vouchers.c.content_hash)
-        .where(vouchers.c.voucher_id == voucher.voucher_id, LATEST)
-        .with_for_update()  # PostgreSQL: concurrent saves of one voucher queue up here
-    ).first()
-    if current is not None and current.content_hash == content_hash:
-        return SaveResult(voucher.voucher_id, current.version, created=False)
-    version = 1
-    if current is not None:
-        version = current.version + 1
-        conn.execute(update(vouchers).where(vouchers.c.id == current.id).values(is_latest=False))
-    row_id = conn.execute(
-        insert(vouchers).values(_header_row(voucher, version, content_hash, now)).returning(vouchers.c.id)
-    ).scalar_one()
-    if voucher.entries:
-        conn.execute(insert(entries), [_entry_row(row_id, entry) for entry in voucher.entries])
-    if voucher.attachments:
-        conn.execute(
-            insert(attachments),
-            [_attachment_row(row_id, position, meta) for position, meta in enumerate(voucher.attachments)],
-        )
-    if voucher.workflow and voucher.workflow.approvals:
-        _insert_approvals(conn, row_id, voucher.workflow.approvals)
-    return SaveResult(voucher.voucher_id, version, created=True)
+    return save_vouchers(conn, [(voucher, content_hash)], now)[0]
+
+
+def save_vouchers(
+    conn: Connection, items: Sequence[tuple[Voucher, str]], now: dt.datetime
+) -> list[SaveResult]:
+    """``save_voucher`` for each (voucher, content hash) in order, in a few statements.
+
+    The same as saving them one after another: a voucher that comes twice with the same
+    content is stored once, with changed content it gets one version per change, in order.
+    The latest rows of every voucher id are locked first, in id order (PostgreSQL: savers
+    of the same vouchers queue up instead of deadlocking; an id not stored yet is guarded
+    by the unique indexes, and the loser of that race gets an IntegrityError to retry).
+    """
+    latest = _lock_latest(conn, [voucher.voucher_id for voucher, _ in items])
+    superseded: list[dict] = []  # stored rows that stop being the latest
+    headers: list[dict] = []  # new version rows, in order
+    planned: list[tuple[Voucher, _Latest, bool]] = []  # (voucher, its version, created)
+    for voucher, content_hash in items:
+        known = latest.get(voucher.voucher_id)
+        if known is not None and known.content_hash == content_hash:
+            planned.append((voucher, known, False))
+            continue
+        if known is not None and known.header is None:
+            superseded.append({"row_id": known.row_id})
+        elif known is not None:  # a version of this same batch: it is stored as already superseded
+            headers[known.header]["is_latest"] = False
+        version = _Latest(known.version + 1 if known else 1, content_hash, header=len(headers))
+        headers.append(_header_row(voucher, version.version, content_hash, now))
+        latest[voucher.voucher_id] = version
+        planned.append((voucher, version, True))
+    if superseded:
+        conn.execute(_SUPERSEDE, superseded)
+    if headers:
+        # in id order, as the locks above: two savers inserting the same new ids wait for
+        # each other in one order instead of deadlocking (PostgreSQL's unique-index waits)
+        conn.execute(insert(vouchers), sorted(headers, key=lambda h: (h["voucher_id"], h["version"])))
+        row_ids = _new_row_ids(conn, [(h["voucher_id"], h["version"]) for h in headers])
+        for voucher, version, created in planned:
+            if created:
+                version.row_id = row_ids[voucher.voucher_id, version.version]
+    _insert_parts(conn, [(version.row_id, voucher) for voucher, version, created in planned if created])
+    return [SaveResult(voucher.voucher_id, v.version, created, v.row_id) for voucher, v, created in planned]
+
+
+def mark_queued(conn: Connection, row_ids: Sequence[int]) -> None:
+    """Set the versions ``row_ids`` (``SaveResult.row_id``) to QUEUED: their delivery is enqueued."""
+    if row_ids:
+        conn.execute(_MARK_QUEUED, [{"row_id": row_id} for row_id in row_ids])
 
 
 def set_workflow(
@@ -349,6 +378,73 @@ def _contains(column, keyword: str, dialect: str):
     return column.icontains(keyword, autoescape=True)
 
 
+# Statements of ``save_vouchers``, built once; executed with lists of parameter rows.
+_SUPERSEDE = update(vouchers).where(vouchers.c.id == bindparam("row_id")).values(is_latest=False)
+_MARK_QUEUED = (
+    update(vouchers).where(vouchers.c.id == bindparam("row_id")).values(state=WorkflowState.QUEUED.value)
+)
+_VERSION_ROWS = select(vouchers.c.id, vouchers.c.voucher_id, vouchers.c.version).where(
+    vouchers.c.voucher_id.in_(bindparam("ids", expanding=True))
+)
+_LATEST_ROWS = (
+    select(vouchers.c.id, vouchers.c.voucher_id, vouchers.c.version, vouchers.c.content_hash)
+    .where(vouchers.c.voucher_id.in_(bindparam("ids", expanding=True)), LATEST)
+    .order_by(vouchers.c.voucher_id)
+    .with_for_update()  # PostgreSQL locks in the sorted order; SQLite's BEGIN IMMEDIATE already excludes
+)
+
+
+@dataclass
+class _Latest:
+    """A voucher's latest version while ``save_vouchers`` plans: stored, or new in the batch."""
+
+    version: int
+    content_hash: str
+    row_id: int | None = None  # known once stored (a new row: after its insert)
+    header: int | None = None  # a new row: its place in the batch's header rows
+
+
+def _lock_latest(conn: Connection, voucher_ids: Iterable[str]) -> dict[str, _Latest]:
+    """The latest stored version of each voucher id that has one, locked until commit."""
+    ordered = sorted(set(voucher_ids))
+    found: dict[str, _Latest] = {}
+    for start in range(0, len(ordered), _IN_CHUNK):
+        for row in conn.execute(_LATEST_ROWS, {"ids": ordered[start : start + _IN_CHUNK]}):
+            found[row.voucher_id] = _Latest(row.version, row.content_hash, row_id=row.id)
+    return found
+
+
+def _new_row_ids(conn: Connection, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """(voucher_id, version) -> row id of rows just inserted.
+
+    Read back rather than RETURNING: SQLite can return ids of a many-row insert in order
+    only one row at a time, and a read of a few hundred rows by index is cheaper.
+    """
+    wanted = set(keys)
+    ordered = sorted({voucher_id for voucher_id, _ in wanted})
+    found = {}
+    for start in range(0, len(ordered), _IN_CHUNK):
+        for row in conn.execute(_VERSION_ROWS, {"ids": ordered[start : start + _IN_CHUNK]}):
+            if (row.voucher_id, row.version) in wanted:
+                found[row.voucher_id, row.version] = row.id
+    return found
+
+
+def _insert_parts(conn: Connection, stored: Sequence[tuple[int, Voucher]]) -> None:
+    """Entries, attachment metadata and approval trails of new version rows, one executemany each."""
+    entry_rows, attachment_rows, approval_rows = [], [], []
+    for row_id, voucher in stored:
+        entry_rows.extend(_entry_row(row_id, entry) for entry in voucher.entries)
+        attachment_rows.extend(
+            _attachment_row(row_id, position, meta) for position, meta in enumerate(voucher.attachments)
+        )
+        if voucher.workflow:
+            approval_rows.extend(_approval_row(row_id, a) for a in voucher.workflow.approvals)
+    for table, rows in ((entries, entry_rows), (attachments, attachment_rows), (trail_table, approval_rows)):
+        if rows:
+            conn.execute(insert(table), rows)
+
+
 def _header_row(voucher: Voucher, version: int, content_hash: str, now: dt.datetime) -> dict:
     workflow = voucher.workflow or WorkflowInfo()
     archive = voucher.archive or ArchiveInfo()
@@ -421,20 +517,18 @@ def _attachment_row(row_id: int, position: int, meta: AttachmentMeta) -> dict:
 
 def _insert_approvals(conn: Connection, row_id: int, trail: Sequence[Approval]) -> None:
     if trail:
-        conn.execute(
-            insert(trail_table),
-            [
-                {
-                    "voucher_row": row_id,
-                    "step": a.step,
-                    "approver": a.approver,
-                    "action": a.action,
-                    "comment": a.comment,
-                    "time": a.time,
-                }
-                for a in trail
-            ],
-        )
+        conn.execute(insert(trail_table), [_approval_row(row_id, a) for a in trail])
+
+
+def _approval_row(row_id: int, approval: Approval) -> dict:
+    return {
+        "voucher_row": row_id,
+        "step": approval.step,
+        "approver": approval.approver,
+        "action": approval.action,
+        "comment": approval.comment,
+        "time": approval.time,
+    }
 
 
 def _attachment(row) -> AttachmentMeta:
