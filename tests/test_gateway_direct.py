@@ -3,7 +3,8 @@ gives — the same bytes, status, headers, faults and audit records — for ever
 direct path takes; everything else still reaches spyne.  spyne is the reference: each
 request is sent to the gateway and to a second gateway whose direct path is switched off.
 
-GetAttachment streams its file in base64 pieces instead of building the answer in memory."""
+GetAttachment streams its file in base64 pieces instead of building the answer in memory;
+GetVoucher is written as text from the mapping's fields (``wire_text``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,17 @@ from lxml import etree
 from requests.auth import HTTPBasicAuth
 from zeep.transports import Transport
 
-from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher
+from archive_oa.domain.model import (
+    Approval,
+    ArchiveInfo,
+    AttachmentKind,
+    AttachmentMeta,
+    AuxiliaryItem,
+    Entry,
+    Retention,
+    Voucher,
+    WorkflowState,
+)
 from archive_oa.errors import IntegrityError, NotFound
 from archive_oa.gateway import direct
 from archive_oa.gateway.app import make_gateway_app
@@ -64,6 +75,37 @@ def _voucher(voucher_id: str, org: str, attachments: tuple[AttachmentMeta, ...])
     )
 
 
+CST = dt.timezone(dt.timedelta(hours=8))
+#: GetVoucher's answers: foreign currency, auxiliary items, every optional header field,
+#: text that must be escaped, an archived voucher, and a voucher in each workflow state.
+FX_VOUCHER = Voucher(
+    voucher_id="V-FX-1", org_code="ORG1", org_name="ORG1 有限公司 <总部> & 分部", fonds_code="F-ORG1",
+    fiscal_year=2024, period="2024-03", voucher_word="转", voucher_no=42, date=dt.date(2024, 3, 31),
+    preparer="张三", reviewer="李四", bookkeeper="王五", cashier="赵六 € 😀",  # not all in GBK
+    currency="CNY",
+    summary='支付 "ACME" 货款 > 10,000 USD\r\n第二行\t制表', attachment_count=0,
+    entries=(
+        Entry(1, "应付账款 USD", "2202", "应付账款", debit=Decimal("71234.00"), currency="USD",
+              exchange_rate=Decimal("7.1234"), original_amount=Decimal("10000"),
+              auxiliary=(AuxiliaryItem("supplier", "S-001", "ACME Corp."),
+                         AuxiliaryItem("project", "P-9", "项目九"))),
+        Entry(2, "汇率 1E+1", "6603", "财务费用", debit=Decimal("10"), currency="EUR",
+              exchange_rate=Decimal("1E+1"), original_amount=Decimal("1")),
+        Entry(3, "银行存款", "1002", "银行存款", credit=Decimal("71244.00")),
+    ),
+    archive=ArchiveInfo("ORG1-2024-PZ-Y30-000042", "会计凭证", Retention.Y30,
+                        dt.datetime(2024, 4, 2, 9, 30, tzinfo=CST)),
+)
+TRAIL = (
+    Approval(1, "财务经理", "APPROVE", "同意 <ok> & 通过", dt.datetime(2024, 3, 6, 10, 0, tzinfo=CST)),
+    Approval(2, "总经理", "COMMENT", None, dt.datetime(2024, 3, 6, 11, 15, 30, 250000, tzinfo=dt.timezone.utc)),
+)
+
+
+def _state_vouchers() -> list[tuple[Voucher, WorkflowState]]:
+    return [(_voucher(f"V-{state.value}-{n}", "ORG1", ()), state) for n, state in enumerate(WorkflowState, start=1)]
+
+
 def _services(store, users) -> GatewayServices:
     return GatewayServices(store=store, archive=ArchiveService(store),
                            authenticator=PasswordAuthenticator(users, sleep=lambda seconds: None))
@@ -99,8 +141,17 @@ def gw(tmp_path_factory):
     }
     org2 = AttachmentMeta("ATT-ORG2", "org2.pdf", "application/pdf", len(INVOICE), blobs.put(INVOICE))
     with store.transaction(immediate=True) as conn:
-        for v in (_voucher("V-ORG1-1", "ORG1", tuple(metas.values())), _voucher("V-ORG2-1", "ORG2", (org2,))):
+        for v in (_voucher("V-ORG1-1", "ORG1", tuple(metas.values())), _voucher("V-ORG2-1", "ORG2", (org2,)),
+                  FX_VOUCHER):
             voucher_repo.save_voucher(conn, v, canonical_hash(v), NOW)
+        for v, state in _state_vouchers():
+            voucher_repo.save_voucher(conn, v, canonical_hash(v), NOW)
+            if state is not WorkflowState.NONE:
+                voucher_repo.set_workflow(
+                    conn, v.voucher_id, state=state, oa_request_id=f"OA-{v.voucher_id}",
+                    decided_at=dt.datetime(2024, 3, 7, 8, 0, tzinfo=CST) if state.decided else None,
+                    approvals=TRAIL if state.decided else None,
+                )
     archived = ArchiveService(store).archive_document(ArchiveDocumentCommand(
         source_system="ecology", source_id="BX-1", doc_type="EXPENSE_CLAIM", org_code="ORG1", period="2024-03",
         title="差旅费报销单", attachments=(NewFile("机票.pdf", "application/pdf", b"ticket"),),
@@ -250,6 +301,45 @@ def test_gbk_answers_equal_spyne(gw):
         assert "扫描件".encode("gbk") in answer.body
         assert_same_as_spyne(gbk, get_attachment("ATT-NONE", version), version=version,
                              correlation_id=f"gbk-fault-{version}")
+
+
+# --- GetVoucher: the same answer as spyne's -------------------------------------------------------
+
+
+def get_voucher(voucher_id: str, version: str = "1.1") -> bytes:
+    return envelope(f"<g:GetVoucher><g:voucherId>{voucher_id}</g:voucherId></g:GetVoucher>", version)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+@pytest.mark.parametrize("voucher_id", ["V-ORG1-1", "V-FX-1"] + [v.voucher_id for v, _ in _state_vouchers()])
+def test_get_voucher_answer_equals_spyne(gw, spyne_calls, version, voucher_id):
+    answer = assert_same_as_spyne(gw, get_voucher(voucher_id, version), version=version,
+                                  correlation_id=f"{voucher_id}-{version}")
+    assert answer.status == "200 OK" and spyne_calls() == 0
+    assert f"<tns:voucherId>{voucher_id}</tns:voucherId>".encode() in answer.body
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+@pytest.mark.parametrize("case, voucher_id, user, secret", [
+    ("missing", "V-NONE", "viewer1", None),
+    ("other organisation", "V-ORG2-1", "viewer1", None),
+    ("no credentials", "V-FX-1", None, None),
+    ("wrong password", "V-FX-1", "viewer-all", "wrong"),
+    ("role", "V-FX-1", "auditor", None),
+])
+def test_get_voucher_faults_equal_spyne(gw, version, case, voucher_id, user, secret):
+    answer = assert_same_as_spyne(gw, get_voucher(voucher_id, version), user=user, secret=secret, version=version,
+                                  correlation_id=f"voucher-{case.replace(' ', '_')}-{version}")
+    assert answer.status != "200 OK"
+
+
+def test_get_voucher_in_gbk_equals_spyne(gw):
+    gbk_env = {**UNLOCKED, "ARCHIVE_OA_GATEWAY_RESPONSE_ENCODING": "GBK"}
+    settings = load_settings(data_dir=gw["settings"].data_dir, env=gbk_env)
+    gbk = dict(gw, app=make_gateway_app(settings, gw["services"]),
+               spyne=_spyne_only(make_gateway_app(settings, gw["services"])))
+    for version in ("1.1", "1.2"):
+        assert_same_as_spyne(gbk, get_voucher("V-FX-1", version), version=version, correlation_id=f"gbk-v-{version}")
 
 
 # --- which requests the direct path takes ---------------------------------------------------

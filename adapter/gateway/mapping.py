@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Iterable
+from typing import Any, Iterable
 
-from ..domain import model
-from ..services.archive import NewFile
-from . import types as wire
+from .. import compat  # noqa: F401  (before any spyne import)
+
+from spyne.model.complex import Array  # noqa: E402
+
+from ..domain import model  # noqa: E402
+from ..services.archive import NewFile  # noqa: E402
+from . import types as wire  # noqa: E402
 
 _CENTS = Decimal("0.01")
 
@@ -22,7 +26,11 @@ def plain(value: Decimal | None) -> Decimal | None:
 
 
 def summary_to_wire(s: model.VoucherSummary) -> wire.VoucherSummary:
-    return wire.VoucherSummary(
+    return to_wire(wire.VoucherSummary, summary_fields(s))
+
+
+def summary_fields(s: model.VoucherSummary) -> dict[str, Any]:
+    return dict(
         voucherId=s.voucher_id,
         orgCode=s.org_code,
         period=s.period,
@@ -38,7 +46,13 @@ def summary_to_wire(s: model.VoucherSummary) -> wire.VoucherSummary:
 
 
 def voucher_to_wire(v: model.Voucher) -> wire.Voucher:
-    return wire.Voucher(
+    return to_wire(wire.Voucher, voucher_fields(v))
+
+
+def voucher_fields(v: model.Voucher) -> dict[str, Any]:
+    """The voucher by wire name (nested parts as dicts and lists of dicts): what
+    ``to_wire`` makes spyne objects of, and ``wire_text`` writes directly."""
+    return dict(
         voucherId=v.voucher_id,
         orgCode=v.org_code,
         orgName=v.org_name,
@@ -63,8 +77,8 @@ def voucher_to_wire(v: model.Voucher) -> wire.Voucher:
     )
 
 
-def _entry(e: model.Entry) -> wire.Entry:
-    return wire.Entry(
+def _entry(e: model.Entry) -> dict[str, Any]:
+    return dict(
         lineNo=e.line_no,
         summary=e.summary,
         accountCode=e.account_code,
@@ -74,12 +88,12 @@ def _entry(e: model.Entry) -> wire.Entry:
         currency=e.currency,
         exchangeRate=plain(e.exchange_rate),
         originalAmount=amount(e.original_amount),
-        auxiliary=[wire.AuxiliaryItem(type=a.type, code=a.code, name=a.name) for a in e.auxiliary] or None,
+        auxiliary=[dict(type=a.type, code=a.code, name=a.name) for a in e.auxiliary] or None,
     )
 
 
-def _attachment(a: model.AttachmentMeta) -> wire.AttachmentInfo:
-    return wire.AttachmentInfo(
+def _attachment(a: model.AttachmentMeta) -> dict[str, Any]:
+    return dict(
         attachmentId=a.attachment_id,
         fileName=a.file_name,
         mimeType=a.mime_type,
@@ -90,8 +104,8 @@ def _attachment(a: model.AttachmentMeta) -> wire.AttachmentInfo:
     )
 
 
-def _archive(a: model.ArchiveInfo) -> wire.ArchiveInfo:
-    return wire.ArchiveInfo(
+def _archive(a: model.ArchiveInfo) -> dict[str, Any]:
+    return dict(
         archivalCode=a.archival_code,
         category=a.category,
         retention=_value(a.retention),
@@ -99,17 +113,36 @@ def _archive(a: model.ArchiveInfo) -> wire.ArchiveInfo:
     )
 
 
-def _workflow(w: model.WorkflowInfo) -> wire.WorkflowInfo:
-    return wire.WorkflowInfo(
+def _workflow(w: model.WorkflowInfo) -> dict[str, Any]:
+    return dict(
         state=_value(w.state),
         oaRequestId=w.oa_request_id,
         decidedAt=w.decided_at,
-        approvals=[approval_to_wire(a) for a in w.approvals],
+        approvals=[_approval(a) for a in w.approvals],
     )
 
 
+def _approval(a: model.Approval) -> dict[str, Any]:
+    return dict(step=a.step, approver=a.approver, action=a.action, comment=a.comment, time=a.time)
+
+
 def approval_to_wire(a: model.Approval) -> wire.Approval:
-    return wire.Approval(step=a.step, approver=a.approver, action=a.action, comment=a.comment, time=a.time)
+    return to_wire(wire.Approval, _approval(a))
+
+
+def to_wire(cls, fields: dict[str, Any]):
+    """A spyne wire object of ``cls`` from its fields by wire name; nested dicts and lists
+    of dicts become the nested wire objects and arrays ``cls`` declares."""
+    values = {}
+    for name, value in fields.items():
+        kind = cls._type_info[name]
+        if value is not None and issubclass(kind, Array):
+            (member,) = kind._type_info.values()
+            value = [to_wire(member, item) if isinstance(item, dict) else item for item in value]
+        elif isinstance(value, dict):
+            value = to_wire(kind, value)
+        values[name] = value
+    return cls(**values)
 
 
 def approvals_from_wire(items: Iterable[wire.Approval] | None) -> tuple[model.Approval, ...]:
