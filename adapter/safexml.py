@@ -18,18 +18,26 @@ Every protection is configured here on purpose rather than left to library defau
   ``max_text_bytes``, ``max_attributes``).  libxml2's own, lower "huge tree" limits are
   lifted (``huge_tree=True``) so that ours are the ones that apply and can be configured
   (a 16 MB base64 attachment is one text node); without a DTD there is nothing to expand,
-  so the size of a tree is bounded by the size of its input.
+  so the size of a tree is bounded by the size of its input.  libxml2 cannot enforce ours
+  instead: its nesting cap (256, or 2048 for huge trees) is looser than ``max_depth`` and
+  its 10,000,000-byte text cap would be tighter than ``max_text_bytes``.
 - **SOAP message rules** (``XmlPolicy.soap_message``): processing instructions are refused
   (SOAP 1.1 §3) and ``xsi:schemaLocation`` hints are refused, since the gateway validates
   against its own WSDL only.  Documents (imported files, stylesheets) may carry both: PIs
   are dropped and location hints are never followed by any validator of ours.
 
 Every refusal is a ``ValidationFailed`` whose issue names the rule and what to change.
+
+The tree checks cost little on the common, harmless document: bounds the bytes prove
+(every tag starts with ``<``, every attribute has an ``=``) and compiled XPaths that
+libxml2 runs over the tree decide whether anything may break the policy; only then does
+the exact walk run, which names the first offending place (see ``_check_tree``).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass
 
@@ -40,6 +48,9 @@ from .errors import Issue, ValidationFailed
 XINCLUDE_NAMESPACES = frozenset({"http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude"})
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 _LOCATION_HINTS = (f"{{{XSI_NS}}}schemaLocation", f"{{{XSI_NS}}}noNamespaceSchemaLocation")
+_XINCLUDE_TAGS = tuple(f"{{{namespace}}}*" for namespace in sorted(XINCLUDE_NAMESPACES))
+#: A ``max_depth`` from here on gets no XPath of that many steps: the exact walk checks it.
+_DEPTH_PROBE_LIMIT = 1024
 
 #: Encodings whose markup characters are single ASCII bytes, so the prolog scan reads
 #: them exactly (a GBK or Big5 trail byte is never below 0x40, i.e. never ``<``/``!``).
@@ -159,7 +170,7 @@ def parse_bytes(
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         _refuse(name, "has a DOCTYPE: DTDs and entities are refused",
                 "remove the <!DOCTYPE …> declaration; DTDs and entities are not accepted", "no-dtd", source, 1)
-    _check_tree(tree.getroot(), policy, name, source)
+    _check_tree(tree.getroot(), data, policy, name, source)
     return tree
 
 
@@ -264,7 +275,70 @@ def _check_prolog(data: bytes, name: str, source: str | None) -> None:
 # --- after the parser: the tree within its limits ----------------------------------------------
 
 
-def _check_tree(root: etree._Element, policy: XmlPolicy, name: str, source: str | None) -> None:
+def _check_tree(root: etree._Element, data: bytes, policy: XmlPolicy, name: str, source: str | None) -> None:
+    """Refuse a tree that breaks ``policy``.  ``_may_break`` decides cheaply whether anything
+    can be wrong (it is never wrong about a tree that breaks the policy); only then does the
+    Python walk run, which finds the first offending place in document order and words the
+    refusal."""
+    if _may_break(root, data, policy):
+        _walk_tree(root, policy, name, source)
+
+
+def _may_break(root: etree._Element, data: bytes, policy: XmlPolicy) -> bool:
+    """False only when ``root`` (parsed from ``data``, UTF-8 or another byte encoding whose
+    markup characters are single ASCII bytes) certainly keeps every rule of ``policy``."""
+    probes = _probes(policy)
+    # An XInclude element needs its namespace declared, spelled out or with character references.
+    if (b"XInclude" in data or b"&#" in data) and next(root.iter(*_XINCLUDE_TAGS), None) is not None:
+        return True
+    # An element at depth d needs d start tags and d - 1 end tags, each starting with "<".
+    if (data.count(b"<") + 1) // 2 > policy.max_depth and (probes.too_deep is None or probes.too_deep(root)):
+        return True
+    # Each attribute of an element is written with an "=" (no DTD supplies defaults).
+    if data.count(b"=") > policy.max_attributes and probes.too_many_attributes(root):
+        return True
+    # A character takes at least one byte of the input and at most four bytes of UTF-8.
+    if len(data) * 4 > policy.max_text_bytes and probes.long_text(root):
+        return True
+    if policy.refuse_processing_instructions and probes.processing_instruction(root):
+        return True
+    # Attribute names are literal bytes (no character references): "…chemaLocation" must be there.
+    return policy.refuse_location_hints and b"chemaLocation" in data and probes.location_hint(root)
+
+
+@dataclass(frozen=True)
+class _Probes:
+    """Compiled XPaths answering "may this tree break the policy?" inside libxml2."""
+
+    too_deep: etree.XPath | None  # None: the limit is too deep for a path of that many steps
+    too_many_attributes: etree.XPath
+    long_text: etree.XPath
+    processing_instruction: etree.XPath
+    location_hint: etree.XPath
+
+
+@functools.lru_cache(maxsize=16)
+def _probes(policy: XmlPolicy) -> _Probes:
+    too_deep = None
+    if policy.max_depth < _DEPTH_PROBE_LIMIT:
+        too_deep = etree.XPath("boolean(/" + "/".join(["*"] * (policy.max_depth + 1)) + ")")
+    return _Probes(
+        too_deep=too_deep,
+        too_many_attributes=etree.XPath(f"boolean(//*[@*[{policy.max_attributes + 1}]])"),
+        # ``len(text) * 4 > max_text_bytes`` is the walk's first test.  libxml2 merges adjacent
+        # text while parsing; the second test keeps this sound should it ever not.
+        long_text=etree.XPath(
+            f"boolean(//text()[string-length() > {policy.max_text_bytes // 4}"
+            " or following-sibling::node()[1][self::text()]])"
+        ),
+        processing_instruction=etree.XPath("boolean(//processing-instruction())"),
+        location_hint=etree.XPath(
+            "boolean(//@xsi:schemaLocation | //@xsi:noNamespaceSchemaLocation)", namespaces={"xsi": XSI_NS}
+        ),
+    )
+
+
+def _walk_tree(root: etree._Element, policy: XmlPolicy, name: str, source: str | None) -> None:
     if policy.refuse_processing_instructions:
         siblings = (*root.itersiblings(preceding=True), *root.itersiblings())
         for node in (*siblings, *root.iter(etree.ProcessingInstruction)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import threading
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from lxml import etree
 
 from archive_oa.cli.main import main
 from archive_oa.errors import ValidationFailed
-from archive_oa.safexml import parse_bytes
+from archive_oa import safexml
+from archive_oa.safexml import XmlPolicy, make_parser, parse_bytes
 from archive_oa.settings import WorkflowSettings
 from archive_oa.transforms.pipeline import VOUCHER_NS, WORKFLOW_NS, Transforms
 
@@ -302,6 +304,105 @@ def test_xinclude_is_refused_not_processed(tmp_path):
     with pytest.raises(ValidationFailed) as caught:
         parse_bytes(data)
     assert caught.value.issues[0].rule == "no-xinclude" and "s3cret" not in str(caught.value)
+
+
+def _refusal(data: bytes, policy: XmlPolicy) -> tuple[str, str, int | None] | None:
+    try:
+        parse_bytes(data, policy=policy)
+    except ValidationFailed as exc:
+        issue = exc.issues[0]
+        return issue.rule, issue.place, issue.line
+    return None
+
+
+SMALL = XmlPolicy(max_depth=4, max_attributes=2, max_text_bytes=40)
+# enough elements, attributes and bytes that no bound of the bytes alone clears the document
+PADDING = "<p/>" * 10 + "<q a='1' b='2'/>" * 40 + "<t>" + "t" * 9 + "</t>" * 1
+
+
+@pytest.mark.parametrize(
+    "body, refusal",
+    [
+        ("<a><b><c/></b></a>", None),  # depth 4 with the root: at the limit
+        ("<a><b><c><d/></c></b></a>", ("max-depth", "/r/a/b/c/d", 1)),
+        ("<a x='1' y='2'/>", None),
+        ("<a x='1' y='2' z='3'/>", ("max-attributes", "/r/a", 1)),
+        ("<a>" + "x" * 40 + "</a>", None),
+        ("<a>" + "x" * 41 + "</a>", ("max-text-bytes", "/r/a", 1)),
+        ("<a>" + "账" * 14 + "</a>", ("max-text-bytes", "/r/a", 1)),  # 14 characters, 42 bytes
+        ("<a/>" + "x" * 41, ("max-text-bytes", "/r/a", 1)),  # after the element
+        ("<a>" + "x" * 20 + "<!-- c -->" + "x" * 21 + "</a>", ("max-text-bytes", "/r/a", 1)),
+        ("<a>" + "x" * 20 + "<![CDATA[" + "x" * 21 + "]]></a>", ("max-text-bytes", "/r/a", 1)),
+        ("<a xmlns='http://www.w3.org/2001/XInclude'/>", ("no-xinclude", "/r/a", 1)),
+        # a namespace name may be written with character references: the tree decides, not the bytes
+        ("<a xmlns='http://www.w3.org/2003/XInclud&#101;'/>", ("no-xinclude", "/r/a", 1)),
+    ],
+)
+def test_tree_limits_are_exact(body, refusal):
+    for padded in (body, PADDING + body):  # a small document and one no byte bound clears
+        assert _refusal(f"<r>{padded}</r>".encode(), SMALL) == refusal, padded
+
+
+def test_depth_limits_beyond_the_probe_are_walked():
+    deep = ("<e>" * 1100 + "</e>" * 1100).encode()
+    assert _refusal(deep, XmlPolicy(max_depth=1100)) is None
+    assert _refusal(deep, XmlPolicy(max_depth=1099))[0] == "max-depth"
+
+
+def test_first_offending_place_is_named():
+    data = ("<r>" + PADDING + "<a x='1' y='2' z='3'/><b><c><d><e/></d></c></b></r>").encode()
+    assert _refusal(data, SMALL) == ("max-attributes", "/r/a", 1)
+    assert _refusal(data, XmlPolicy(max_depth=4)) == ("max-depth", "/r/b/c/d/e", 1)
+
+
+@pytest.mark.parametrize(
+    "data, rule",
+    [
+        (b"<r><?php x?></r>", "no-processing-instruction"),
+        (b"<?php x?><r/>", "no-processing-instruction"),
+        (b"<r/><?php x?>", "no-processing-instruction"),
+        (b"<r xmlns:s='http://www.w3.org/2001/XMLSchema-instance'><a s:schemaLocation='u x.xsd'/></r>",
+         "no-schema-location"),
+        (b"<r xmlns:s='http://www.w3.org/2001/XMLSchema-instance' s:noNamespaceSchemaLocation='x.xsd'/>",
+         "no-schema-location"),
+    ],
+)
+def test_soap_message_rules(data, rule):
+    assert _refusal(data, XmlPolicy.soap_message())[0] == rule
+    assert _refusal(data, XmlPolicy.documents()) is None  # documents may carry both
+
+
+def test_cheap_checks_agree_with_the_exact_walk():
+    """Random small trees around the limits: parse_bytes refuses exactly what the walk refuses."""
+    rng = random.Random(6)
+    policies = [SMALL, XmlPolicy(max_depth=6, max_attributes=4, max_text_bytes=200), XmlPolicy.soap_message()]
+
+    def element(depth: int) -> str:
+        attributes = "".join(f" a{i}='v'" for i in range(rng.choice([0, 0, 1, 2, 3, 5])))
+        text = rng.choice(["", "x" * rng.randint(1, 60), "账" * rng.randint(1, 20)])
+        children = [] if depth > rng.randint(1, 8) else [element(depth + 1) for _ in range(rng.randint(0, 3))]
+        tail = rng.choice(["", "", "y" * rng.randint(1, 60)])
+        extra = rng.choice(["", "", "", "<?pi x?>", "<!--c-->"])
+        return f"<e{attributes}>{text}{extra}{''.join(children)}</e>{tail}"
+
+    checked = refused = 0
+    for _ in range(300):
+        data = f"<r>{element(1)}</r>".encode()
+        for policy in policies:
+            expected = None
+            try:
+                safexml._walk_tree(etree.fromstring(data, make_parser(policy)), policy, "document", None)
+            except ValidationFailed as exc:
+                expected = exc.message
+            try:
+                parse_bytes(data, policy=policy)
+                found = None
+            except ValidationFailed as exc:
+                found = exc.message
+            assert found == expected, (data, policy)
+            checked += 1
+            refused += expected is not None
+    assert 0 < refused < checked  # both outcomes were exercised
 
 
 def test_syntax_error_names_the_line():
