@@ -167,6 +167,53 @@ def test_rules_apply_to_every_voucher_of_a_batch(tx_transforms, tx_voucher):
     assert [(i.rule, i.place) for i in caught.value.issues] == [("date-in-period", "/Vouchers/Voucher[2]/date")]
 
 
+def _three_lines(voucher, first_debit: str, second_credit: str, third_debit: str):
+    """Lines 1 and 3 debit, line 2 credit (the copy of line 1 keeps its account)."""
+    entries = child(voucher, "entries")
+    third = copy.deepcopy(entries[0])
+    third.find(V + "lineNo").text = "3"
+    entries.append(third)
+    entries[0].find(V + "debit").text = first_debit
+    entries[1].find(V + "credit").text = second_credit
+    third.find(V + "debit").text = third_debit
+
+
+def _doubles_say_balanced(voucher) -> bool:
+    """The balance test as XPath doubles would decide it (the rule before it was exact)."""
+    return etree.XPath(
+        "round(sum(v:entries/v:entry/v:debit) * 100) = round(sum(v:entries/v:entry/v:credit) * 100)",
+        namespaces={"v": VOUCHER_NS},
+    )(voucher)
+
+
+def test_large_balanced_voucher_is_accepted(tx_transforms, tx_voucher):
+    # 13,265,716,941,952.31 + 989,327,479,395,189.28 = 1,002,593,196,337,141.59 exactly
+    _three_lines(tx_voucher, "13265716941952.31", "1002593196337141.59", "989327479395189.28")
+    assert not _doubles_say_balanced(tx_voucher)  # what used to refuse it
+    tx_transforms.validate_voucher(tx_voucher)
+    assert tx_transforms._rules_precheck(tx_voucher) is False
+    assert tx_transforms.voucher_to_workflow(tx_voucher, "k").startswith(b"<?xml")
+
+
+def test_large_voucher_a_cent_off_is_refused(tx_transforms, tx_voucher):
+    _three_lines(tx_voucher, "708850725061319.33", "1223039262509557.42", "514188537448238.08")
+    assert _doubles_say_balanced(tx_voucher)  # what used to let it through
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher, source="v.xml")
+    [issue] = caught.value.issues
+    assert (issue.rule, issue.place) == ("debit-equals-credit", "/Voucher/entries")
+    assert issue.message.startswith(
+        "total debit 1223039262509557.41 differs from total credit 1223039262509557.42 (借贷不平)")
+
+
+def test_balance_message_keeps_two_decimals(tx_transforms, tx_voucher):
+    _three_lines(tx_voucher, "12345678901.2", "12345678902.30", "1.000")
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher)
+    assert caught.value.issues[0].message.startswith(
+        "total debit 12345678902.20 differs from total credit 12345678902.30")
+
+
 def test_fast_precheck_agrees_with_schematron(tx_transforms, tx_voucher):
     assert tx_transforms._rules_precheck is not None
     assert not tx_transforms._rules_precheck(tx_voucher)

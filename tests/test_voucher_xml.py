@@ -177,6 +177,19 @@ def test_unroundable_amount_fails_validation_not_silently(tx_transforms, tx_full
     assert caught.value.issues[0].rule == "xsd:fractionDigits"
 
 
+def test_large_balanced_amounts_round_trip(tx_transforms, tx_full):
+    # Near the schema's 18 digits binary doubles lose cents; the balance rule adds in Decimal.
+    first, second = tx_full.voucher.entries
+    entries = (
+        dataclasses.replace(first, debit=Decimal("631062541129422.24")),
+        dataclasses.replace(second, credit=Decimal("1345603319700624.64")),
+        dataclasses.replace(first, line_no=3, debit=Decimal("714540778571202.40")),
+    )
+    voucher = dataclasses.replace(tx_full.voucher, entries=entries)
+    [parsed] = parse_vouchers(voucher_to_xml(voucher, tx_full.embedded), "big.xml", tx_transforms)
+    assert parsed.voucher == voucher and parsed.voucher.total_amount == Decimal("1345603319700624.64")
+
+
 # --- content identity ----------------------------------------------------------------------------
 
 

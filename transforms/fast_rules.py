@@ -20,8 +20,13 @@ _SCH = "http://purl.oclc.org/dsdl/schematron"
 _UNSUPPORTED = ("let", "extends", "param", "include", "phase")
 
 
-def compile_precheck(schematron: etree._ElementTree | etree._Element) -> etree.XPath | None:
-    """An XPath returning true when some assert fails, or None when it cannot be built."""
+def compile_precheck(
+    schematron: etree._ElementTree | etree._Element, extensions: dict | None = None
+) -> etree.XPath | None:
+    """An XPath returning true when some assert fails, or None when it cannot be built.
+
+    ``extensions`` are the XPath functions the rules call, as given to their XSLT.
+    """
     root = schematron.getroot() if isinstance(schematron, etree._ElementTree) else schematron
     ns = {"sch": _SCH}
     if any(root.iter(*(f"{{{_SCH}}}{name}" for name in _UNSUPPORTED))):
@@ -49,7 +54,7 @@ def compile_precheck(schematron: etree._ElementTree | etree._Element) -> etree.X
     if not failing:
         return None
     try:
-        return etree.XPath("boolean(" + " | ".join(failing) + ")", namespaces=namespaces)
+        return etree.XPath("boolean(" + " | ".join(failing) + ")", namespaces=namespaces, extensions=extensions)
     except etree.XPathSyntaxError:
         return None
 

@@ -26,6 +26,7 @@ from ..errors import ConfigurationError, Issue, ValidationFailed
 from ..safexml import parse_bytes
 from ..settings import WorkflowSettings
 from .fast_rules import compile_precheck
+from .rule_functions import EXTENSIONS as RULE_FUNCTIONS
 
 VOUCHER_NS = "urn:archive-oa:voucher:1"
 WORKFLOW_NS = "urn:archive-oa:oa-workflow:1"
@@ -77,10 +78,12 @@ class Transforms:
         self._workflow_xsd = etree.XMLSchema(parse_bytes(self._workflow_xsd_bytes, source="oa-workflow.xsd"))
         rules_doc = parse_bytes(resource_bytes("rules/voucher-rules.sch"), source="voucher-rules.sch")
         rules = isoschematron.Schematron(rules_doc, store_xslt=True)
-        self._rules_precheck = compile_precheck(rules_doc)
+        self._rules_precheck = compile_precheck(rules_doc, RULE_FUNCTIONS)
         # Run the compiled rules ourselves: Schematron objects keep the last report on
         # themselves, which threads would overwrite.
-        self._rules = etree.XSLT(rules.validator_xslt, access_control=etree.XSLTAccessControl.DENY_ALL)
+        self._rules = etree.XSLT(
+            rules.validator_xslt, access_control=etree.XSLTAccessControl.DENY_ALL, extensions=RULE_FUNCTIONS
+        )
         self._failed_asserts = etree.XPath("//svrl:failed-assert", namespaces=_SVRL)
         self._stylesheet_name, stylesheet = self._load_stylesheet(workflow.stylesheet)
         try:
