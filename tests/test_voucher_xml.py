@@ -190,6 +190,24 @@ def test_large_balanced_amounts_round_trip(tx_transforms, tx_full):
     assert parsed.voucher == voucher and parsed.voucher.total_amount == Decimal("1345603319700624.64")
 
 
+@pytest.mark.parametrize("length, valid", [(100, True), (101, False)])
+def test_mime_type_fits_the_archive_column(tx_transforms, tx_full, length, valid):
+    # attachments.mime_type is VARCHAR(100): a longer one must fail validation, not the INSERT
+    mime_type = "application/" + "x" * (length - len("application/"))
+    first, *rest = tx_full.voucher.attachments
+    voucher = dataclasses.replace(
+        tx_full.voucher, attachments=(dataclasses.replace(first, mime_type=mime_type), *rest))
+    data = voucher_to_xml(voucher, tx_full.embedded)
+    if valid:
+        [parsed] = parse_vouchers(data, "mime.xml", tx_transforms)
+        assert parsed.voucher.attachments[0].mime_type == mime_type
+        return
+    with pytest.raises(ValidationFailed) as caught:
+        parse_vouchers(data, "mime.xml", tx_transforms)
+    [issue] = caught.value.issues
+    assert (issue.rule, issue.place) == ("xsd:maxLength", "/Voucher/attachments/attachment[1]/mimeType")
+
+
 # --- content identity ----------------------------------------------------------------------------
 
 
