@@ -135,6 +135,10 @@ class Transforms:
         if root.tag != f"{{{VOUCHER_NS}}}Voucher":
             raise _wrong_root(root, "Voucher (one voucher; split a Vouchers batch)", VOUCHER_NS, source)
         self.validate_voucher(root, source=source)
+        return self._render(root, external_key, source)
+
+    def _render(self, root: etree._Element, external_key: str, source: str | None) -> bytes:
+        """A validated Voucher element → the WorkflowRequest bytes, the output validated."""
         try:
             result = self._stylesheet(root, external_key=etree.XSLT.strparam(external_key), **self._params)
         except etree.XSLTApplyError as exc:
@@ -186,13 +190,13 @@ class Transforms:
 
         source = str(path)
         root = parse_bytes(Path(path).read_bytes(), source=source).getroot()
-        self.validate_voucher(root, source=source)
+        self.validate_voucher(root, source=source)  # the whole file, once: each voucher is valid
         vouchers = [root] if root.tag == f"{{{VOUCHER_NS}}}Voucher" else list(root)
         results = []
         for element in vouchers:
             key = external_key or element_idempotency_key(element)
             voucher_id = element.findtext(f"{{{VOUCHER_NS}}}voucherId")
-            results.append((voucher_id, self.voucher_to_workflow(element, key, source=source)))
+            results.append((voucher_id, self._render(element, key, source)))
         return results
 
     # --- the slow, precise report -------------------------------------------------------
