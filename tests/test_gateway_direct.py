@@ -342,6 +342,52 @@ def test_get_voucher_in_gbk_equals_spyne(gw):
         assert_same_as_spyne(gbk, get_voucher("V-FX-1", version), version=version, correlation_id=f"gbk-v-{version}")
 
 
+# --- QueryVouchers: the same answer as spyne's ----------------------------------------------------
+
+
+def query(*arguments: str, version: str = "1.1") -> bytes:
+    return envelope(f"<g:QueryVouchers>{''.join(arguments)}</g:QueryVouchers>", version)
+
+
+PAGE = ("<g:page>1</g:page>", "<g:pageSize>100</g:pageSize>")
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+@pytest.mark.parametrize("case, arguments, user", [
+    ("all in scope", PAGE, "viewer1"),
+    ("all organisations", PAGE, "viewer-all"),
+    ("small pages", ("<g:page> 2 </g:page>", "<g:pageSize>3</g:pageSize>"), "viewer-all"),
+    ("past the end", ("<g:page>99</g:page>", "<g:pageSize>10</g:pageSize>"), "viewer1"),
+    ("every filter", ("<g:orgCode>ORG1</g:orgCode>", "<g:periodFrom>2024-01</g:periodFrom>",
+                      "<g:periodTo>2024-03</g:periodTo>", "<g:voucherWord>记</g:voucherWord>",
+                      "<g:voucherNoFrom>1</g:voucherNoFrom>", "<g:voucherNoTo>9</g:voucherNoTo>",
+                      "<g:state>SUBMITTED</g:state>", "<g:keyword>差旅</g:keyword>",
+                      "<g:amountMin>10.5</g:amountMin>", "<g:amountMax>100</g:amountMax>", *PAGE), "viewer1"),
+    ("another organisation", ("<g:orgCode>ORG2</g:orgCode>", *PAGE), "viewer1"),
+    ("empty strings", ("<g:orgCode></g:orgCode>", "<g:keyword/>", *PAGE), "viewer1"),
+    ("page size too large", ("<g:page>1</g:page>", "<g:pageSize>501</g:pageSize>"), "viewer1"),
+    ("periods reversed", ("<g:periodFrom>2024-03</g:periodFrom>", "<g:periodTo>2024-01</g:periodTo>", *PAGE),
+     "viewer1"),
+    ("role", PAGE, "auditor"),
+])
+def test_query_vouchers_answer_equals_spyne(gw, spyne_calls, version, case, arguments, user):
+    assert_same_as_spyne(gw, query(*arguments, version=version), user=user, version=version,
+                         correlation_id=f"query-{case.replace(' ', '_')}-{version}")
+    assert spyne_calls() == 0
+
+
+@pytest.mark.parametrize("arguments", [
+    PAGE[::-1],  # out of order: the schema's sequence
+    ("<g:page>1</g:page>",),  # pageSize is required
+    ("<g:state>LOST</g:state>", *PAGE),  # not a state
+    ("<g:amountMin>1.234</g:amountMin>", *PAGE),  # three fraction digits
+    ("<g:page>1</g:page>", "<g:page>2</g:page>", "<g:pageSize>1</g:pageSize>"),
+])
+def test_query_vouchers_refused_by_the_schema_is_left_to_spyne(gw, spyne_calls, arguments):
+    answer = call(gw["app"], query(*arguments), correlation_id="q-left")
+    assert spyne_calls() == 1 and ">Validation<" in answer.body.decode()
+
+
 # --- which requests the direct path takes ---------------------------------------------------
 
 

@@ -209,7 +209,7 @@ class GatewayApp:
         from .soap12 import Soap12Endpoint
 
         self._direct = DirectAnswers(
-            services, SOAP11, validate=self._soap.app.in_protocol.is_valid, charset=self._encoding,
+            services, SOAP11, protocol=self._soap.app.in_protocol, charset=self._encoding,
             content_type=self._soap.app.out_protocol.mime_type,
         )
         self._soap12 = Soap12Endpoint(self, response_encoding=self._encoding)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import binascii
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from lxml import etree
 
@@ -37,6 +38,7 @@ from . import mapping, wire_text
 from . import types as wire
 from .context import CORRELATION_KEY, GatewayCall
 from .faults import SOAP11_ENV, GatewayFault
+from . import service
 from .service import AUDIT_TARGETS, perform_call
 from .types import NAMESPACE
 from .wire_text import element
@@ -93,14 +95,14 @@ class Answer:
 class DirectAnswers:
     """The operations of one SOAP endpoint answered here; ``None`` leaves a request to spyne.
 
-    ``validate`` is the spyne protocol's schema check (True when the operation element is
-    valid); ``charset`` and ``content_type`` are those of spyne's answers on the endpoint."""
+    ``protocol`` is the endpoint's spyne input protocol: its schema check (``is_valid``)
+    and its reading of argument text (``from_unicode``) are used as they are;
+    ``charset`` and ``content_type`` are those of spyne's answers on the endpoint."""
 
-    def __init__(self, services, version: SoapVersion, *, validate: Callable[[etree._Element], bool],
-                 charset: str, content_type: str) -> None:
+    def __init__(self, services, version: SoapVersion, *, protocol, charset: str, content_type: str) -> None:
         self.services = services
         self._version = version
-        self._validate = validate
+        self._protocol = protocol
         self._charset = charset
         self._content_type = content_type
         ns, prefix = version.envelope_ns, version.prefix
@@ -110,8 +112,14 @@ class DirectAnswers:
 
     def __call__(self, environ: dict, respond: Callable, envelope: etree._Element) -> Iterable[bytes] | None:
         call = _plain_call(envelope, self._version.envelope_ns)
-        if call is None or not self._validate(call.element):
+        if call is None or not self._protocol.is_valid(call.element):
             return None
+        try:
+            arguments = {name: self._protocol.from_unicode(call.operation.arguments[name], text)
+                         for name, text in call.arguments.items()}
+        except Exception:  # noqa: BLE001 - spyne refuses it again, in its words, and audits the refusal
+            return None
+        call = dataclasses.replace(call, arguments=arguments)
         opened: list[BinaryIO] = []  # closed here if the call fails after opening a file
         callers: list[str] = []
 
@@ -166,15 +174,15 @@ class DirectAnswers:
 @dataclass(frozen=True)
 class _Operation:
     name: str
-    arguments: tuple[str, ...]  # the request's child elements, exactly these, in this order
-    handler: Callable[[GatewayCall, Mapping[str, str]], Answer]
+    arguments: Mapping[str, type]  # wire name → spyne type, as the @rpc method declares them
+    handler: Callable[[GatewayCall, Mapping[str, Any]], Answer]
 
 
 @dataclass(frozen=True)
 class _Call:
     operation: _Operation
     element: etree._Element
-    arguments: dict[str, str]
+    arguments: dict[str, Any]  # by wire name: the text, then the value spyne would read from it
     headers: list | None  # the first soap:Header's children, as spyne hands them on
 
 
@@ -182,19 +190,21 @@ def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
     """The call when the request has the plain shape, else None (spyne takes it).
 
     Plain: the operation element is the Body's first node; it and its argument elements
-    carry no attributes (no ``xsi:nil``, ``xsi:type``, ``href``) and each argument holds
-    text only; no element anywhere has an ``id`` (spyne would resolve SOAP-encoding
-    references through it).  The text is then what spyne reads (``element.text``)."""
+    carry no attributes (no ``xsi:nil``, ``xsi:type``, ``href``), each argument appears
+    at most once and holds text only; no element anywhere has an ``id`` (spyne would
+    resolve SOAP-encoding references through it).  The text is then what spyne reads
+    (``element.text``); order and required arguments are the schema's to check."""
     body = envelope.find(f"{{{envelope_ns}}}Body")
     if body is None or len(body) == 0:
         return None
     element = body[0]
     operation = _OPERATIONS.get(element.tag)
-    if operation is None or element.attrib or len(element) != len(operation.arguments):
+    if operation is None or element.attrib:
         return None
     arguments = {}
-    for child, name in zip(element, operation.arguments):
-        if child.tag != f"{{{NAMESPACE}}}{name}" or child.attrib or len(child):
+    for child in element:
+        name = child.tag[len(_TNS):] if child.tag.startswith(_TNS) else None
+        if name not in operation.arguments or name in arguments or child.attrib or len(child):
             return None
         arguments[name] = child.text or ""
     if envelope.xpath("boolean(//@id | //@xml:id)"):
@@ -206,11 +216,10 @@ def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
 # --- GetAttachment -----------------------------------------------------------------------
 
 
-def _tns(name: str) -> str:
-    return f"{{{NAMESPACE}}}{name}"
+_TNS = f"{{{NAMESPACE}}}"
 
 
-def get_attachment(call: GatewayCall, arguments: Mapping[str, str]) -> Answer:
+def get_attachment(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:
     """``GetAttachment``: the attachment's metadata and its blob, opened and checked.
 
     The lookup and the scope rule are those of ``ArchiveService.get_attachment`` (which
@@ -235,7 +244,7 @@ def get_attachment(call: GatewayCall, arguments: Mapping[str, str]) -> Answer:
     return Answer(response, file, size)
 
 
-def get_voucher(call: GatewayCall, arguments: Mapping[str, str]) -> Answer:
+def get_voucher(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:
     """``GetVoucher``: the service's voucher, through the mapping spyne's answer uses."""
     voucher = call.services.archive.get_voucher(arguments["voucherId"], call.scope)
     parts: list[str] = []
@@ -243,10 +252,26 @@ def get_voucher(call: GatewayCall, arguments: Mapping[str, str]) -> Answer:
     return Answer(wire_text.response("GetVoucher", parts))
 
 
+def query_vouchers(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:
+    """``QueryVouchers``: one page of summaries, through the query and mapping spyne's answer uses."""
+    result = call.services.archive.query_vouchers(service.voucher_query(call.scope, **arguments))
+    parts = [element("total", str(result.total)), element("page", str(result.page)),
+             element("pageSize", str(result.page_size))]
+    wire_text.write_element("items", service.SummaryList, [mapping.summary_fields(s) for s in result.items], parts)
+    return Answer(wire_text.response("QueryVouchers", parts))
+
+
+def _declared_arguments(name: str) -> dict[str, type]:
+    """The operation's arguments by wire name with their spyne types, from its @rpc."""
+    descriptor = service.GatewayService.public_methods[name]
+    return dict(descriptor.in_message._type_info.items())
+
+
 _OPERATIONS: dict[str, _Operation] = {
-    _tns(op.name): op for op in (
-        _Operation("GetAttachment", ("attachmentId",), get_attachment),
-        _Operation("GetVoucher", ("voucherId",), get_voucher),
+    f"{_TNS}{name}": _Operation(name, _declared_arguments(name), handler) for name, handler in (
+        ("GetAttachment", get_attachment),
+        ("GetVoucher", get_voucher),
+        ("QueryVouchers", query_vouchers),
     )
 }
 

@@ -35,6 +35,7 @@ rpc = functools.partial(rpc, _throws=[wire.FaultDetail])  # noqa: F811
 Opt = Unicode(min_occurs=0)
 Req = wire.Required
 IdList = Array(Unicode, member_name="id")
+SummaryList = Array(wire.VoucherSummary, member_name="voucher")
 
 #: The request arguments each operation's audit record names as its targets.
 AUDIT_TARGETS = {
@@ -73,19 +74,17 @@ class GatewayService(Service):
     @rpc(
         Opt, wire.Period, wire.Period, Opt, Integer, Integer, wire.WorkflowStateType, Opt,
         wire.Amount, wire.Amount, Integer(min_occurs=1, nillable=False), Integer(min_occurs=1, nillable=False),
-        _returns=(Long, Integer, Integer, Array(wire.VoucherSummary, member_name="voucher")),
+        _returns=(Long, Integer, Integer, SummaryList),
         _out_variable_names=("total", "page", "pageSize", "items"),
     )
     def QueryVouchers(ctx, orgCode, periodFrom, periodTo, voucherWord, voucherNoFrom, voucherNoTo,  # noqa: N802,N803,N805
                       state, keyword, amountMin, amountMax, page, pageSize):
         """Query vouchers in your organisation scope, page by page (pageSize 1-500)
         / 按条件分页查询凭证（仅限授权组织，每页 1-500 条）."""
-        q = VoucherQuery(
-            org_code=orgCode, period_from=periodFrom, period_to=periodTo, voucher_word=voucherWord,
-            voucher_no_from=voucherNoFrom, voucher_no_to=voucherNoTo,
-            state=WorkflowState(state) if state else None, keyword=keyword,
-            amount_min=amountMin, amount_max=amountMax, page=page, page_size=pageSize,
-            org_codes=ctx.udc.scope,
+        q = voucher_query(
+            ctx.udc.scope, orgCode=orgCode, periodFrom=periodFrom, periodTo=periodTo, voucherWord=voucherWord,
+            voucherNoFrom=voucherNoFrom, voucherNoTo=voucherNoTo, state=state, keyword=keyword,
+            amountMin=amountMin, amountMax=amountMax, page=page, pageSize=pageSize,
         )
         result = ctx.udc.services.archive.query_vouchers(q)
         return result.total, result.page, result.page_size, [mapping.summary_to_wire(s) for s in result.items]
@@ -226,6 +225,19 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
         fault = fault_from_error(exc, correlation_id)
         audit.failed(fault.gateway_code)
         raise fault from None
+
+
+def voucher_query(scope: frozenset[str] | None, *, orgCode=None, periodFrom=None, periodTo=None,  # noqa: N803
+                  voucherWord=None, voucherNoFrom=None, voucherNoTo=None, state=None, keyword=None,
+                  amountMin=None, amountMax=None, page=None, pageSize=None) -> VoucherQuery:
+    """QueryVouchers' arguments (wire names) as the domain's query within ``scope``."""
+    return VoucherQuery(
+        org_code=orgCode, period_from=periodFrom, period_to=periodTo, voucher_word=voucherWord,
+        voucher_no_from=voucherNoFrom, voucher_no_to=voucherNoTo,
+        state=WorkflowState(state) if state else None, keyword=keyword,
+        amount_min=amountMin, amount_max=amountMax, page=page, page_size=pageSize,
+        org_codes=scope,
+    )
 
 
 def _sync(ctx):

@@ -197,7 +197,7 @@ class Soap12Endpoint:
             max_content_length=gateway.max_body_bytes,
         )
         self._direct = DirectAnswers(
-            gateway.services, SOAP12, validate=self._soap.app.in_protocol.is_valid, charset=self._charset,
+            gateway.services, SOAP12, protocol=self._soap.app.in_protocol, charset=self._charset,
             content_type=self._soap.app.out_protocol.mime_type,
         )
         self._wsdl: tuple[str, bytes] | None = None
