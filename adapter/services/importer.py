@@ -228,7 +228,15 @@ def _root_name(data: bytes) -> str | None:
 class _BatchWriter:
     """Stores batches of validated vouchers, counts the outcomes and reports progress."""
 
-    def __init__(self, store: Store, now, enqueue: bool, report: ImportReport, on_progress, files_total: int):
+    def __init__(
+        self,
+        store: Store,
+        now: dt.datetime | None,  # None: the clock at each batch
+        enqueue: bool,
+        report: ImportReport,
+        on_progress: Callable[[ImportProgress], None] | None,
+        files_total: int,
+    ) -> None:
         self.store = store
         self.now = now
         self.enqueue = enqueue
