@@ -39,7 +39,7 @@ _ROOT_TAG = re.compile(rb"<(?![?!])(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 
 @dataclass(frozen=True)
 class ImportProgress:
-    """Sent to ``on_progress`` after each voucher is stored (or found unchanged)."""
+    """Sent to ``on_progress`` for each voucher stored (or found unchanged), in file order, once its batch commits."""
 
     file: str
     voucher_id: str
