@@ -65,16 +65,10 @@ class Throttle:
         now = self._clock()
         since = now - dt.timedelta(seconds=self._security.failure_window_seconds)
         with self._store.transaction() as conn:
-            locks = [
-                user_repo.active_lockout(conn, USER, username, now),
-                user_repo.active_lockout(conn, SOURCE, source, now),
-            ]
-            standing = Standing(
-                user_repo.count_failures(conn, USER, username, since),
-                user_repo.count_failures(conn, SOURCE, source, since),
-            )
-        for lock in filter(None, locks):
+            found = user_repo.standing(conn, username, source, since=since, now=now)
+        for lock in found.locks:
             raise AuthenticationFailed(_locked_message(lock, username), locked_until=lock.locked_until)
+        standing = Standing(found.user_failures, found.source_failures)
         delay = self.delay_for(max(standing.user_failures, standing.source_failures))
         if delay:
             self._sleep(delay)

@@ -17,6 +17,7 @@ bytes, and ``details`` keys that look like secrets are redacted as a last line o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -253,10 +254,14 @@ def to_record(row: Mapping[str, Any]) -> AuditRecord:
 
 
 def _head(conn: Connection) -> tuple[int, str]:
-    last = conn.execute(
-        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    ).first()
+    last = conn.execute(_head_query()).first()
     return (last.seq, last.hash) if last else (0, GENESIS_HASH)
+
+
+@functools.cache
+def _head_query():
+    # Built once: read by every append (composing a statement costs more than running it).
+    return select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 
 
 def _require_write_transaction(conn: Connection) -> None:
