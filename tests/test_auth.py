@@ -40,6 +40,7 @@ from archive_oa.services.users import UserService
 from archive_oa.settings import load_settings
 from archive_oa.errors import AuthenticationFailed, ConfigurationError
 from archive_oa.store.engine import open_store
+from archive_oa.store import users as user_repo
 from archive_oa.store.security_tables import auth_lockouts, user_secrets, ws_nonces
 from archive_oa.transforms.pipeline import Transforms
 
@@ -514,10 +515,7 @@ def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_set
         assert _outcome(auth, _text_credentials(secret=wrong), "198.51.100.1") == "refused"
     assert len(counted_scrypt) == 5
     with store.transaction() as conn:
-        from archive_oa.store import users as user_repo
-
-        since = Clock()() - dt.timedelta(hours=1)
-        assert user_repo.count_failures(conn, "user", "alice", since) == 4
+        assert user_repo.count_failures(conn, "user", "alice", Clock()() - dt.timedelta(hours=1)) == 4
     # Another user with the same password gets no free pass either.
     users.add_user("bob", "other", {"viewer"}, None)
     assert _outcome(auth, _text_credentials("bob", PASSWORD), "198.51.100.1") == "refused"
