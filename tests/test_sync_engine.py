@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
 import random
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -30,6 +32,7 @@ from archive_oa.store import cursors, outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.store.sync_tables import workflow_results
 from archive_oa.sync.poller import Poller
+from archive_oa.sync.settle import GroupCommit
 from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 
@@ -469,6 +472,133 @@ def test_outcome_overtaking_the_settle_is_not_moved_back(store, transforms, cloc
     workflow = voucher_state(store, "HD01-2024-03-J-0001")
     assert workflow.state is WorkflowState.APPROVED and workflow.decided_at == item.finished_at
     assert workflow.oa_request_id == str(request_id)
+
+
+# --- group commit of settles -----------------------------------------------------------
+
+
+def wait_until(predicate, seconds=10.0):
+    """Readiness, not timing: poll until ``predicate`` holds (fails only if it never does)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def run_in_threads(group, settles):
+    """Start one thread per settle; returns (threads, results) where results[i] is (value, error)."""
+    results = {}
+
+    def run(i, settle):
+        try:
+            results[i] = (group.run(settle), None)
+        except Exception as exc:  # handed back to the test
+            results[i] = (None, exc)
+
+    threads = [threading.Thread(target=run, args=(i, settle)) for i, settle in enumerate(settles)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_settles_queued_while_a_batch_commits_share_the_next_transaction(store, clock):
+    add_vouchers(store, 3)
+    claims = outbox.claim(store, "w1", 3, 60, clock())
+    group = GroupCommit(store)
+    with group._commit_lock:  # a leader is committing: the next settles queue up meanwhile
+        threads, results = run_in_threads(group, [
+            lambda conn, c=c: outbox.mark_delivered(conn, c, oa_request_id=str(c.delivery_id), now=clock())
+            for c in claims
+        ])
+        wait_until(lambda: len(group._queued) == 3)
+    for thread in threads:
+        thread.join()
+    assert results == {0: (True, None), 1: (True, None), 2: (True, None)}
+    assert (group.batches, group.settles) == (1, 3)  # one transaction for the three
+    with store.transaction() as conn:
+        assert {d.state for d in outbox.list_deliveries(conn)} == {S.DELIVERED}
+
+
+def test_a_failing_settle_is_rolled_back_alone_and_raises_in_its_own_caller(store, clock):
+    add_vouchers(store, 3)
+    claims = outbox.claim(store, "w1", 3, 60, clock())
+
+    def deliver(claim):
+        return lambda conn: outbox.mark_delivered(conn, claim, oa_request_id="7", now=clock())
+
+    def deliver_then_fail(conn):
+        outbox.mark_delivered(conn, claims[1], oa_request_id="8", now=clock())
+        raise ValueError("a bug in one settle")
+
+    group = GroupCommit(store)
+    with group._commit_lock:
+        threads, results = run_in_threads(group, [deliver(claims[0]), deliver_then_fail, deliver(claims[2])])
+        wait_until(lambda: len(group._queued) == 3)
+    for thread in threads:
+        thread.join()
+    assert results[0] == (True, None) and results[2] == (True, None)
+    assert isinstance(results[1][1], ValueError)
+    assert group.batches == 1
+    with store.transaction() as conn:
+        states = [outbox.get(conn, c.delivery_id).state for c in claims]
+    assert states == [S.DELIVERED, S.IN_FLIGHT, S.DELIVERED]  # its write went back with its savepoint
+
+
+class CommitFails:
+    """A store whose write transactions fail at commit (the process dies, the disk is full)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    @contextlib.contextmanager
+    def transaction(self, *, immediate=False):
+        with self.store.transaction(immediate=immediate) as conn:
+            yield conn
+            if immediate:
+                raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+
+def test_a_failed_batch_commit_settles_nothing_and_the_next_claim_adopts(store, transforms, clock):
+    """OA success, then the batch never commits: like a crash between call and settle, the
+    claims wait for their leases to end and the next attempt asks the OA — exactly once."""
+    keys = add_vouchers(store, 3)
+    oa = FakeOa()
+    worker = worker_for(store, oa, transforms, clock)
+    worker._settles = GroupCommit(CommitFails(store))
+    counts = worker.run_once()
+    assert (counts.claimed, counts.errors, counts.delivered) == (3, 3, 0)
+    assert oa.per_key() == {k: 1 for k in keys}
+    assert {delivery(store, k).state for k in keys} == {S.IN_FLIGHT}
+    clock.advance(SYNC.lease_seconds + 1)
+    counts = worker_for(store, oa, transforms, clock, owner="w2").run_once()
+    assert (counts.adopted, counts.delivered) == (3, 0)
+    assert oa.per_key() == {k: 1 for k in keys}  # nothing sent twice
+    assert {delivery(store, k).state for k in keys} == {S.DELIVERED}
+
+
+def test_a_batch_settles_each_claim_by_its_own_lease(store, transforms, clock):
+    keys = add_vouchers(store, 3)
+    oa = FakeOa()
+    worker = worker_for(store, oa, transforms, clock)
+    claims = outbox.claim(store, worker.owner, 3, 60, clock())
+    clock.advance(61)  # every lease ran out; another worker re-claims the first delivery
+    (stolen,) = outbox.claim(store, "w2", 1, 60, clock())
+    assert stolen.delivery_id == claims[0].delivery_id and stolen.ask_first
+    with worker._settles._commit_lock:  # all three settles end up in one transaction
+        futures = [worker._pool.submit(worker._deliver_safely, c) for c in claims]
+        wait_until(lambda: len(worker._settles._queued) == 3)
+    assert [f.result() for f in futures] == [("lost", False), ("delivered", False), ("delivered", False)]
+    assert worker._settles.batches == 1
+    first = delivery(store, keys[0])
+    assert first.state is S.IN_FLIGHT and first.lease_owner == "w2"  # untouched: the new holder settles it
+    assert [delivery(store, k).state for k in keys[1:]] == [S.DELIVERED, S.DELIVERED]
+    assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.QUEUED
+    assert voucher_state(store, "HD01-2024-03-J-0002").state is WorkflowState.SUBMITTED
+    second = worker_for(store, oa, transforms, clock, owner="w2")
+    assert second._deliver(stolen) == ("adopted", False)  # it asks the OA and adopts, sends nothing
+    assert oa.per_key() == {k: 1 for k in keys}
+    worker.close()
+    second.close()
 
 
 # --- outcomes ------------------------------------------------------------------------

@@ -4,6 +4,8 @@ One attempt is three short steps with no database transaction open during the
 network call: claim (commit) → ask / render / send → settle (commit).  A claim that
 may have reached the OA before (UNCERTAIN, or an expired lease) first asks the OA
 for its idempotency key and adopts a request it finds instead of sending again.
+Settles of concurrent attempts share one write transaction (``settle.GroupCommit``),
+each still fenced by its own lease.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..store import outbox
 from ..store.outbox import Claim
 from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
+from .settle import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._settles = GroupCommit(store)
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
 
     # --- public --------------------------------------------------------------------
@@ -178,7 +182,8 @@ class DeliveryWorker:
             if budget is not None:
                 free = min(free, budget - claimed)
             if more and free > 0 and not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
-                claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock())
+                with self._settles.exclusive():
+                    claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock())
                 more = len(claims) == free  # fewer than asked: nothing else is due now
                 claimed += len(claims)
                 counts.claimed += len(claims)
@@ -259,23 +264,25 @@ class DeliveryWorker:
         return self._delivered(claim, request_id, adopted=False), False
 
     def _delivered(self, claim: Claim, request_id: int, *, adopted: bool, note: str | None = None) -> str:
-        """Settle in one transaction: delivery DELIVERED, request mapped, voucher SUBMITTED."""
+        """Settle: delivery DELIVERED, request mapped, voucher SUBMITTED (in a group commit)."""
         rid = str(request_id)
         now = self.clock()
-        with self.store.transaction(immediate=True) as conn:
-            # first statement: takes the delivery row lock that apply_outcome also waits for
-            if not outbox.mark_delivered(conn, claim, oa_request_id=rid, now=now, note=note):
-                log.warning("delivery %s: lease lost before settling; the new holder adopts %s", claim.delivery_id, rid)
-                return "lost"
-            self.repo.map_request(
-                conn, external_key=claim.idempotency_key, voucher_id=claim.voucher_id,
-                version=claim.version, oa_request_id=rid,
-            )
-            latest = self.repo.latest_version(conn, claim.voucher_id)
-            voucher = self.repo.load_voucher(conn, claim.voucher_id) if latest and latest[0] == claim.version else None
-            # an outcome may already be in (it can overtake the settle): never move a decision back
-            if voucher is not None and not voucher.state.decided:
-                self.repo.set_workflow(conn, claim.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id=rid)
+        return self._settles.run(lambda conn: self._settle_delivered(conn, claim, rid, now, adopted, note))
+
+    def _settle_delivered(self, conn, claim: Claim, rid: str, now: dt.datetime, adopted: bool, note: str | None) -> str:
+        # first statement: takes the delivery row lock that apply_outcome also waits for
+        if not outbox.mark_delivered(conn, claim, oa_request_id=rid, now=now, note=note):
+            log.warning("delivery %s: lease lost before settling; the new holder adopts %s", claim.delivery_id, rid)
+            return "lost"
+        self.repo.map_request(
+            conn, external_key=claim.idempotency_key, voucher_id=claim.voucher_id,
+            version=claim.version, oa_request_id=rid,
+        )
+        latest = self.repo.latest_version(conn, claim.voucher_id)
+        voucher = self.repo.load_voucher(conn, claim.voucher_id) if latest and latest[0] == claim.version else None
+        # an outcome may already be in (it can overtake the settle): never move a decision back
+        if voucher is not None and not voucher.state.decided:
+            self.repo.set_workflow(conn, claim.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id=rid)
         return "adopted" if adopted else "delivered"
 
     def _failed(self, claim: Claim, exc: BaseException, phase: str) -> str:
@@ -294,22 +301,25 @@ class DeliveryWorker:
             state = DeliveryState.PENDING
         error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
         log.info("delivery %s (%s) failed: %s", claim.delivery_id, claim.idempotency_key, error)
-        with self.store.transaction(immediate=True) as conn:
-            outbox.lock(conn, claim.delivery_id)  # apply_outcome takes the same lock
-            # An outcome may have arrived meanwhile and named the key's request: adopt it.
-            known = self.repo.lookup_request(conn, external_key=claim.idempotency_key)
-            if known is not None:
-                note = f"adopted request {known.oa_request_id} named by an OA outcome ({error})"
-                if not outbox.mark_delivered(conn, claim, oa_request_id=known.oa_request_id, now=now, note=note):
-                    return "lost"
-                return "adopted"
-            ok = outbox.mark_failed(conn, claim, state=state, error=error, now=now,
-                                    next_attempt_at=next_attempt_at)
-        if not ok:
+        return self._settles.run(
+            lambda conn: self._settle_failed(conn, claim, state, error, now, next_attempt_at)
+        )
+
+    def _settle_failed(self, conn, claim: Claim, state: DeliveryState, error: str, now: dt.datetime,
+                       next_attempt_at: dt.datetime | None) -> str:
+        outbox.lock(conn, claim.delivery_id)  # apply_outcome takes the same lock
+        # An outcome may have arrived meanwhile and named the key's request: adopt it.
+        known = self.repo.lookup_request(conn, external_key=claim.idempotency_key)
+        if known is not None:
+            note = f"adopted request {known.oa_request_id} named by an OA outcome ({error})"
+            if not outbox.mark_delivered(conn, claim, oa_request_id=known.oa_request_id, now=now, note=note):
+                return "lost"
+            return "adopted"
+        if not outbox.mark_failed(conn, claim, state=state, error=error, now=now, next_attempt_at=next_attempt_at):
             return "lost"
         return "dead" if state is DeliveryState.DEAD else "retrying"
 
     def _release(self, claim: Claim) -> str:
-        with self.store.transaction(immediate=True) as conn:
-            outbox.release(conn, claim, now=self.clock())
+        now = self.clock()
+        self._settles.run(lambda conn: outbox.release(conn, claim, now=now))
         return "released"
