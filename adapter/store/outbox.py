@@ -132,6 +132,42 @@ def enqueue(
 # --- claim ---------------------------------------------------------------------------
 
 
+# The claim and settle statements are built once: constructing a SQLAlchemy expression
+# costs more Python time than SQLite takes to run it, and these run for every delivery.
+_TIME = deliveries.c.next_attempt_at.type
+
+
+def _claim_query():
+    due = sa.or_(
+        sa.and_(deliveries.c.state.in_(WAITING), deliveries.c.next_attempt_at <= sa.bindparam("now", type_=_TIME)),
+        sa.and_(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_until < sa.bindparam("now", type_=_TIME)),
+    )
+    return (
+        sa.select(deliveries).where(due)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+_DUE = _claim_query()
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)  # PostgreSQL: rows others hold are not due for us
+_TAKE = (
+    sa.update(deliveries)
+    .where(
+        deliveries.c.id == sa.bindparam("row_id"),
+        deliveries.c.state == sa.bindparam("row_state"),
+        deliveries.c.attempts == sa.bindparam("row_attempts"),
+    )
+    .values(
+        state=S.IN_FLIGHT.value,
+        attempts=sa.bindparam("new_attempts", type_=sa.Integer),
+        lease_owner=sa.bindparam("owner", type_=deliveries.c.lease_owner.type),
+        lease_until=sa.bindparam("new_lease_until", type_=_TIME),
+        updated_at=sa.bindparam("now", type_=_TIME),
+    )
+)
+
+
 def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime) -> list[Claim]:
     """Lease up to ``limit`` due deliveries to ``owner`` and commit at once.
 
@@ -141,37 +177,20 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime)
     serialises claimers with ``BEGIN IMMEDIATE``.
     """
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    due = sa.or_(
-        sa.and_(deliveries.c.state.in_(WAITING), deliveries.c.next_attempt_at <= now),
-        sa.and_(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_until < now),
-    )
-    query = sa.select(deliveries).where(due).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
     claims: list[Claim] = []
     with store.transaction(immediate=True) as conn:
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        for row in conn.execute(query).all():
+        query = _DUE_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE
+        for row in conn.execute(query, {"now": now, "limit": limit}).all():
             prior = S(row.state)
             if prior is S.IN_FLIGHT:  # an expired lease counts as an uncertain attempt
                 check_transition(S.IN_FLIGHT, S.UNCERTAIN)
                 check_transition(S.UNCERTAIN, S.IN_FLIGHT)
             else:
                 check_transition(prior, S.IN_FLIGHT)
-            won = conn.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.id == row.id,
-                    deliveries.c.state == row.state,
-                    deliveries.c.attempts == row.attempts,
-                )
-                .values(
-                    state=S.IN_FLIGHT.value,
-                    attempts=row.attempts + 1,
-                    lease_owner=owner,
-                    lease_until=lease_until,
-                    updated_at=now,
-                )
-            ).rowcount
+            won = conn.execute(_TAKE, {
+                "row_id": row.id, "row_state": row.state, "row_attempts": row.attempts,
+                "new_attempts": row.attempts + 1, "owner": owner, "new_lease_until": lease_until, "now": now,
+            }).rowcount
             if won:
                 claims.append(
                     Claim(
@@ -207,22 +226,33 @@ def lock(conn: sa.Connection, delivery_id: int) -> None:
         conn.execute(sa.select(deliveries.c.id).where(deliveries.c.id == delivery_id).with_for_update())
 
 
+_MARK_DELIVERED = (
+    sa.update(deliveries)
+    .where(
+        deliveries.c.id == sa.bindparam("claim_id"),
+        deliveries.c.state == S.IN_FLIGHT.value,
+        deliveries.c.lease_owner == sa.bindparam("claim_owner"),
+        deliveries.c.attempts == sa.bindparam("claim_attempts"),
+    )
+    .values(
+        state=S.DELIVERED.value,
+        oa_request_id=sa.bindparam("request_id", type_=deliveries.c.oa_request_id.type),
+        lease_owner=None,
+        lease_until=None,
+        last_error=sa.bindparam("note", type_=deliveries.c.last_error.type),
+        delivered_at=sa.bindparam("now", type_=_TIME),
+        updated_at=sa.bindparam("now", type_=_TIME),
+    )
+)
+
+
 def mark_delivered(conn: sa.Connection, claim: Claim, *, oa_request_id: str, now: dt.datetime, note: str | None = None) -> bool:
     """IN_FLIGHT → DELIVERED; False when the lease is no longer ours (nothing changed)."""
     check_transition(S.IN_FLIGHT, S.DELIVERED)
-    result = conn.execute(
-        sa.update(deliveries)
-        .where(*_ours(claim))
-        .values(
-            state=S.DELIVERED.value,
-            oa_request_id=str(oa_request_id),
-            lease_owner=None,
-            lease_until=None,
-            last_error=short_error(note) if note else None,
-            delivered_at=now,
-            updated_at=now,
-        )
-    )
+    result = conn.execute(_MARK_DELIVERED, {
+        "claim_id": claim.delivery_id, "claim_owner": claim.owner, "claim_attempts": claim.attempts,
+        "request_id": str(oa_request_id), "note": short_error(note) if note else None, "now": now,
+    })
     return result.rowcount == 1
 
 
