@@ -66,7 +66,13 @@ _STATES = {
 }
 #: faultcodes (last dotted part, or WS-Security's own) that mean "your credentials"
 _AUTH_FAULTS = {"Authentication", "AuthenticationFailed", "FailedAuthentication", "InvalidSecurity", "InvalidSecurityToken"}
-_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_blank_text=True)
+#: For the WorkflowRequest document only: our own stylesheet's output (validated against
+#: oa-workflow.xsd), so no cap on text size — libxml2's default stops a text node at 10 MB,
+#: i.e. an attachment of 7.5 MB as base64, far below what the OA reads.  Still no DTD,
+#: entities or network.  The OA's answers are untrusted and keep zeep's caps (_zeep_settings).
+_DOCUMENT_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, remove_blank_text=True, huge_tree=True
+)
 
 _documents: dict[str, Document] = {}
 _documents_lock = threading.Lock()
@@ -171,7 +177,7 @@ class OaClient:
     def _request_from_document(self, workflow_xml: bytes) -> dict[str, Any]:
         """A WorkflowRequest document (urn:archive-oa:oa-workflow:1) as the OA's wire value."""
         try:
-            root = etree.fromstring(workflow_xml, _SAFE_PARSER)
+            root = etree.fromstring(workflow_xml, _DOCUMENT_PARSER)
         except etree.XMLSyntaxError as exc:
             raise ValidationFailed(
                 "the workflow document is not well-formed XML",
