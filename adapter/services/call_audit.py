@@ -168,6 +168,7 @@ class GroupWriter:
                 self._changed.wait()
             if not entry.done:  # nobody writing: this caller writes what is waiting
                 self._writing = True
+                # At most one record per waiting thread: the batch is bounded by the server's threads.
                 batch, self._queue = self._queue, []
         if not entry.done:
             self._lead(batch)
