@@ -23,6 +23,7 @@ from archive_oa.domain.model import (
 )
 from archive_oa.errors import ValidationFailed
 from archive_oa.samples.generate import generate
+from archive_oa.store import tables
 from archive_oa.settings import WorkflowSettings
 from archive_oa.transforms.pipeline import Transforms
 from archive_oa.voucher_xml import (
@@ -206,6 +207,89 @@ def test_mime_type_fits_the_archive_column(tx_transforms, tx_full, length, valid
         parse_vouchers(data, "mime.xml", tx_transforms)
     [issue] = caught.value.issues
     assert (issue.rule, issue.place) == ("xsd:maxLength", "/Voucher/attachments/attachment[1]/mimeType")
+
+
+#: Every text the import stores in a sized column: (element, column, text at the limit, one over).
+#: An over-long value must fail validation naming the element, never the INSERT (PostgreSQL
+#: raises DataError for a VARCHAR overflow; SQLite stores it silently).
+COLUMN_LIMITS = [
+    ("archive/archivalCode", "vouchers.archival_code", "档" * 100, "档" * 101),
+    ("workflow/approvals/approval/action", "approvals.action", "A" * 32, "A" * 33),
+    # kept as Decimal text, trailing zeros included: String(40)
+    ("entries/entry/originalAmount", "entries.original_amount", "1." + "0" * 37, "1." + "0" * 38),
+    ("entries/entry/exchangeRate", "entries.exchange_rate", "7." + "0" * 37, "7." + "0" * 38),
+    ("attachments/attachment[2]/size", "attachments.size", str(2**63 - 1), str(2**63)),
+]
+_LIMIT_RULES = {"size": "xsd:maxInclusive", "originalAmount": "xsd:pattern", "exchangeRate": "xsd:pattern"}
+
+
+@pytest.mark.parametrize("element, column, at_limit, over", COLUMN_LIMITS, ids=[c[1] for c in COLUMN_LIMITS])
+def test_stored_values_fit_their_columns(tx_transforms, element, column, at_limit, over):
+    from lxml import etree  # the codec tests otherwise never touch trees
+
+    def with_text(text: str) -> bytes:
+        root = etree.fromstring((GOLDEN / "full.voucher.xml").read_bytes())
+        root.find("v:" + element.replace("/", "/v:"), {"v": "urn:archive-oa:voucher:1"}).text = text
+        return etree.tostring(root)
+
+    table, name = column.split(".")
+    width = tables.metadata.tables[table].c[name].type
+    stored_width = getattr(width, "length", None) or getattr(getattr(width, "impl", None), "length", None)
+    [parsed] = parse_vouchers(with_text(at_limit), "limit.xml", tx_transforms)  # accepted at the limit
+    if stored_width:  # the text the store would write fits the column
+        assert len(_stored_text(parsed.voucher, element)) <= stored_width
+    with pytest.raises(ValidationFailed) as caught:
+        parse_vouchers(with_text(over), "over.xml", tx_transforms)
+    [issue] = caught.value.issues
+    leaf = element.rsplit("/", 1)[-1]
+    assert issue.rule == _LIMIT_RULES.get(leaf, "xsd:maxLength")
+    assert issue.place.endswith("/" + leaf.split("[")[0]) and issue.source == "over.xml"
+
+
+def _stored_text(voucher, element: str) -> str:
+    """The text the store writes for ``element`` of ``voucher`` (the columns' own conversions)."""
+    leaf = element.rsplit("/", 1)[-1]
+    if leaf == "archivalCode":
+        return voucher.archive.archival_code
+    if leaf == "action":
+        return voucher.workflow.approvals[0].action
+    if leaf == "originalAmount":
+        return str(voucher.entries[0].original_amount)
+    if leaf == "exchangeRate":
+        return str(voucher.entries[0].exchange_rate)
+    return str(voucher.attachments[1].size)
+
+
+def test_every_schema_length_fits_its_column():
+    """voucher.xsd's length limits against the columns the import writes (a wider column is fine)."""
+    import xmlschema
+
+    xsd = resources.files("archive_oa.transforms").joinpath("schemas/voucher.xsd").read_text("utf-8")
+    schema = xmlschema.XMLSchema(xsd, allow="none")
+    column_of = {
+        "voucherId": "vouchers.voucher_id", "orgCode": "vouchers.org_code", "orgName": "vouchers.org_name",
+        "fondsCode": "vouchers.fonds_code", "period": "vouchers.period", "voucherWord": "vouchers.voucher_word",
+        "currency": "vouchers.currency", "preparer": "vouchers.preparer", "reviewer": "vouchers.reviewer",
+        "bookkeeper": "vouchers.bookkeeper", "cashier": "vouchers.cashier", "oaRequestId": "vouchers.oa_request_id",
+        "archivalCode": "vouchers.archival_code", "accountName": "entries.account_name",
+        "attachmentId": "attachments.attachment_id", "fileName": "attachments.file_name",
+        "mimeType": "attachments.mime_type", "invoiceNumber": "attachments.invoice_number",
+        "approver": "approvals.approver", "action": "approvals.action",
+    }
+    bounded_by_pattern = {"voucherId", "period", "currency", "fileName", "attachmentId"}
+    checked = set()
+    for element in schema.iter_components(xmlschema.XsdElement):
+        if element.local_name not in column_of or not element.type.is_simple():
+            continue
+        limit = element.type.max_length
+        if limit is None:  # bounded by a pattern: [A-Za-z0-9._-]{1,64}, YYYY-MM, [A-Z]{3}, {1,200}
+            assert element.local_name in bounded_by_pattern, element.local_name
+            continue
+        table, name = column_of[element.local_name].split(".")
+        width = tables.metadata.tables[table].c[name].type.length
+        assert limit <= width, f"{element.local_name}: maxLength {limit}, column {table}.{name} {width}"
+        checked.add(element.local_name)
+    assert checked == set(column_of) - bounded_by_pattern
 
 
 # --- content identity ----------------------------------------------------------------------------
