@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from decimal import Decimal
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from archive_oa.errors import ValidationFailed
 from archive_oa import safexml
 from archive_oa.safexml import XmlPolicy, make_parser, parse_bytes
 from archive_oa.settings import WorkflowSettings
-from archive_oa.transforms.pipeline import VOUCHER_NS, WORKFLOW_NS, Transforms
+from archive_oa.transforms.pipeline import VOUCHER_NS, WORKFLOW_NS, Transforms, resource_bytes
 
 GOLDEN = Path(__file__).parent / "golden"
 V = f"{{{VOUCHER_NS}}}"
@@ -212,6 +213,150 @@ def test_balance_message_keeps_two_decimals(tx_transforms, tx_voucher):
         tx_transforms.validate_voucher(tx_voucher)
     assert caught.value.issues[0].message.startswith(
         "total debit 12345678902.20 differs from total credit 12345678902.30")
+
+
+# --- money in the workflow request ---------------------------------------------------------------
+
+W = f"{{{WORKFLOW_NS}}}"
+
+
+def _sent(transforms, voucher) -> tuple[str, list[tuple[str, str]]]:
+    """(total field je, [(jfje, dfje) of each row]) of the workflow request for ``voucher``."""
+    request = etree.fromstring(transforms.voucher_to_workflow(voucher, "k"))
+
+    def fields(parent):
+        return {f.findtext(W + "name"): f.findtext(W + "value") for f in parent.findall(W + "field")}
+
+    rows = [fields(row) for row in request.iter(W + "row")]
+    return fields(request.find(W + "mainFields"))["je"], [(row["jfje"], row["dfje"]) for row in rows]
+
+
+def _money_by_doubles(voucher, expression) -> str:
+    """What the stylesheet sent before money was exact: format-number over binary doubles."""
+    sheet = etree.XSLT(etree.XML(
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+        f'xmlns:v="{VOUCHER_NS}"><xsl:template match="/"><r><xsl:value-of '
+        f'select="format-number({expression}, \'0.00\')"/></r></xsl:template></xsl:stylesheet>'))
+    return sheet(voucher).getroot().text
+
+
+def test_large_amounts_reach_the_oa_to_the_cent(tx_transforms, tx_voucher):
+    _three_lines(tx_voucher, "13265716941952.31", "1002593196337141.59", "989327479395189.28")
+    # what format-number sent: ….25 for the line, ….50 for the total
+    assert _money_by_doubles(tx_voucher, "v:Voucher/v:entries/v:entry[3]/v:debit") == "989327479395189.25"
+    assert _money_by_doubles(tx_voucher, "sum(//v:debit)") == "1002593196337141.50"
+    total, rows = _sent(tx_transforms, tx_voucher)
+    assert total == "1002593196337141.59"
+    assert rows == [("13265716941952.31", "0.00"), ("0.00", "1002593196337141.59"),
+                    ("989327479395189.28", "0.00")]
+
+
+def test_largest_amount_the_schema_allows(tx_transforms, tx_voucher):
+    largest = "9999999999999999.99"  # 18 digits; as a double it is 10000000000000000
+    entries = child(tx_voucher, "entries")
+    entries[0].find(V + "debit").text = largest
+    entries[1].find(V + "credit").text = largest
+    total, rows = _sent(tx_transforms, tx_voucher)
+    assert total == largest and rows == [(largest, "0.00"), ("0.00", largest)]
+    assert "9999999999999999.99" in Transforms.from_settings(
+        WorkflowSettings(title_pattern="{amount}")).voucher_to_workflow(tx_voucher, "k").decode()
+
+
+def test_many_small_lines_add_up_exactly(tx_transforms, tx_voucher):
+    # 120 debit lines of ~7.8×10^12, each exact as a double, whose double sum loses 8 cents
+    amounts = [f"{7_777_777_777_777 + 3_331 * i}.{(17 + 37 * i) % 100:02d}" for i in range(120)]
+    entries = child(tx_voucher, "entries")
+    template = entries[0]
+    for line in list(entries):
+        entries.remove(line)
+    for number, amount in enumerate(amounts, start=1):
+        line = copy.deepcopy(template)
+        line.find(V + "lineNo").text = str(number)
+        line.find(V + "debit").text = amount
+        line.find(V + "credit").text = "0.00"
+        entries.append(line)
+    exact = sum(Decimal(a) for a in amounts)  # 933333357116639.20
+    credit = copy.deepcopy(template)
+    credit.find(V + "lineNo").text = str(len(amounts) + 1)
+    credit.find(V + "debit").text = "0"
+    credit.find(V + "credit").text = f"{exact:.2f}"
+    entries.append(credit)
+    assert _money_by_doubles(tx_voucher, "sum(//v:debit)") != f"{exact:.2f}"  # doubles get it wrong
+    total, rows = _sent(tx_transforms, tx_voucher)
+    assert total == f"{exact:.2f}"
+    assert [debit for debit, _ in rows[:120]] == amounts
+
+
+@pytest.mark.parametrize(
+    "written, sent",
+    [("0", "0.00"), ("0.00", "0.00"), ("-0", "0.00"), ("-0.00", "0.00"), ("+0", "0.00"), (".5", "0.50"),
+     ("7.", "7.00"), ("007.50", "7.50"), (" 12.3 ", "12.30"), ("1.500", "1.50"), ("000", "0.00")],
+)
+def test_every_way_of_writing_an_amount(tx_transforms, tx_voucher, written, sent):
+    first, second = child(tx_voucher, "entries")
+    if sent == "0.00":  # the empty side of line 1
+        first.find(V + "credit").text = written
+        assert _sent(tx_transforms, tx_voucher)[1][0] == ("12345678901.23", "0.00")
+        return
+    first.find(V + "debit").text = second.find(V + "credit").text = written
+    assert _sent(tx_transforms, tx_voucher) == (sent, [(sent, "0.00"), ("0.00", sent)])
+
+
+def test_red_ink_amounts_are_refused_by_the_schema(tx_transforms, tx_voucher):
+    # voucher.xsd's Amount is at least 0: a red-ink (红字) voucher reverses sides, never the sign
+    child(tx_voucher, "entries")[0].find(V + "debit").text = "-12345678901.23"
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher)
+    assert [(i.rule, i.place) for i in caught.value.issues] == [("xsd:minInclusive", "/Voucher/entries/entry[1]/debit")]
+
+
+def test_money_text_equals_format_number_wherever_doubles_are_exact(tx_transforms):
+    """Ordinary amounts keep the exact bytes format-number(., '0.00') gave (golden files rely on it)."""
+    xsl = "http://www.w3.org/1999/XSL/Transform"
+    money = next(t for t in etree.fromstring(resource_bytes("xslt/voucher-to-workflow.xsl")).iterfind(f"{{{xsl}}}template")
+                 if t.get("name") == "money")
+    sheet = etree.fromstring(
+        f'<xsl:stylesheet version="1.0" xmlns:xsl="{xsl}"><xsl:template match="/"><r><xsl:for-each select="//a">'
+        "<x><xsl:value-of select=\"format-number(., '0.00')\"/></x><y><xsl:call-template name=\"money\">"
+        '<xsl:with-param name="value" select="."/></xsl:call-template></y></xsl:for-each></r></xsl:template>'
+        "</xsl:stylesheet>")
+    sheet.append(money)
+    rng = random.Random(20261201)
+    amounts = ["0", "0.01", "0.1", "1", "10", "100.5", "99999999999.99"]
+    for _ in range(3000):
+        cents = rng.randrange(10 ** rng.randint(1, 15))  # up to 10^13: a double holds it exactly
+        amounts += [f"{cents // 100}.{cents % 100:02d}", str(cents // 100), f"{cents / 100:g}" if cents < 10**8 else "1"]
+    out = etree.XSLT(sheet)(etree.fromstring("<r>" + "".join(f"<a>{a}</a>" for a in amounts) + "</r>")).getroot()
+    pairs = list(zip(out[::2], out[1::2]))
+    assert len(pairs) == len(amounts)
+    assert [a for a, (x, y) in zip(amounts, pairs) if x.text != y.text] == []
+
+
+def _lines(voucher, debits: int, amount: str):
+    """``debits`` debit lines and as many credit lines, each of ``amount``."""
+    entries = child(voucher, "entries")
+    template = entries[0]
+    for line in list(entries):
+        entries.remove(line)
+    for number in range(1, 2 * debits + 1):
+        line = copy.deepcopy(template)
+        line.find(V + "lineNo").text = str(number)
+        line.find(V + "debit").text = amount if number <= debits else "0"
+        line.find(V + "credit").text = "0" if number <= debits else amount
+        entries.append(line)
+
+
+def test_total_fits_the_archive_column(tx_transforms, tx_voucher):
+    # vouchers.total_amount is NUMERIC(20, 2): 18 digits before the point
+    _lines(tx_voucher, 100, "9999999999999999.99")
+    assert _sent(tx_transforms, tx_voucher)[0] == "999999999999999999.00"
+    _lines(tx_voucher, 101, "9999999999999999.99")
+    with pytest.raises(ValidationFailed) as caught:
+        tx_transforms.validate_voucher(tx_voucher, source="big.xml")
+    [issue] = caught.value.issues
+    assert (issue.rule, issue.place) == ("total-fits-archive", "/Voucher/entries")
+    assert "1009999999999999998.99" in issue.message
+    assert tx_transforms._rules_precheck(tx_voucher)
 
 
 def test_fast_precheck_agrees_with_schematron(tx_transforms, tx_voucher):

@@ -87,7 +87,10 @@ class Transforms:
         self._failed_asserts = etree.XPath("//svrl:failed-assert", namespaces=_SVRL)
         self._stylesheet_name, stylesheet = self._load_stylesheet(workflow.stylesheet)
         try:
-            self._stylesheet = etree.XSLT(stylesheet, access_control=etree.XSLTAccessControl.DENY_ALL)
+            # The rules' exact-money functions: the built-in stylesheet totals with arc:exact-sum.
+            self._stylesheet = etree.XSLT(
+                stylesheet, access_control=etree.XSLTAccessControl.DENY_ALL, extensions=RULE_FUNCTIONS
+            )
         except etree.XSLTParseError as exc:
             raise ConfigurationError(
                 f"stylesheet {self._stylesheet_name} does not compile: {exc}; fix [workflow] stylesheet"

@@ -5,7 +5,7 @@ a balanced voucher could be refused (and one a cent off could pass) although vou
 allows amounts of 18 digits.  voucher-rules.sch therefore adds amounts with
 ``arc:exact-sum`` (``xmlns:arc="urn:archive-oa:rules:1"``), computed in ``Decimal``; the
 Schematron XSLT and the pre-check compiled from the same file both get it from
-``EXTENSIONS``.
+``EXTENSIONS``, and so does the mapping stylesheet, whose voucher total the OA receives.
 """
 
 from __future__ import annotations

@@ -8,12 +8,19 @@
   [workflow] stylesheet at its own copy; the parameters below are what the adapter passes.
 
   The stylesheet runs sandboxed (no document(), no file, network or write access).
+
+  Money is never formatted with format-number() or added with sum(): XPath 1.0 numbers are
+  binary doubles, which lose cents above ~9×10^13 while voucher.xsd allows 18 digits.  A line
+  amount is rewritten digit by digit from its text (template "money"); the voucher total is
+  arc:exact-sum, the Decimal function the business rules use (../rule_functions.py), which the
+  adapter registers for this stylesheet and for a deployment's own.
 -->
 <xsl:stylesheet version="1.0"
                 xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
                 xmlns:v="urn:archive-oa:voucher:1"
+                xmlns:arc="urn:archive-oa:rules:1"
                 xmlns="urn:archive-oa:oa-workflow:1"
-                exclude-result-prefixes="v">
+                exclude-result-prefixes="v arc">
 
   <xsl:output method="xml" encoding="UTF-8" indent="no"/>
 
@@ -46,7 +53,7 @@
   <xsl:param name="field_credit" select="'dfje'"/>
 
   <xsl:template match="/v:Voucher">
-    <xsl:variable name="amount" select="format-number(sum(v:entries/v:entry/v:debit), '0.00')"/>
+    <xsl:variable name="amount" select="arc:exact-sum(v:entries/v:entry/v:debit)"/>
     <xsl:variable name="summary">
       <xsl:choose>
         <xsl:when test="normalize-space(v:summary) != ''"><xsl:value-of select="v:summary"/></xsl:when>
@@ -143,14 +150,15 @@
         <xsl:with-param name="name" select="$field_account_name"/>
         <xsl:with-param name="value" select="v:accountName"/>
       </xsl:call-template>
-      <xsl:call-template name="field">
-        <xsl:with-param name="name" select="$field_debit"/>
-        <xsl:with-param name="value" select="format-number(v:debit, '0.00')"/>
-      </xsl:call-template>
-      <xsl:call-template name="field">
-        <xsl:with-param name="name" select="$field_credit"/>
-        <xsl:with-param name="value" select="format-number(v:credit, '0.00')"/>
-      </xsl:call-template>
+      <!-- written in place, not through "field": a tree-fragment parameter costs more -->
+      <field>
+        <name><xsl:value-of select="$field_debit"/></name>
+        <value><xsl:call-template name="money"><xsl:with-param name="value" select="v:debit"/></xsl:call-template></value>
+      </field>
+      <field>
+        <name><xsl:value-of select="$field_credit"/></name>
+        <value><xsl:call-template name="money"><xsl:with-param name="value" select="v:credit"/></xsl:call-template></value>
+      </field>
     </row>
   </xsl:template>
 
@@ -171,6 +179,27 @@
       <name><xsl:value-of select="$name"/></name>
       <value><xsl:value-of select="$value"/></value>
     </field>
+  </xsl:template>
+
+  <!--
+    An xs:decimal amount of voucher.xsd (optional sign, digits, optional point and fraction,
+    blanks around) as the OA's "0.00" text, exactly: no leading zeros, two fraction digits,
+    no sign on zero.  It writes what format-number(., '0.00') writes for every amount a double
+    holds exactly (tests/test_transforms.py compares them).  Fraction digits past the second
+    are cut, not rounded: the schema lets them through only as zeros ("1.500" is valid).
+    substring('-', 1, condition) is XPath 1.0 for "a minus sign when the condition holds".
+  -->
+  <xsl:template name="money">
+    <xsl:param name="value"/>
+    <xsl:variable name="unsigned" select="translate($value, '+- &#9;&#10;&#13;', '')"/>
+    <xsl:variable name="integer" select="substring-before(concat($unsigned, '.'), '.')"/>
+    <xsl:variable name="fraction" select="substring(concat(substring-after($unsigned, '.'), '00'), 1, 2)"/>
+    <xsl:variable name="nonzero" select="translate($integer, '0', '')"/>
+    <xsl:value-of select="concat(substring('-', 1, contains($value, '-') and ($nonzero != '' or $fraction != '00')),
+                                 substring('0', 1, $nonzero = ''),
+                                 substring($integer, string-length(substring-before($integer, substring($nonzero, 1, 1))) + 1,
+                                           string-length($integer) * ($nonzero != '')),
+                                 '.', $fraction)"/>
   </xsl:template>
 
   <!-- Title pattern: replaces {placeholder}s; an unknown one is kept as written. -->
