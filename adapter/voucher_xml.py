@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
@@ -87,20 +88,20 @@ def voucher_from_element(element: etree._Element) -> tuple[Voucher, dict[str, by
                 embedded[meta.attachment_id] = content
     voucher = Voucher(
         voucher_id=_text(parts["voucherId"]),
-        org_code=_text(parts["orgCode"]),
+        org_code=_token(parts["orgCode"]),
         org_name=_text(parts["orgName"]),
-        fonds_code=_text(parts["fondsCode"]),
+        fonds_code=_token(parts["fondsCode"]),
         fiscal_year=int(_text(parts["fiscalYear"])),
         period=_text(parts["period"]),
-        voucher_word=_text(parts["voucherWord"]),
+        voucher_word=_token(parts["voucherWord"]),
         voucher_no=int(_text(parts["voucherNo"])),
         date=_date(_text(parts["date"])),
         currency=_optional(parts, "currency") or "CNY",
         attachment_count=int(_text(parts["attachmentCount"])),
-        preparer=_text(parts["preparer"]),
-        reviewer=_optional(parts, "reviewer"),
-        bookkeeper=_optional(parts, "bookkeeper"),
-        cashier=_optional(parts, "cashier"),
+        preparer=_token(parts["preparer"]),
+        reviewer=_optional(parts, "reviewer", _token),
+        bookkeeper=_optional(parts, "bookkeeper", _token),
+        cashier=_optional(parts, "cashier", _token),
         summary=_optional(parts, "summary"),
         entries=tuple(_entry(node) for node in parts["entries"]),
         attachments=tuple(attachments),
@@ -118,9 +119,25 @@ def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
 
 
-def _optional(parts: dict, name: str) -> str | None:
+_XML_SPACE_RUN = re.compile(r"[ \t\r\n]+")
+
+
+def _collapse(text: str | None) -> str:
+    """An xs:token's value: XML whitespace runs become one space, none at the ends.
+
+    The schema measures a token's length after this collapse, so storing the raw text
+    could overflow the column the schema was sized for.  Only XML's four whitespace
+    characters count: an ideographic space (U+3000) in a name is content."""
+    return _XML_SPACE_RUN.sub(" ", text or "").strip(" ")
+
+
+def _token(element: etree._Element) -> str:
+    return _collapse(element.text)
+
+
+def _optional(parts: dict, name: str, read=_text) -> str | None:
     node = parts.get(name)
-    return _text(node) if node is not None else None
+    return read(node) if node is not None else None
 
 
 def _decimal(text: str) -> Decimal:
@@ -143,7 +160,7 @@ def _entry(node: etree._Element) -> Entry:
     auxiliary = ()
     if "auxiliary" in parts:
         auxiliary = tuple(
-            AuxiliaryItem(item.get("type"), item.get("code").strip(), _text(item)) for item in parts["auxiliary"]
+            AuxiliaryItem(item.get("type"), _collapse(item.get("code")), _text(item)) for item in parts["auxiliary"]
         )
     rate = _optional(parts, "exchangeRate")
     original = _optional(parts, "originalAmount")
@@ -173,7 +190,7 @@ def _attachment(node: etree._Element) -> tuple[AttachmentMeta, bytes | None]:
         size=int(_text(parts["size"])),
         sha256=_text(parts["sha256"]),
         kind=AttachmentKind(_text(parts["kind"])),
-        invoice_number=_optional(parts, "invoiceNumber"),
+        invoice_number=_optional(parts, "invoiceNumber", _token),
     )
     return meta, content
 
@@ -198,7 +215,7 @@ def _workflow(node: etree._Element) -> WorkflowInfo:
         approvals = tuple(_approval(item) for item in parts["approvals"])
     return WorkflowInfo(
         state=WorkflowState(_text(parts["state"])),
-        oa_request_id=_optional(parts, "oaRequestId"),
+        oa_request_id=_optional(parts, "oaRequestId", _token),
         decided_at=_datetime(decided) if decided else None,
         approvals=approvals,
     )
@@ -209,8 +226,8 @@ def _approval(node: etree._Element) -> Approval:
     comment = parts.get("comment")
     return Approval(
         step=int(_text(parts["step"])),
-        approver=_text(parts["approver"]),
-        action=_text(parts["action"]),
+        approver=_token(parts["approver"]),
+        action=_token(parts["action"]),
         comment=(comment.text or "") if comment is not None else None,
         time=_datetime(_text(parts["time"])),
     )

@@ -380,3 +380,28 @@ def test_generator_reproduces_the_committed_samples(tmp_path):
     assert {path.name: path.read_bytes() for path in written} == committed
     for path in (tmp_path / "attachments").iterdir():
         assert path.read_bytes() == samples.attachments_dir().joinpath(path.name).read_bytes()
+
+
+def test_token_fields_are_read_collapsed_as_the_schema_measures_them(tx_transforms):
+    """xs:token collapses XML whitespace before its length is checked: the codec must store
+    that collapsed value, or 64 characters that pass the schema become 104 in a VARCHAR(64)."""
+    from lxml import etree
+
+    ns = {"v": "urn:archive-oa:voucher:1"}
+    root = etree.fromstring((GOLDEN / "full.voucher.xml").read_bytes())
+    padded = {
+        "orgCode": "XB" + " " * 50 + "\t\n  03",
+        "preparer": "王\u3000 \n 小明",  # U+3000 is content, not XML whitespace
+        "workflow/v:approvals/v:approval/v:action": "  APPROVE \n  AGAIN ",
+    }
+    for path, text in padded.items():
+        root.find("v:" + path, ns).text = text
+    [parsed] = parse_vouchers(etree.tostring(root), "padded.xml", tx_transforms)
+    voucher = parsed.voucher
+    assert voucher.org_code == "XB 03"
+    assert voucher.preparer == "王\u3000 小明"
+    assert voucher.workflow.approvals[0].action == "APPROVE AGAIN"
+    # the same voucher written without the padding is the same content
+    root.find("v:orgCode", ns).text = "XB 03"
+    [plain] = parse_vouchers(etree.tostring(root), "plain.xml", tx_transforms)
+    assert plain.voucher.org_code == voucher.org_code
