@@ -120,6 +120,7 @@ class SecuritySettings:
     max_depth: int = 64  # XML element nesting
     max_text_bytes: int = 16 * 1024 * 1024  # one text node (attachments travel base64 in one)
     max_attributes: int = 64  # per element
+    max_import_file_bytes: int = 512 * 1024 * 1024  # one file read by `archive-oa import` (XML or attachment)
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,7 @@ def test_attachment_file_names_never_leave_the_folder(tmp_path, name):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b.pdf").write_bytes(PDF)
     meta = meta_for("ATT-8", name, PDF)
-    content, issue = _attachment_file(tmp_path / "v.xml", meta, "/Voucher/attachments/attachment", 3)
+    content, issue = _attachment_file(tmp_path / "v.xml", meta, "/Voucher/attachments/attachment", 3, 10**6)
     assert content is None and issue.rule == "attachment-file-name" and issue.place.endswith("/fileName")
 
 
@@ -338,3 +338,37 @@ def test_cli_import_batch_size(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["import", "--data-dir", str(tmp_path / "data"), "--batch-size", "0", str(folder)])
     assert "--batch-size" in capsys.readouterr().err
+
+
+def test_files_over_the_size_limit_are_refused_unread_and_the_rest_import(store, transforms, tmp_path):
+    (tmp_path / "c").mkdir()
+    scan = PDF * 400
+    (tmp_path / "c" / "scan.pdf").write_bytes(scan)
+    with_big_file = write(tmp_path / "c" / "v.xml", make_voucher("WITH-FILE", attachments=[
+        meta_for("ATT-BIG", "scan.pdf", scan)]))
+    small = write(tmp_path / "a" / "small.xml", make_voucher("SMALL"))
+    limit = with_big_file.stat().st_size + 100
+    assert len(scan) > limit
+    big = write(tmp_path / "b" / "big.xml", [make_voucher(f"BIG-{n}", no=n) for n in range(1, 6)])
+    assert big.stat().st_size > limit
+
+    report = import_paths(store, transforms, [big, small, with_big_file], enqueue=False, max_file_bytes=limit)
+    assert (report.created, report.failed_files) == (1, 2)
+    by_source = {issue.source: issue for issue in report.issues}
+    assert by_source[str(big)].rule == "file-size"
+    assert f"{big.stat().st_size:,} bytes" in by_source[str(big)].message
+    assert "max_import_file_bytes" in by_source[str(big)].message
+    attachment_issue = by_source[str(with_big_file)]
+    assert attachment_issue.rule == "file-size" and "ATT-BIG" in attachment_issue.message
+    assert attachment_issue.place.startswith("/Voucher/attachments/attachment")
+    assert count(store, vouchers) == 1
+
+
+def test_cli_import_reads_the_size_limit_from_settings(tmp_path, capsys, monkeypatch):
+    path = write(tmp_path / "in" / "v.xml", make_voucher())
+    monkeypatch.setenv("ARCHIVE_OA_SECURITY_MAX_IMPORT_FILE_BYTES", "100")
+    assert main(["import", "--data-dir", str(tmp_path / "data"), "--no-queue", str(path)]) == 1
+    assert "[file-size]" in capsys.readouterr().err
+    monkeypatch.setenv("ARCHIVE_OA_SECURITY_MAX_IMPORT_FILE_BYTES", "0")
+    assert main(["import", "--data-dir", str(tmp_path / "data"), "--no-queue", str(path)]) == 2
+    assert "max_import_file_bytes = 0" in capsys.readouterr().err

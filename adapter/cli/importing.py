@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ..errors import ConfigurationError
 from .common import add_common, settings_from
 
 
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from ..transforms.pipeline import Transforms
 
     settings = settings_from(args)
+    if settings.security.max_import_file_bytes < 1:
+        raise ConfigurationError(
+            f"[security] max_import_file_bytes = {settings.security.max_import_file_bytes}: "
+            "give the largest file import may read, in bytes (1 or more)"
+        )
     store = open_store(settings)
     try:
         transforms = Transforms.from_settings(settings.workflow)
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             enqueue=settings.sync.realtime and not args.no_queue,
             on_progress=progress,
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+            max_file_bytes=settings.security.max_import_file_bytes,
         )
         progress.finish()
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,11 +28,13 @@ from .. import voucher_xml
 from ..domain.delivery import idempotency_key
 from ..domain.model import Voucher, WorkflowState
 from ..errors import AdapterError, Issue, ValidationFailed
+from ..settings import SecuritySettings
 from ..store import vouchers as repo
 from ..store.engine import Store
 from ..store.outbox_batch import NewDelivery, enqueue_many
 
 ATTACHMENT_FOLDER = "attachments"  # attachment files may sit beside the XML or in this subfolder
+DEFAULT_MAX_FILE_BYTES = SecuritySettings.max_import_file_bytes
 DEFAULT_BATCH_SIZE = 500  # vouchers per transaction: past a few hundred, bigger batches gain little
 BLOB_THREADS = 4  # attachment writes in flight at once (each waits for its fsync, not for the CPU)
 _ROOT_TAG = re.compile(rb"<(?![?!])(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
@@ -89,10 +92,16 @@ def import_paths(
     enqueue: bool = True,
     on_progress: Callable[[ImportProgress], None] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ImportReport:
-    """Import every voucher file in ``paths`` (files, or folders searched for ``*.xml``)."""
+    """Import every voucher file in ``paths`` (files, or folders searched for ``*.xml``).
+
+    A file (voucher XML or attachment) larger than ``max_file_bytes`` is refused before it
+    is read, so one mistaken path cannot exhaust the machine's memory."""
     if batch_size < 1:
         raise ValueError(f"batch_size = {batch_size}: store at least 1 voucher per transaction")
+    if max_file_bytes < 1:
+        raise ValueError(f"max_file_bytes = {max_file_bytes}: allow at least 1 byte per file")
     files = list(_expand(paths))
     report = ImportReport()
     pending: list[_Ready] = []
@@ -101,7 +110,7 @@ def import_paths(
         for path in files:
             report.files += 1
             try:
-                ready = _read_file(path, transforms, report.files)
+                ready = _read_file(path, transforms, report.files, max_file_bytes)
             except AdapterError as exc:  # the file's fault (invalid, too large …): report it, go on
                 if not exc.client_error:
                     raise
@@ -149,15 +158,19 @@ def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path  # a missing file is reported by _read_file
 
 
-def _read_file(path: Path, transforms, files_done: int) -> list[_Ready]:
+def _read_file(path: Path, transforms, files_done: int, max_file_bytes: int) -> list[_Ready]:
     source = str(path)
     try:
-        data = path.read_bytes()
+        data = _read_bounded(path, max_file_bytes)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ValidationFailed(
             f"{source}: cannot be read", [Issue("/", "file-readable", f"cannot read {source}: {reason}", None, source)]
         ) from exc
+    except _TooLarge as exc:
+        message = (f"{source} is {exc.size:,} bytes, more than the {max_file_bytes:,} one import file may have "
+                   "([security] max_import_file_bytes); split the batch into smaller files or raise the limit")
+        raise ValidationFailed(f"{source}: too large", [Issue("/", "file-size", message, None, source)]) from None
     parsed = voucher_xml.parse_vouchers(data, source, transforms)
     batch_root = _root_name(data) == "Vouchers"
     ready, issues = [], []
@@ -172,7 +185,7 @@ def _read_file(path: Path, transforms, files_done: int) -> list[_Ready]:
                 place += f"[{position}]"
             content = item.embedded.get(meta.attachment_id)
             if content is None:
-                content, issue = _attachment_file(path, meta, place, item.line)
+                content, issue = _attachment_file(path, meta, place, item.line, max_file_bytes)
                 if issue:
                     issues.append(issue)
                     continue
@@ -184,7 +197,9 @@ def _read_file(path: Path, transforms, files_done: int) -> list[_Ready]:
     return ready
 
 
-def _attachment_file(xml_path: Path, meta, place: str, line: int | None) -> tuple[bytes | None, Issue | None]:
+def _attachment_file(
+    xml_path: Path, meta, place: str, line: int | None, max_file_bytes: int
+) -> tuple[bytes | None, Issue | None]:
     source = str(xml_path)
     name = meta.file_name
     if not name or name in (".", "..") or any(ch in name for ch in ("/", "\\", "\0")):
@@ -204,7 +219,18 @@ def _attachment_file(xml_path: Path, meta, place: str, line: int | None) -> tupl
             f"or {folder / ATTACHMENT_FOLDER}; put the file there or embed it as content",
             line, source,
         )
-    data = found.read_bytes()
+    try:
+        data = _read_bounded(found, max_file_bytes)
+    except OSError as exc:
+        return None, Issue(place, "attachment-file-readable",
+                           f"attachment {meta.attachment_id}: cannot read {found}: {exc.strerror or exc}", line, source)
+    except _TooLarge as exc:
+        return None, Issue(
+            place, "file-size",
+            f"attachment {meta.attachment_id}: file {found} is {exc.size:,} bytes, more than the "
+            f"{max_file_bytes:,} one import file may have ([security] max_import_file_bytes); raise the limit",
+            line, source,
+        )
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != meta.size or digest != meta.sha256:
         return None, Issue(
@@ -215,6 +241,24 @@ def _attachment_file(xml_path: Path, meta, place: str, line: int | None) -> tupl
             line, source,
         )
     return data, None
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The file's bytes, or _TooLarge without reading them (a file growing while read is caught too)."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise _TooLarge(size)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLarge(len(data))
+    return data
 
 
 def _root_name(data: bytes) -> str | None:
