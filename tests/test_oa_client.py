@@ -467,3 +467,18 @@ def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, 
     assert delivery.state is DeliveryState.DELIVERED
     (attachment,) = sim.db.get(int(delivery.oa_request_id)).form.attachments
     assert (attachment.name, attachment.size) == ("contract-scan.png", len(BIG_ATTACHMENT))
+
+
+def test_the_environment_is_read_once_per_client_and_still_honoured(monkeypatch):
+    """Proxies, NO_PROXY and the CA bundle from the environment apply as requests would apply
+    them, read when the client is made instead of on every call."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "oa.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company-ca.pem")
+    with client_for("http://oa.example/soap/workflow") as proxied, \
+            client_for("http://oa.internal/soap/workflow") as direct:
+        session = proxied._client.transport.session
+        assert session.trust_env is False  # nothing re-read per call
+        assert session.proxies["http"] == "http://proxy.example:3128"
+        assert session.verify == "/etc/ssl/company-ca.pem"
+        assert "http" not in direct._client.transport.session.proxies  # NO_PROXY names it
