@@ -115,6 +115,37 @@ def test_full_voucher_round_trips_exactly(store):
     assert loaded.workflow.decided_at.hour == 10
 
 
+def test_loading_a_voucher_takes_the_same_few_statements_whatever_it_holds(store):
+    """Its row, its entries, attachments and trail: four statements for 2 entries or 40,
+    each served from SQLAlchemy's compiled cache after the first call."""
+    small = make_voucher("V-SMALL")
+    lines = tuple(Entry(n, f"第{n}行", "6602", "管理费用", debit=Decimal("1.00"),
+                        auxiliary=(AuxiliaryItem("dept", f"D{n % 3}", "部门"),)) for n in range(1, 41))
+    large = make_voucher("V-LARGE", entries=lines, attachments=tuple(
+        AttachmentMeta(f"ATT-L{n}", f"{n}.pdf", "application/pdf", n, "e" * 64) for n in range(5)),
+        workflow=WorkflowInfo(WorkflowState.APPROVED, "OA-1", NOW, (Approval(1, "甲", "APPROVE", None, NOW),)))
+    save(store, small)
+    save(store, large)
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(context.cache_hit is context.dialect.CACHE_HIT)
+
+    with store.transaction() as conn:
+        repo.load_voucher(conn, "V-SMALL")  # compiles (or finds) the statements once
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            assert repo.load_voucher(conn, "V-SMALL") == small
+            assert len(statements) == 4
+            assert repo.load_voucher(conn, "V-LARGE") == large
+            assert len(statements) == 8
+            assert repo.load_voucher(conn, "NOPE") is None
+            assert len(statements) == 9  # no row, no parts
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+    assert all(statements), "a load statement was compiled again: its cache key changes from call to call"
+
+
 def test_same_content_is_stored_once_and_changed_content_becomes_a_version(store):
     first = make_voucher()
     assert save(store, first, "h1") == repo.SaveResult("V-0001", 1, True)
