@@ -435,10 +435,11 @@ def test_other_requests_are_left_to_spyne(gw, spyne_calls, operation_xml):
     assert answer.body == call(gw["spyne"], envelope(operation_xml), correlation_id="left").body
 
 
-def test_an_id_anywhere_leaves_the_request_to_spyne(gw, spyne_calls):
+@pytest.mark.parametrize("attribute", ['id="r1"', 'xml:id="r1"'])
+def test_an_id_anywhere_leaves_the_request_to_spyne(gw, spyne_calls, attribute):
     """spyne resolves SOAP-encoding references (``href`` to an ``id``) all over the envelope."""
     body = envelope("<g:GetAttachment><g:attachmentId>ATT-1</g:attachmentId></g:GetAttachment>",
-                    header_xml='<x:ref xmlns:x="urn:example" id="r1">ATT-1</x:ref>')
+                    header_xml=f'<x:ref xmlns:x="urn:example"><x:deeper {attribute}>ATT-1</x:deeper></x:ref>')
     answer = call(gw["app"], body, correlation_id="id-header")
     assert spyne_calls() == 1 and answer.status == "200 OK"
 
@@ -448,6 +449,23 @@ def test_comments_are_gone_before_either_path_reads_the_request(gw, spyne_calls)
     body = envelope("<g:GetAttachment><!-- a --><g:attachmentId>ATT<!-- b -->-1</g:attachmentId></g:GetAttachment>")
     answer = assert_same_as_spyne(gw, body, correlation_id="comments")
     assert answer.status == "200 OK" and spyne_calls() == 0
+
+
+def test_attachment_meta_is_the_lookup_and_scope_of_get_attachment_without_the_bytes(gw, monkeypatch):
+    archive = gw["services"].archive
+    org1, everyone = frozenset({"ORG1"}), None
+    meta = archive.attachment_meta("ATT-1", org1)
+    assert meta == archive.get_attachment("ATT-1", org1).meta
+    assert (meta.file_name, meta.size, meta.kind) == ("发票.pdf", len(INVOICE), AttachmentKind.INVOICE)
+    assert archive.attachment_meta(gw["document_file"], org1).file_name == "机票.pdf"
+    assert archive.attachment_meta("ATT-ORG2", everyone).attachment_id == "ATT-ORG2"
+    for attachment_id, scope in (("ATT-ORG2", org1), ("ATT-NONE", everyone), ("ATT-1", frozenset())):
+        with pytest.raises(NotFound, match="check the attachmentId"):
+            archive.attachment_meta(attachment_id, scope)
+    # metadata only: neither the blob nor its check is touched (a missing blob still has metadata)
+    monkeypatch.setattr(BlobStore, "read", lambda *args: pytest.fail("attachment_meta read the blob"))
+    monkeypatch.setattr(BlobStore, "open_verified", lambda *args: pytest.fail("attachment_meta opened the blob"))
+    assert archive.attachment_meta("ATT-GONE", org1).sha256 == hashlib.sha256(b"gone").hexdigest()
 
 
 # --- a blob that changes while it is sent -----------------------------------------------------

@@ -29,11 +29,9 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from lxml import etree
 
-from ..errors import IntegrityError, NotFound
+from ..errors import IntegrityError
 from ..services import audit as audit_service
 from ..services.call_audit import CallAudit, client_address
-from ..store import documents as document_repo
-from ..store import vouchers as voucher_repo
 from . import mapping, wire_text
 from . import types as wire
 from .context import CORRELATION_KEY, GatewayCall
@@ -171,6 +169,18 @@ class DirectAnswers:
 # --- which requests are taken -------------------------------------------------------
 
 
+_TNS = f"{{{NAMESPACE}}}"
+_XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+
+
+def _has_id(envelope: etree._Element) -> bool:
+    """Whether any element carries an ``id`` or ``xml:id`` (spyne would follow SOAP-encoding
+    references to it).  A walk of the few elements of a plain call: an lxml XPath would
+    let go of the interpreter lock for its evaluator's lock, one more hand-over between
+    the server's threads per request."""
+    return any("id" in e.attrib or _XML_ID in e.attrib for e in envelope.iter(etree.Element))
+
+
 @dataclass(frozen=True)
 class _Operation:
     name: str
@@ -207,7 +217,7 @@ def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
         if name not in operation.arguments or name in arguments or child.attrib or len(child):
             return None
         arguments[name] = child.text or ""
-    if envelope.xpath("boolean(//@id | //@xml:id)"):
+    if _has_id(envelope):
         return None
     headers = envelope.findall(f"{{{envelope_ns}}}Header")
     return _Call(operation, element, arguments, list(headers[0]) if headers else None)
@@ -216,22 +226,12 @@ def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
 # --- GetAttachment -----------------------------------------------------------------------
 
 
-_TNS = f"{{{NAMESPACE}}}"
-
-
 def get_attachment(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:
-    """``GetAttachment``: the attachment's metadata and its blob, opened and checked.
-
-    The lookup and the scope rule are those of ``ArchiveService.get_attachment`` (which
-    returns the bytes themselves): an attachment outside the caller's organisations is
-    reported exactly like a missing one."""
+    """``GetAttachment``: the attachment's metadata (``ArchiveService.attachment_meta``:
+    the lookup and scope rule of ``ArchiveService.get_attachment``) and its blob, opened
+    and checked — not read, it is streamed."""
     attachment_id = arguments["attachmentId"]
-    with call.services.store.transaction() as conn:
-        found = voucher_repo.find_attachment(conn, attachment_id) or document_repo.find_file(conn, attachment_id)
-    scope = call.scope
-    if found is None or not (scope is None or (found[2] is not None and found[2] in scope)):
-        raise NotFound(f"attachment {attachment_id!r} not found: check the attachmentId")
-    meta = found[0]
+    meta = call.services.archive.attachment_meta(attachment_id, call.scope)
     file, size = call.services.store.blobs.open_verified(meta.sha256)
     if size != meta.size:
         file.close()

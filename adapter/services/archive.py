@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from .. import voucher_xml
 from ..domain.model import (
     AttachmentContent,
+    AttachmentMeta,
     DocType,
     Page,
     Retention,
@@ -117,14 +118,20 @@ class ArchiveService:
         """The canonical voucher XML (voucher.xsd) as text."""
         return voucher_xml.voucher_to_xml(self.get_voucher(voucher_id, org_codes)).decode("utf-8")
 
-    def get_attachment(self, attachment_id: str, org_codes: frozenset[str] | None) -> AttachmentContent:
+    def attachment_meta(self, attachment_id: str, org_codes: frozenset[str] | None) -> AttachmentMeta:
+        """An attachment's metadata (a voucher's or an archived document's file), its
+        bytes left unread; outside ``org_codes`` it is reported like a missing one."""
         with self._store.transaction() as conn:
             found = voucher_repo.find_attachment(conn, attachment_id) or document_repo.find_file(
                 conn, attachment_id
             )
         if found is None or not _in_scope(found[2], org_codes):
             raise NotFound(f"attachment {attachment_id!r} not found: check the attachmentId")
-        meta = found[0]
+        return found[0]
+
+    def get_attachment(self, attachment_id: str, org_codes: frozenset[str] | None) -> AttachmentContent:
+        """The attachment's metadata and bytes, the bytes checked against its sha256 and size."""
+        meta = self.attachment_meta(attachment_id, org_codes)
         content = self._store.blobs.read(meta.sha256)  # verifies the sha256
         if len(content) != meta.size:
             raise IntegrityError(
