@@ -46,6 +46,8 @@ SOAP_PATH = "/soap/archive"
 SOAP12_PATH = "/soap12/archive"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 _CORRELATION_HEADER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: The operation elements a SOAP 1.1 Body may hold.
+_OPERATION_TAGS = frozenset(f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS)
 #: WSGI environ keys set by this layer: when the request arrived (``time.monotonic()``)
 #: and the operation its envelope names, once checked (for the audit of refusals).
 STARTED_KEY = "archive_oa.started"
@@ -332,8 +334,7 @@ class GatewayApp:
         if len(calls) != 1:
             raise ValidationFailed(f"soap:Body must contain exactly one operation element, found {len(calls)}")
         operation = calls[0].tag
-        known = {f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS}
-        if operation not in known:
+        if operation not in _OPERATION_TAGS:
             raise ValidationFailed(
                 f"unknown operation {operation}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
                 f"in namespace {NAMESPACE}"

@@ -20,7 +20,7 @@ from ..domain.model import VoucherQuery, WorkflowOutcome, WorkflowState  # noqa:
 from ..errors import Unavailable  # noqa: E402
 from ..services import audit as audit_service  # noqa: E402
 from ..services.archive import ArchiveDocumentCommand  # noqa: E402
-from ..services.call_audit import STARTED_KEY, CallAudit, client_address  # noqa: E402
+from ..services.call_audit import CLIENT_ADDRESS_KEY, STARTED_KEY, CallAudit, client_address  # noqa: E402
 from . import mapping  # noqa: E402
 from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize, credentials_from  # noqa: E402
@@ -248,7 +248,10 @@ def _sync(ctx):
 
 
 def _source(services, environ) -> str | None:
-    """The caller's address as the authenticator sees it (trusted proxies applied)."""
+    """The caller's address as the authenticator sees it (trusted proxies applied):
+    the gateway app worked it out once on arrival (``CLIENT_ADDRESS_KEY``)."""
+    if CLIENT_ADDRESS_KEY in environ:
+        return environ[CLIENT_ADDRESS_KEY]
     origin = getattr(services.authenticator, "origin", None)
     try:
         return origin(environ).address if origin else client_address(environ)
