@@ -2,15 +2,22 @@
 
     /work/venv311/bin/pip install py-spy      # not a project dependency
     python bench/profile_gateway.py [GetVoucher|QueryVouchers] [--seconds 12]
+    python bench/profile_gateway.py GetVoucher --in-process [--calls 600]
 
 Shares are of the samples taken in the waitress worker threads (idle waiting excluded):
 "self" is where the CPU was, "inclusive" is a frame and everything it called.
+
+``--in-process`` sends the same request to the WSGI app in this process, one thread, no
+HTTP: CPU milliseconds per call (best of 3 rounds) and every SQL statement a call
+executes, counted on the engine — the figures that do not depend on the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import io
+import time
 import shutil
 import subprocess
 import sys
@@ -47,11 +54,68 @@ def summarize(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def in_process(data_dir: Path, action: str, body: bytes, calls: int) -> str:
+    """CPU time per call and the statements of one call, through the WSGI app in this process."""
+    from sqlalchemy import event
+
+    from archive_oa.app import build
+    from archive_oa.gateway.app import make_gateway_app
+    from dataset import bench_settings
+
+    auth = basic_auth()
+
+    with build(bench_settings(data_dir)) as adapter:
+        app = make_gateway_app(adapter)
+
+        def call() -> None:
+            environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/soap/archive", "wsgi.url_scheme": "http",
+                       "CONTENT_TYPE": "text/xml; charset=utf-8", "CONTENT_LENGTH": str(len(body)),
+                       "wsgi.input": io.BytesIO(body), "HTTP_AUTHORIZATION": f"Basic {auth}",
+                       "HTTP_SOAPACTION": f'"{action}"', "REMOTE_ADDR": "127.0.0.1"}
+            status = []
+            answer = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+            if not status[0].startswith("200"):
+                raise RuntimeError(f"{action} answered {status[0]}: {answer[:300]!r}")
+
+        for _ in range(20):  # warm: compiled statements, caches, the first connections
+            call()
+        best = min(_cpu_per_call(call, calls // 3) for _ in range(3))
+        statements: collections.Counter = collections.Counter()
+
+        def count(conn, cursor, statement, parameters, context, executemany):
+            statements[" ".join(statement.split())[:100]] += 1
+
+        def commit(conn):  # a driver call, not a statement: counted as one round trip too
+            statements["COMMIT"] += 1
+
+        event.listen(adapter.store.engine, "before_cursor_execute", count)
+        event.listen(adapter.store.engine, "commit", commit)
+        try:
+            call()
+        finally:
+            event.remove(adapter.store.engine, "before_cursor_execute", count)
+            event.remove(adapter.store.engine, "commit", commit)
+    lines = [f"{action} in-process: {best * 1000:.3f} ms CPU per call (best of 3 x {calls // 3}), "
+             f"{sum(statements.values())} round trips to the database per call:"]
+    lines += [f"  {n}  {statement}" for statement, n in statements.items()]
+    return "\n".join(lines)
+
+
+def _cpu_per_call(call, n: int) -> float:
+    start = time.process_time()
+    for _ in range(n):
+        call()
+    return (time.process_time() - start) / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("action", nargs="?", default="GetVoucher")
     parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--in-process", action="store_true",
+                        help="CPU ms per call and SQL statements per call in this process (no HTTP, no py-spy)")
+    parser.add_argument("--calls", type=int, default=600, help="with --in-process: calls measured")
     parser.add_argument("--what-if", action="store_true",
                         help="profile with patched_serve.py's two what-ifs on (no spyne gc, scrypt once per user)")
     args = parser.parse_args()
@@ -60,6 +124,9 @@ def main() -> None:
         data_dir = work / "data"
         prepare_store(data_dir, write_voucher_files(work / "v", PER_ORG * 3, per_batch=PER_ORG)[0].parent)
         body = requests_for(ten_entry_voucher(), catalog.ORGS[0].code)[args.action]
+        if args.in_process:
+            print(in_process(data_dir, args.action, body, args.calls))
+            return
         port = free_port()
         if args.what_if:
             proc = start_process([PYTHON, str(BENCH_DIR / "patched_serve.py"), "serve", "--data-dir", str(data_dir),
