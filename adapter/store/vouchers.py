@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_, select, update
 
 from ..domain.model import (
     Approval,
@@ -163,9 +163,10 @@ def map_request(conn: Connection, *, external_key: str, voucher_id: str, version
 def load_voucher(conn: Connection, voucher_id: str, *, version: int | None = None) -> Voucher | None:
     """The full voucher (latest version unless ``version`` is given), or None.
 
-    Four statements whatever the voucher holds — its row, then its entries, attachment
-    metadata and approval trail by row id — each built once (``_LOAD_*``), so a call
-    only binds parameters (no blob or file is read: attachments are metadata here)."""
+    At most four statements whatever the voucher holds, each built once (``_LOAD_*``):
+    its row, which also says whether it has attachments and an approval trail, then by
+    row id its entries and — only when there are any — its attachment metadata and its
+    trail.  No blob is read: attachments are metadata here."""
     if version is None:
         row = conn.execute(_LOAD_LATEST, {"voucher_id": voucher_id}).first()
     else:
@@ -176,8 +177,8 @@ def load_voucher(conn: Connection, voucher_id: str, *, version: int | None = Non
     return _voucher(
         row,
         conn.execute(_LOAD_ENTRIES, parts).all(),
-        conn.execute(_LOAD_ATTACHMENTS, parts).all(),
-        conn.execute(_LOAD_APPROVALS, parts).all(),
+        conn.execute(_LOAD_ATTACHMENTS, parts).all() if row.has_attachments else (),
+        conn.execute(_LOAD_APPROVALS, parts).all() if row.has_trail else (),
     )
 
 
@@ -397,11 +398,15 @@ _LATEST_ROWS = (
 )
 
 
-# Statements of ``load_voucher``, built once.  Four by row id beat one joined statement
-# on SQLite (measured: a join repeats the voucher's columns on every entry row); each is
-# a cached execution, no compilation.  They read only the columns a ``Voucher`` holds.
+# Statements of ``load_voucher``, built once.  Separate statements by row id beat one
+# joined statement on SQLite (measured: a join repeats the voucher's columns on every
+# entry row); each is a cached execution, no compilation.  They read only the columns a
+# ``Voucher`` holds; the row says whether the parts many vouchers lack exist (an index
+# probe each), so those are not asked for in vain.
 _HEADER_COLUMNS = [
-    column for column in vouchers.c if column.name not in ("is_latest", "content_hash", "version", "created_at")
+    *(column for column in vouchers.c if column.name not in ("is_latest", "content_hash", "version", "created_at")),
+    exists().where(attachments.c.voucher_row == vouchers.c.id).label("has_attachments"),
+    exists().where(trail_table.c.voucher_row == vouchers.c.id).label("has_trail"),
 ]
 _LOAD_LATEST = select(*_HEADER_COLUMNS).where(vouchers.c.voucher_id == bindparam("voucher_id"), LATEST)
 _LOAD_VERSION = select(*_HEADER_COLUMNS).where(
