@@ -421,11 +421,6 @@ def test_our_own_workflow_document_with_a_10_mb_attachment_is_read_whole():
     assert _zeep_settings().xml_huge_tree is False  # what the OA answers stays capped
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="the simulator's own SOAP parser caps a text node at 10 MB (spyne's Soap11 without huge_tree, "
-           "adapter/oa/simulator/service.py); it refuses the request with 'Text node too long'",
-)
 def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, tmp_path):
     """The whole way: stored blob → our stylesheet's WorkflowRequest → client → simulator (20 MiB bodies)."""
     sim = start(decide_after=600)

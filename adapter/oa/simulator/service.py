@@ -109,7 +109,10 @@ def build_application(context: ServiceContext) -> Application:
         [WorkflowService],
         tns=NAMESPACE,
         name="WorkflowService",
-        in_protocol=Soap11(validator="lxml"),
+        # huge_tree: libxml2's 10 MB text-node cap would refuse an attachment the OA accepts
+        # (bodies up to 20 MiB).  Every request has already passed safexml under the SOAP
+        # message policy (faults.py: depth, text size, no DTD), so our own limits still hold.
+        in_protocol=Soap11(validator="lxml", huge_tree=True),
         out_protocol=Soap11(),
     )
 
