@@ -90,3 +90,17 @@ def test_worker_runs_on_schedule_and_stops_on_sigterm(env, simulator, tmp_path):
     assert set(simulator.db.requests_per_external_key().values()) == {1}
     capture = subprocess.run(exe + ["dead-letters", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert capture.returncode == 0
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["import", "--batch-size", "0", "v.xml"], "--batch-size"),
+    (["audit", "list", "--limit", "-3"], "--limit"),
+    (["serve", "--threads", "0"], "--threads"),
+    (["dead-letters", "list", "--limit", "many"], "--limit"),
+])
+def test_counts_on_the_command_line_must_be_whole_numbers_of_one_or_more(argv, option, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and "give a whole number, 1 or more" in err

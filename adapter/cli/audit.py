@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 
 from ..errors import ConfigurationError
-from .common import add_common, settings_from
+from .common import add_common, positive_int, settings_from
 from .output import table as _table
 
 _AGE = re.compile(r"^(\d+)\s*([smhd])$")
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
     listing = commands.add_parser("list", help="records as a table, newest last")
     _add_filters(listing)
-    listing.add_argument("--limit", type=_positive, default=50, metavar="N", help="the newest N records (default 50)")
+    listing.add_argument("--limit", type=positive_int, default=50, metavar="N", help="the newest N records (default 50)")
     listing.set_defaults(func=run_list)
 
     export = commands.add_parser("export", help="records as CSV or JSON lines, with their hashes")
@@ -145,16 +145,6 @@ def parse_since(text: str) -> dt.datetime:
             f"--since {text!r} is neither an ISO time (2024-03-05, 2024-03-05T08:00+08:00) nor an age (30m, 24h, 7d)"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--limit {text!r} must be a whole number of 1 or more")
-    return value
 
 
 def _short(text: str, width: int) -> str:

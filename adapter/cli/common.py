@@ -19,3 +19,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(data_dir=getattr(args, "data_dir", None), config_file=getattr(args, "config", None))
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: a whole number of 1 or more (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return value

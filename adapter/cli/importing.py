@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..errors import ConfigurationError
-from .common import add_common, settings_from
+from .common import add_common, positive_int, settings_from
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="vouchers stored per transaction (default 500); a batch the database refuses is "
@@ -36,16 +36,6 @@ def register(subparsers) -> None:
     )
     add_common(parser)
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of vouchers, 1 or more")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from .common import add_common, settings_from
+from .common import add_common, positive_int, settings_from
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     add_common(parser)
     parser.add_argument("--host", metavar="H", help="listen address (default [gateway] host, 127.0.0.1)")
     parser.add_argument("--port", type=int, metavar="N", help="listen port (default [gateway] port, 8080; 0 = free port)")
-    parser.add_argument("--threads", type=int, metavar="N", help="worker threads (default [gateway] threads)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="worker threads (default [gateway] threads)")
     parser.add_argument(
         "--no-scheduler", action="store_true",
         help="serve the gateway only; run delivery and polling elsewhere (archive-oa worker)",

@@ -10,7 +10,7 @@ import threading
 import time
 
 from .output import ProgressLine as _Line, display_width as _width, table as _table
-from .common import add_common, settings_from
+from .common import add_common, positive_int, settings_from
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     a = actions.add_parser("list", help="list dead letters")
-    a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--limit", type=positive_int, default=100)
     add_common(a)
     a.set_defaults(func=run_dead_letters)
     a = actions.add_parser("show", help="one delivery in full: its voucher, attempts and last error")
