@@ -474,6 +474,76 @@ def test_outcome_overtaking_the_settle_is_not_moved_back(store, transforms, cloc
     assert workflow.oa_request_id == str(request_id)
 
 
+def test_outcome_applied_during_the_call_keeps_its_decision_at_the_settle(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa()
+    decided = outcome(1001, WorkflowState.REJECTED, external_key=key)
+
+    def decide_before_the_answer(request_id):  # the callback overtakes the create's answer
+        with store.transaction(immediate=True) as conn:
+            assert apply_outcome(conn, decided, via="callback", now=clock()).applied
+
+    oa.during_create = decide_before_the_answer
+    assert worker_for(store, oa, transforms, clock).run_once().delivered == 1
+    assert delivery(store, key).state is S.DELIVERED
+    workflow = voucher_state(store, "HD01-2024-03-J-0001")
+    assert workflow.state is WorkflowState.REJECTED and workflow.decided_at == decided.finished_at
+    assert workflow.oa_request_id == "1001" and [a.approver for a in workflow.approvals] == ["李总"]
+    with store.transaction() as conn:
+        assert repo.lookup_request(conn, external_key=key).oa_request_id == "1001"
+
+
+def test_settle_of_an_older_version_leaves_the_newer_version_alone(store, transforms, clock):
+    (key,) = add_vouchers(store, 1)
+    oa = FakeOa()
+
+    def save_a_new_version(request_id):  # re-imported with another amount while the call runs
+        newer = make_voucher(1, amount="990.00")
+        with store.transaction(immediate=True) as conn:
+            assert repo.save_voucher(conn, newer, voucher_xml.canonical_hash(newer), T0).version == 2
+
+    oa.during_create = save_a_new_version
+    assert worker_for(store, oa, transforms, clock).run_once().delivered == 1
+    with store.transaction() as conn:
+        latest = repo.load_voucher(conn, "HD01-2024-03-J-0001")
+        first = repo.load_voucher(conn, "HD01-2024-03-J-0001", version=1)
+        mapping = repo.lookup_request(conn, external_key=key)
+    assert latest.state is WorkflowState.NONE and (latest.workflow is None or latest.workflow.oa_request_id is None)
+    assert first.state is WorkflowState.QUEUED  # only the latest version's workflow is ever written
+    assert (mapping.version, mapping.oa_request_id) == (1, "1001")
+
+
+def test_mark_submitted_moves_only_the_undecided_latest_version(store, clock):
+    add_vouchers(store, 1)
+    vid = "HD01-2024-03-J-0001"
+    with store.transaction(immediate=True) as conn:
+        assert not repo.mark_submitted(conn, vid, version=2, oa_request_id="7")  # no such version
+        assert not repo.mark_submitted(conn, "HD01-2024-03-J-9999", version=1, oa_request_id="7")
+        assert repo.mark_submitted(conn, vid, version=1, oa_request_id="7")
+        assert repo.mark_submitted(conn, vid, version=1, oa_request_id="8")  # SUBMITTED again: a re-send
+    assert (voucher_state(store, vid).state, voucher_state(store, vid).oa_request_id) == (WorkflowState.SUBMITTED, "8")
+    for state in (WorkflowState.APPROVED, WorkflowState.REJECTED, WorkflowState.WITHDRAWN):
+        with store.transaction(immediate=True) as conn:
+            repo.set_workflow(conn, vid, state=state, oa_request_id="8")
+            assert not repo.mark_submitted(conn, vid, version=1, oa_request_id="9")
+        assert (voucher_state(store, vid).state, voucher_state(store, vid).oa_request_id) == (state, "8")
+
+
+def test_map_request_inserts_keeps_and_remaps(store, clock):
+    add_vouchers(store, 1)
+    vid = "HD01-2024-03-J-0001"
+    with store.transaction(immediate=True) as conn:
+        repo.map_request(conn, external_key="k1", voucher_id=vid, version=1, oa_request_id="11")
+        repo.map_request(conn, external_key="k1", voucher_id=vid, version=2, oa_request_id="11")  # same: kept
+        assert repo.lookup_request(conn, external_key="k1") == repo.RequestMapping("k1", vid, 1, "11")
+        repo.map_request(conn, external_key="k1", voucher_id=vid, version=2, oa_request_id="12")  # remapped
+        assert repo.lookup_request(conn, external_key="k1") == repo.RequestMapping("k1", vid, 2, "12")
+        assert repo.lookup_request(conn, oa_request_id="11") is None
+    with pytest.raises(sa.exc.IntegrityError):  # one OA request never carries two keys
+        with store.transaction(immediate=True) as conn:
+            repo.map_request(conn, external_key="k2", voucher_id=vid, version=2, oa_request_id="12")
+
+
 # --- group commit of settles -----------------------------------------------------------
 
 

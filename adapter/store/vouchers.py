@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain.model import (
     Approval,
@@ -138,23 +140,30 @@ def set_workflow(
         _insert_approvals(conn, row_id, approvals)
 
 
-def map_request(conn: Connection, *, external_key: str, voucher_id: str, version: int, oa_request_id: str) -> None:
-    """Remember which OA request carries which voucher version (idempotent for the same triple)."""
-    existing = lookup_request(conn, external_key=external_key)
-    if existing is not None:
-        if existing.oa_request_id == str(oa_request_id):
-            return
-        conn.execute(
-            update(request_map)
-            .where(request_map.c.external_key == external_key)
-            .values(voucher_id=voucher_id, version=version, oa_request_id=str(oa_request_id))
-        )
-        return
-    conn.execute(
-        insert(request_map).values(
-            external_key=external_key, voucher_id=voucher_id, version=version, oa_request_id=str(oa_request_id)
-        )
+def mark_submitted(conn: Connection, voucher_id: str, *, version: int, oa_request_id: str) -> bool:
+    """The delivery of ``version`` reached the OA as ``oa_request_id``: the voucher is SUBMITTED.
+
+    Only while ``version`` is still the latest and undecided (NONE, QUEUED, SUBMITTED):
+    a newer version has a delivery of its own, and an outcome that overtook the settle
+    is never moved back.  One conditional UPDATE instead of reading the voucher first;
+    on PostgreSQL it re-checks its condition after waiting for a concurrent writer's
+    row lock.  True when the voucher changed."""
+    result = conn.execute(
+        _MARK_SUBMITTED, {"b_voucher_id": voucher_id, "b_version": version, "b_oa_request_id": str(oa_request_id)}
     )
+    return result.rowcount == 1
+
+
+def map_request(conn: Connection, *, external_key: str, voucher_id: str, version: int, oa_request_id: str) -> None:
+    """Remember which OA request carries which voucher version (idempotent for the same triple).
+
+    One upsert: a new key is inserted, a key mapped to another request is remapped, a key
+    already mapped to this request is left as it is."""
+    statement = _MAP_REQUEST_PG if conn.dialect.name == "postgresql" else _MAP_REQUEST_SQLITE
+    conn.execute(statement, {
+        "external_key": external_key, "voucher_id": voucher_id, "version": version,
+        "oa_request_id": str(oa_request_id),
+    })
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -396,6 +405,37 @@ _LATEST_ROWS = (
     .order_by(vouchers.c.voucher_id)
     .with_for_update()  # PostgreSQL locks in the sorted order; SQLite's BEGIN IMMEDIATE already excludes
 )
+
+
+# Statements of the delivery settle (``mark_submitted``, ``map_request``), built once.
+_UNDECIDED = [state.value for state in WorkflowState if not state.decided]
+_MARK_SUBMITTED = (
+    update(vouchers)
+    .where(
+        vouchers.c.voucher_id == bindparam("b_voucher_id"),
+        LATEST,
+        vouchers.c.version == bindparam("b_version"),
+        vouchers.c.state.in_(_UNDECIDED),
+    )
+    .values(state=WorkflowState.SUBMITTED.value, oa_request_id=bindparam("b_oa_request_id"))
+)
+
+
+def _map_request_upsert(dialect_insert):
+    statement = dialect_insert(request_map)  # the values come as parameters named by column
+    return statement.on_conflict_do_update(
+        index_elements=[request_map.c.external_key],
+        set_={
+            "voucher_id": statement.excluded.voucher_id,
+            "version": statement.excluded.version,
+            "oa_request_id": statement.excluded.oa_request_id,
+        },
+        where=request_map.c.oa_request_id != statement.excluded.oa_request_id,
+    )
+
+
+_MAP_REQUEST_SQLITE = _map_request_upsert(sqlite_insert)
+_MAP_REQUEST_PG = _map_request_upsert(postgresql_insert)
 
 
 # Statements of ``load_voucher``, built once.  Separate statements by row id beat one

@@ -23,7 +23,6 @@ from dataclasses import dataclass, fields
 from typing import Callable
 
 from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
-from ..domain.model import WorkflowState
 from ..domain.ports import OaWorkflowPort
 from ..errors import (
     IntegrityError,
@@ -278,11 +277,9 @@ class DeliveryWorker:
             conn, external_key=claim.idempotency_key, voucher_id=claim.voucher_id,
             version=claim.version, oa_request_id=rid,
         )
-        latest = self.repo.latest_version(conn, claim.voucher_id)
-        voucher = self.repo.load_voucher(conn, claim.voucher_id) if latest and latest[0] == claim.version else None
-        # an outcome may already be in (it can overtake the settle): never move a decision back
-        if voucher is not None and not voucher.state.decided:
-            self.repo.set_workflow(conn, claim.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id=rid)
+        # SUBMITTED only while this version is the latest and undecided: an outcome may
+        # already be in (it can overtake the settle) and is never moved back
+        self.repo.mark_submitted(conn, claim.voucher_id, version=claim.version, oa_request_id=rid)
         return "adopted" if adopted else "delivered"
 
     def _failed(self, claim: Claim, exc: BaseException, phase: str) -> str:
