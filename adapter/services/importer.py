@@ -31,7 +31,7 @@ from ..errors import AdapterError, Issue, ValidationFailed
 from ..settings import SecuritySettings
 from ..store import vouchers as repo
 from ..store.engine import Store
-from ..store.outbox_batch import NewDelivery, enqueue_many
+from ..store.outbox import NewDelivery, enqueue_many
 
 ATTACHMENT_FOLDER = "attachments"  # attachment files may sit beside the XML or in this subfolder
 DEFAULT_MAX_FILE_BYTES = SecuritySettings.max_import_file_bytes

@@ -95,6 +95,31 @@ def short_error(text: object, limit: int = 480) -> str:
 # --- enqueue -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NewDelivery:
+    """One delivery for ``enqueue_many``: which voucher version, under which key."""
+
+    voucher_id: str
+    version: int
+    idempotency_key: str
+
+
+def _new_row(voucher_id: str, version: int, idempotency_key: str, now: dt.datetime, *,
+             job_id: str | None = None, ask_first: bool = False) -> dict:
+    """The row of a new delivery, for ``enqueue`` and ``enqueue_many`` alike."""
+    return {
+        "voucher_id": voucher_id,
+        "version": version,
+        "idempotency_key": idempotency_key,
+        "state": (S.UNCERTAIN if ask_first else S.PENDING).value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "job_id": job_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def enqueue(
     conn: sa.Connection,
     *,
@@ -112,21 +137,44 @@ def enqueue(
     """
     stmt = (
         _insert(conn)
-        .values(
-            voucher_id=voucher_id,
-            version=version,
-            idempotency_key=idempotency_key,
-            state=(S.UNCERTAIN if ask_first else S.PENDING).value,
-            attempts=0,
-            next_attempt_at=now,
-            job_id=job_id,
-            created_at=now,
-            updated_at=now,
-        )
+        .values(_new_row(voucher_id, version, idempotency_key, now, job_id=job_id, ask_first=ask_first))
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(deliveries.c.id)  # rowcount of an INSERT is not reliable on every driver (psycopg: -1)
     )
     return conn.execute(stmt).first() is not None
+
+
+_IN_CHUNK = 500  # keys per IN (...) list: far below every driver's parameter limit
+_QUEUED_KEYS = sa.select(deliveries.c.idempotency_key).where(
+    deliveries.c.idempotency_key.in_(sa.bindparam("keys", expanding=True))
+)
+
+
+def enqueue_many(conn: sa.Connection, items: Sequence[NewDelivery], now: dt.datetime) -> list[bool]:
+    """Queue each delivery in the caller's transaction; False for a key already queued.
+
+    The same rows and the same answers as ``enqueue`` once per item, in order — PENDING,
+    due ``now``, and False for a key already queued, also earlier in the same batch
+    (content A, B, then A again) — in two statements instead of one per delivery: a read
+    of the keys already queued and one ``executemany`` insert (the importer's batches).
+    A concurrent enqueuer of the same key between the read and the insert makes the
+    insert fail on the unique key (``IntegrityError``): the caller's transaction rolls
+    back and is retried, and the retry reads that key as queued.
+    """
+    keys = sorted({item.idempotency_key for item in items})
+    taken: set[str] = set()
+    for start in range(0, len(keys), _IN_CHUNK):
+        taken.update(conn.execute(_QUEUED_KEYS, {"keys": keys[start : start + _IN_CHUNK]}).scalars())
+    queued, rows = [], []
+    for item in items:
+        new = item.idempotency_key not in taken
+        if new:
+            taken.add(item.idempotency_key)
+            rows.append(_new_row(item.voucher_id, item.version, item.idempotency_key, now))
+        queued.append(new)
+    if rows:
+        conn.execute(sa.insert(deliveries), rows)
+    return queued
 
 
 # --- claim ---------------------------------------------------------------------------
