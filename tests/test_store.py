@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 import threading
 from decimal import Decimal
 
@@ -402,14 +403,18 @@ def test_concurrent_writers_wait_instead_of_failing(store):
 
 def test_immediate_transaction_takes_the_write_lock_up_front(store):
     sqlite_only(store)
-    statements = []
-    event.listen(store.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, *rest: statements.append(sql))
-    with store.transaction(immediate=True):
-        pass
-    with store.transaction():
-        pass
-    assert statements[:2] == ["BEGIN IMMEDIATE", "BEGIN DEFERRED"]
+    other = sqlite3.connect(store.engine.url.database, timeout=0, isolation_level=None)
+    try:
+        with store.transaction(immediate=True) as conn:
+            assert conn.connection.driver_connection.in_transaction
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")  # the lock is held before anything is written
+        with store.transaction() as conn:  # a read: a transaction (one snapshot), no write lock
+            assert conn.connection.driver_connection.in_transaction
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
     with store.transaction() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
