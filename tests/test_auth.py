@@ -21,7 +21,7 @@ import pytest
 import requests
 import zeep
 from requests.auth import HTTPBasicAuth
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from zeep.exceptions import Fault
 from zeep.transports import Transport
 from zeep.wsse.username import UsernameToken
@@ -590,3 +590,53 @@ def test_the_credential_cache_is_bounded_and_keys_are_no_passwords():
     assert all(b"pw" not in key and b"user" not in key for key in cache._entries)
     # Passwords that are no valid UTF-8 text are refused like any wrong password, not an error.
     assert not cache.matches("alice", "\udcff", "h")
+
+
+def test_the_throttle_standing_and_the_user_row_are_read_in_one_transaction(store, db_settings):
+    users, auth = _authenticator(store, db_settings, Ticks(), lockout_after=100, slowdown_after=100)
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"  # scrypt once, remembered
+    begun = []
+
+    def begin(conn):
+        begun.append(conn)
+
+    event.listen(store.engine, "begin", begin)
+    try:
+        assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+    finally:
+        event.remove(store.engine, "begin", begin)
+    assert len(begun) == 1
+    # Read in that one transaction every time: a disabled account is refused at once.
+    users.set_disabled("alice", True)
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"
+
+
+def test_after_a_slow_down_the_user_row_is_read_again(store, db_settings):
+    security = dataclasses.replace(db_settings.security, slowdown_after=1, lockout_after=100)
+    users = UserService(store, settings=db_settings, verified=VerifiedCredentials(60, clock=Ticks()))
+    waits = []
+
+    def sleep(seconds):  # the account is disabled while the attempt waits
+        waits.append(seconds)
+        users.set_disabled("alice", True)
+
+    auth = PasswordAuthenticator(users, security, clock=Clock(), sleep=sleep)
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    assert _outcome(auth, _text_credentials(secret="wrong"), "198.51.100.1") == "refused"
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"
+    assert waits
+
+
+def test_credentials_are_read_once_per_call_and_bad_ones_still_refuse(store, db_settings, monkeypatch):
+    from archive_oa.gateway import auth as auth_module
+
+    reads = []
+    real = auth_module.credentials_from
+    monkeypatch.setattr(auth_module, "credentials_from", lambda *args: reads.append(1) or real(*args))
+    claim = auth_module.claim_from({"HTTP_AUTHORIZATION": "Basic !!not base64"}, None)
+    assert claim.username == "anonymous" and isinstance(claim.error, AuthenticationFailed)
+    users, auth = _authenticator(store, db_settings, Ticks())
+    with pytest.raises(AuthenticationFailed, match="not valid base64"):
+        auth_module.authenticate_call("GetVoucher", auth, {}, None, claim=claim)
+    assert len(reads) == 1

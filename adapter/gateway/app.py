@@ -33,7 +33,7 @@ from ..services.call_audit import CLIENT_ADDRESS_KEY, record_rejected_request  #
 from . import encoding, wsdl_shape  # noqa: E402
 from ..errors import AdapterError, Issue, ValidationFailed  # noqa: E402
 from ..settings import Settings  # noqa: E402
-from .auth import OPERATION_ACCESS, PasswordAuthenticator  # noqa: E402
+from .auth import OPERATION_ACCESS, ORIGIN_KEY, PasswordAuthenticator  # noqa: E402
 from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
 from .faults import SOAP11_ENV, GatewayFault, fault_envelope, fault_from_error, fault_from_spyne  # noqa: E402
 from .request_body import decode_content, fingerprint, read_limited  # noqa: E402
@@ -292,12 +292,17 @@ class GatewayApp:
         return self._soap(environ, respond)
 
     def _client_address(self, environ) -> str | None:
-        """The caller's address with trusted proxies applied, for audit records."""
+        """The caller's address with trusted proxies applied, for audit records; the whole
+        ``Origin`` is kept under ``ORIGIN_KEY`` for authentication (worked out once)."""
         origin = getattr(self.services.authenticator, "origin", None)
         try:
-            return origin(environ).address if origin else environ.get("REMOTE_ADDR")
+            found = origin(environ) if origin else None
         except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the answer
+            return environ.get("REMOTE_ADDR")  # authentication meets the same error again
+        if found is None:
             return environ.get("REMOTE_ADDR")
+        environ[ORIGIN_KEY] = found
+        return found.address
 
     def _checked_body(self, environ) -> tuple[bytes, str, etree._Element]:
         """The request body, read and inflated within the limit and checked to be one

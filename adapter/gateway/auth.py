@@ -23,7 +23,7 @@ from ..errors import AccessDenied, AuthenticationFailed
 from ..security import tokens
 from ..security.throttle import Throttle
 from ..security.transport import LOCAL, Origin, ProxyPolicy, plaintext_allowed
-from ..services.users import Principal, record_audit
+from ..services.users import Account, Principal, record_audit
 from ..settings import SecuritySettings
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -33,6 +33,10 @@ PASSWORD_TEXT = _TOKEN_PROFILE + "#PasswordText"
 PASSWORD_DIGEST = _TOKEN_PROFILE + "#PasswordDigest"
 
 ANONYMOUS = Principal("anonymous", frozenset(), frozenset())
+
+#: WSGI environ key of the request's ``Origin`` (trusted proxies applied): the gateway app
+#: works it out once on arrival; without it ``authenticate_call`` asks the authenticator.
+ORIGIN_KEY = "archive_oa.origin"
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,24 @@ class PasswordAuthenticator:
                 "in clear text): call over HTTPS, use PasswordDigest, or set [security] "
                 "allow_plaintext_http = true (ARCHIVE_OA_SECURITY_ALLOW_PLAINTEXT_HTTP)"
             )
-        standing = self.throttle.check(credentials.username, origin.address)
+        # The throttle's standing and the user row in one read transaction: every request
+        # reads both afresh (a lock, a new password, a disabled account count at once).
+        with self._users.store.transaction() as conn:
+            found = self.throttle.read(conn, credentials.username, origin.address)
+            account = self._users.read_account(conn, credentials.username,
+                                               with_secret=credentials.scheme == "wsse-digest")
+        standing = self.throttle.admit(found, credentials.username)
+        if standing.delayed:  # read before a wait of seconds: the check reads the row again
+            account = None
         try:
-            principal = self._verify(credentials)
+            principal = self._verify(credentials, account)
         except AuthenticationFailed as exc:
             self.throttle.failed(credentials.username, origin.address, reason=exc.message)
             raise
         self.throttle.succeeded(credentials.username, standing)
         return principal
 
-    def _verify(self, credentials: Credentials) -> Principal:
+    def _verify(self, credentials: Credentials, account: Account | None) -> Principal:
         window, skew = self.security.token_window_seconds, self.security.clock_skew_seconds
         digest = credentials.scheme == "wsse-digest"
         if digest and (not credentials.nonce or not credentials.created):
@@ -119,10 +131,10 @@ class PasswordAuthenticator:
             tokens.check_fresh(created, now, window=window, skew=skew)
         if digest:
             principal = self._users.authenticate_digest(
-                credentials.username, credentials.password, nonce, credentials.created.strip()
+                credentials.username, credentials.password, nonce, credentials.created.strip(), account=account
             )
         else:
-            principal = self._users.authenticate(credentials.username, credentials.password)
+            principal = self._users.authenticate(credentials.username, credentials.password, account=account)
         if nonce is not None:
             until = tokens.remembered_until(created or now, window=window)
             self._users.accept_nonce(credentials.username, nonce, max(until, now + dt.timedelta(seconds=1)), now=now)
@@ -156,18 +168,49 @@ def credentials_from(environ: Mapping[str, Any], header_elements: Sequence | Non
     return _from_wsse(header_elements or ()) or _from_basic(environ.get("HTTP_AUTHORIZATION"))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The credentials a request carries, read once per request: ``credentials`` (None:
+    none sent), or ``error`` when they cannot be read (malformed Basic, a bad UsernameToken),
+    raised when the operation needs them."""
+
+    credentials: Credentials | None
+    error: Exception | None = None
+
+    @property
+    def username(self) -> str:
+        """The name claimed, recorded for calls refused before authentication."""
+        return self.credentials.username if self.credentials is not None else "anonymous"
+
+
+def claim_from(environ: Mapping[str, Any], header_elements: Sequence | None) -> Claim:
+    """``credentials_from``, its failure kept for ``authenticate_call`` to raise."""
+    try:
+        return Claim(credentials_from(environ, header_elements))
+    except Exception as exc:  # noqa: BLE001 - raised by authenticate_call, where the call is audited
+        return Claim(None, exc)
+
+
 def authenticate_call(
-    operation: str, authenticator: Authenticator, environ: Mapping[str, Any], header_elements
+    operation: str, authenticator: Authenticator, environ: Mapping[str, Any], header_elements,
+    *, claim: Claim | None = None,
 ) -> Principal:
+    """The caller of ``operation``; ``claim``: the request's credentials when already read
+    (``claim_from``), the request's ``Origin`` is taken from ``ORIGIN_KEY`` when there."""
     if OPERATION_ACCESS[operation].role is None:
         return ANONYMOUS
-    credentials = credentials_from(environ, header_elements)
+    if claim is None:
+        claim = claim_from(environ, header_elements)
+    if claim.error is not None:
+        raise claim.error
+    credentials = claim.credentials
     if credentials is None:
         raise AuthenticationFailed(
             f"{operation} needs credentials: send a WS-Security UsernameToken (PasswordDigest, or "
             "PasswordText over HTTPS) or an HTTP Basic Authorization header over HTTPS"
         )
-    return authenticator.authenticate(credentials, authenticator.origin(environ))
+    origin = environ.get(ORIGIN_KEY) or authenticator.origin(environ)
+    return authenticator.authenticate(credentials, origin)
 
 
 def authorize(operation: str, principal: Principal, arguments: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ from ..services.archive import ArchiveDocumentCommand  # noqa: E402
 from ..services.call_audit import CLIENT_ADDRESS_KEY, STARTED_KEY, CallAudit, client_address  # noqa: E402
 from . import mapping  # noqa: E402
 from . import types as wire  # noqa: E402
-from .auth import authenticate_call, authorize, credentials_from  # noqa: E402
+from .auth import authenticate_call, authorize, claim_from  # noqa: E402
 from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
 from .faults import fault_from_error  # noqa: E402
 
@@ -205,15 +205,16 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
     ``arguments`` answers ``get(wire_name)``; ``header_elements`` are the SOAP Header's
     children (None without a Header), where a UsernameToken would be."""
     correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
+    claim = claim_from(environ, header_elements)  # read once: the audit's actor, then authentication
     audit = CallAudit(
         services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
         targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
-        actor=_claimed_user(environ, header_elements), clock=services.clock,
+        actor=claim.username, clock=services.clock,
         started=environ.get(STARTED_KEY),
     )
     audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
     try:
-        principal = authenticate_call(operation, services.authenticator, environ, header_elements)
+        principal = authenticate_call(operation, services.authenticator, environ, header_elements, claim=claim)
         audit.actor = principal.username
         del audit.details["authenticated"]
         authorize(operation, principal, arguments)
@@ -257,15 +258,6 @@ def _source(services, environ) -> str | None:
         return origin(environ).address if origin else client_address(environ)
     except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the audit record
         return client_address(environ)
-
-
-def _claimed_user(environ, header_elements) -> str:
-    """The user name the request claims: recorded for calls refused before authentication."""
-    try:
-        credentials = credentials_from(environ, header_elements)
-    except Exception:  # noqa: BLE001 - malformed credentials are audited as anonymous
-        return "anonymous"
-    return credentials.username if credentials else "anonymous"
 
 
 class _Arguments:

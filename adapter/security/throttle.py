@@ -35,6 +35,7 @@ class Standing:
 
     user_failures: int
     source_failures: int
+    delayed: bool = False  # the attempt was slowed down (what was read with it is that old)
 
 
 class Throttle:
@@ -62,17 +63,26 @@ class Throttle:
 
     def check(self, username: str, source: str) -> Standing:
         """Refuse a locked user or source; wait when either has failed often lately."""
+        with self._store.transaction() as conn:
+            found = self.read(conn, username, source)
+        return self.admit(found, username)
+
+    def read(self, conn, username: str, source: str) -> user_repo.Standing:
+        """The failures and locks of the user and the source, read in ``conn``'s transaction
+        (the authenticator reads them with the user row, one transaction for both)."""
         now = self._clock()
         since = now - dt.timedelta(seconds=self._security.failure_window_seconds)
-        with self._store.transaction() as conn:
-            found = user_repo.standing(conn, username, source, since=since, now=now)
+        return user_repo.standing(conn, username, source, since=since, now=now)
+
+    def admit(self, found: user_repo.Standing, username: str) -> Standing:
+        """``check`` on what ``read`` found: refuse a lock, wait after many failures;
+        returns whether the attempt waited as ``Standing.delayed``."""
         for lock in found.locks:
             raise AuthenticationFailed(_locked_message(lock, username), locked_until=lock.locked_until)
-        standing = Standing(found.user_failures, found.source_failures)
-        delay = self.delay_for(max(standing.user_failures, standing.source_failures))
+        delay = self.delay_for(max(found.user_failures, found.source_failures))
         if delay:
             self._sleep(delay)
-        return standing
+        return Standing(found.user_failures, found.source_failures, delayed=bool(delay))
 
     def failed(self, username: str, source: str, *, reason: str = "") -> list[user_repo.Lockout]:
         """Count a failure of the user and the source; lock what reached the limit (returned)."""

@@ -24,7 +24,7 @@ from ..settings import SecuritySettings, Settings
 from ..store import users as user_repo
 
 __all__ = [
-    "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Principal", "UserInfo", "UserService",
+    "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Account", "Principal", "UserInfo", "UserService",
     "hash_password", "verify_password", "record_audit",
 ]
 
@@ -68,6 +68,15 @@ class UserInfo:
     digest_ready: bool  # an encrypted secret is stored: PasswordDigest works
     created_at: dt.datetime
     locked_until: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Account:
+    """What authentication reads of one user name: the row (None: no such user) and the
+    encrypted secret PasswordDigest needs (None when not read or not stored)."""
+
+    record: user_repo.UserRecord | None
+    secret: user_repo.StoredSecret | None = None
 
 
 @dataclass(frozen=True)
@@ -228,15 +237,25 @@ class UserService:
 
     # --- authentication -----------------------------------------------------------------------
 
-    def authenticate(self, username: str, password: str) -> Principal:
+    def read_account(self, conn, username: str, *, with_secret: bool = False) -> Account:
+        """The user row (and for PasswordDigest the encrypted secret) in ``conn``'s transaction:
+        the authenticator reads it with the throttle's standing, one transaction for both."""
+        record = user_repo.get_user(conn, username)
+        secret = user_repo.get_secret(conn, username) if with_secret and record is not None else None
+        return Account(record, secret)
+
+    def authenticate(self, username: str, password: str, *, account: Account | None = None) -> Principal:
         """HTTP Basic / PasswordText: the password against its scrypt hash.
 
         A password that matched this very hash lately is not hashed again
-        (``VerifiedCredentials``); the row is read every time, so a new password, a
-        disabled account or other roles count from the next request on, in every instance.
+        (``VerifiedCredentials``); the row is read every time (here, or by the caller
+        for this request: ``account``), so a new password, a disabled account or other
+        roles count from the next request on, in every instance.
         """
-        with self.store.transaction() as conn:
-            record = user_repo.get_user(conn, username)
+        if account is None:
+            with self.store.transaction() as conn:
+                account = self.read_account(conn, username)
+        record = account.record
         password = password or ""
         if record is not None and not record.disabled and self.verified.matches(
             username, password, record.password_hash
@@ -249,11 +268,15 @@ class UserService:
         self.verified.remember(username, password, record.password_hash)
         return _principal(record)
 
-    def authenticate_digest(self, username: str, digest: str, nonce: bytes, created: str) -> Principal:
-        """PasswordDigest: Base64(SHA-1(nonce + created + password)) with the decrypted password."""
-        with self.store.transaction() as conn:
-            record = user_repo.get_user(conn, username)
-            stored = user_repo.get_secret(conn, username) if record else None
+    def authenticate_digest(
+        self, username: str, digest: str, nonce: bytes, created: str, *, account: Account | None = None
+    ) -> Principal:
+        """PasswordDigest: Base64(SHA-1(nonce + created + password)) with the decrypted password.
+        ``account``: the row and secret the caller read for this request (``read_account``)."""
+        if account is None:
+            with self.store.transaction() as conn:
+                account = self.read_account(conn, username, with_secret=True)
+        record, stored = account.record, account.secret
         password = None
         if stored is not None and self.keys is not None:
             try:
