@@ -118,7 +118,8 @@ def record_many(conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[
         row["seq"] = seq
         row["prev_hash"] = prev_hash
         row["hash"] = prev_hash = record_hash(row)
-    conn.execute(insert(audit_log), rows)
+    # One row (the usual batch of a quiet gateway) goes as a plain execute, not executemany.
+    conn.execute(_insert_statement(), rows[0] if len(rows) == 1 else rows)
     return [row["seq"] for row in rows]
 
 
@@ -262,6 +263,13 @@ def _head(conn: Connection) -> tuple[int, str]:
 def _head_query():
     # Built once: read by every append (composing a statement costs more than running it).
     return select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+
+
+@functools.cache
+def _insert_statement():
+    # Built once: every gateway call appends, and composing the INSERT (with its cache key)
+    # costs about as much Python time as SQLite takes to run it.
+    return insert(audit_log)
 
 
 def _require_write_transaction(conn: Connection) -> None:
