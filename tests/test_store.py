@@ -206,7 +206,7 @@ def test_a_batch_saves_as_one_voucher_after_another(store):
 
 def test_enqueue_many_writes_what_enqueue_writes(store):
     from archive_oa.store import outbox
-    from archive_oa.store.outbox_batch import NewDelivery, enqueue_many
+    from archive_oa.store.outbox import NewDelivery, enqueue_many
     from archive_oa.store.sync_tables import deliveries
 
     with store.transaction(immediate=True) as conn:
