@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from b1_gateway import CONNECTIONS, PER_ORG, THREADS, requests_for, serve_gateway, ten_entry_voucher  # noqa: E402
-from common import BENCH_DIR, PYTHON, free_port, run_wrk, start_process, stop_process, wait_http  # noqa: E402
+from common import free_port, run_wrk, stop_process  # noqa: E402
 from dataset import basic_auth, prepare_store, write_voucher_files  # noqa: E402
 from archive_oa.samples import catalog  # noqa: E402
 
@@ -121,8 +121,6 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="CPU ms per call and SQL statements per call in this process (no HTTP, no py-spy)")
     parser.add_argument("--calls", type=int, default=600, help="with --in-process: calls measured")
-    parser.add_argument("--what-if", action="store_true",
-                        help="profile with patched_serve.py's two what-ifs on (no spyne gc, scrypt once per user)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="archive-oa-profile-"))
     try:
@@ -133,14 +131,7 @@ def main() -> None:
             print(in_process(data_dir, args.action, body, args.calls))
             return
         port = free_port()
-        if args.what_if:
-            proc = start_process([PYTHON, str(BENCH_DIR / "patched_serve.py"), "serve", "--data-dir", str(data_dir),
-                                  "--host", "127.0.0.1", "--port", str(port), "--threads", str(THREADS),
-                                  "--no-scheduler"], env={"BENCH_NO_SPYNE_GC": "1", "BENCH_CACHE_VERIFY": "1"},
-                                 log=work / "gateway.log")
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-        else:
-            proc = serve_gateway(data_dir, port, THREADS, work / "gateway.log")
+        proc = serve_gateway(data_dir, port, THREADS, work / "gateway.log")
         out = work / "profile.txt"
         try:
             spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
