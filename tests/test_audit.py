@@ -549,14 +549,16 @@ def _wait_until(condition, what: str) -> None:
 
 
 class HeldWriter(GroupWriter):
-    """A GroupWriter whose first transaction waits until the test lets it go, and whose
-    transactions numbered in ``failing`` (0: the first) fail."""
+    """A GroupWriter whose first transaction waits until the test lets it go, whose
+    transactions numbered in ``failing`` (0: the first) fail, and whose transactions
+    holding a record of ``refused`` (correlation ids) fail as a refused row would."""
 
-    def __init__(self, store, *, failing=()) -> None:
+    def __init__(self, store, *, failing=(), refused=()) -> None:
         super().__init__(store)
         self.batches: list[list[str]] = []
         self.release = threading.Event()
         self.failing = set(failing)
+        self.refused = set(refused)
 
     def _commit(self, records):
         self.batches.append([r["correlation_id"] for r in records])
@@ -564,6 +566,8 @@ class HeldWriter(GroupWriter):
             assert self.release.wait(60)
         if len(self.batches) - 1 in self.failing:
             raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        if self.refused & set(self.batches[-1]):
+            raise sa.exc.DataError("INSERT", {}, Exception("text fields cannot contain NUL"))
         return super()._commit(records)
 
 
@@ -599,9 +603,10 @@ def test_records_of_calls_ending_together_commit_in_one_transaction(store):
         assert audit_verify.verify_chain(conn).ok
 
 
-def test_a_failed_batch_fails_every_call_in_it_and_the_next_one_is_written(store):
+def test_a_failed_batch_is_written_again_record_by_record_and_the_next_one_is_written(store):
     append(store, 2)
-    writer, results = HeldWriter(store, failing={1}), {}
+    # the batch of 11 and 12 fails, and so do both records alone (a failure of the moment)
+    writer, results = HeldWriter(store, failing={1, 2, 3}), {}
     (first,) = _writers(writer, [10], results)
     _wait_until(lambda: writer.batches, "the first record's transaction")
     rest = _writers(writer, [11, 12], results)
@@ -611,11 +616,28 @@ def test_a_failed_batch_fails_every_call_in_it_and_the_next_one_is_written(store
         thread.join(60)
     assert results[10] == 3
     assert sorted(writer.batches[1]) == ["g-11", "g-12"]
-    for n in (11, 12):  # every caller whose record was in the failed transaction hears of it
+    assert sorted(map(tuple, writer.batches[2:4])) == [("g-11",), ("g-12",)]
+    for n in (11, 12):  # every caller whose record could not be committed hears of it
         assert isinstance(results[n], AuditNotWritten), results[n]
         assert "g-%d" % n in str(results[n]) and "disk I/O error" in str(results[n].__cause__)
     assert writer.write(_call_fields(13)) == 4  # the writer is not stuck
     assert [r["correlation_id"] for r in rows(store)] == ["c-0", "c-1", "g-10", "g-13"]
+    with store.transaction() as conn:
+        assert audit_verify.verify_chain(conn).ok
+
+
+def test_a_record_the_database_refuses_fails_alone_and_its_batch_mates_are_written(store):
+    writer, results = HeldWriter(store, refused={"g-12"}), {}
+    (first,) = _writers(writer, [10], results)
+    _wait_until(lambda: writer.batches, "the first record's transaction")
+    rest = _writers(writer, [11, 12, 14], results)
+    _wait_until(lambda: len(writer._queue) == 3, "three more records waiting")
+    writer.release.set()
+    for thread in [first, *rest]:
+        thread.join(60)
+    assert isinstance(results[12], AuditNotWritten) and "NUL" in str(results[12].__cause__)
+    assert sorted(results[n] for n in (10, 11, 14)) == [1, 2, 3]
+    assert sorted(r["correlation_id"] for r in rows(store)) == ["g-10", "g-11", "g-14"]
     with store.transaction() as conn:
         assert audit_verify.verify_chain(conn).ok
 

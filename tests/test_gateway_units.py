@@ -296,6 +296,23 @@ def test_basic_credentials_in_the_url_safe_alphabet_are_read_like_standard_ones(
     assert (standard.username, standard.password) == (url_safe.username, url_safe.password) == ("u>>?", "p>>?")
 
 
+@pytest.mark.parametrize("name", ["x\x00", "a\tb", "\x7fadmin", "line\nbreak"])
+def test_basic_user_names_with_control_characters_are_refused(name):
+    from archive_oa.gateway.auth import _from_basic
+
+    header = "Basic " + base64.b64encode(f"{name}:secret".encode()).decode()
+    with pytest.raises(AuthenticationFailed, match="control characters"):
+        _from_basic(header)
+
+
+def test_audit_text_never_carries_nul():
+    from archive_oa.services import audit
+
+    row = audit._row(actor="x\x00y", source=None, operation="GetVoucher", targets=["id=\x00"], outcome="ok")
+    assert "\x00" not in row["actor"] and row["actor"] == "x\\x00y"
+    assert "\x00" not in row["targets"]
+
+
 # --- stopping the server ---------------------------------------------------------------------
 
 

@@ -256,6 +256,8 @@ def _from_basic(header: str | None) -> Credentials | None:
     username, sep, password = text.partition(":")
     if not sep:
         raise AuthenticationFailed("HTTP Basic credentials must be 'user:password'")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in username):
+        raise AuthenticationFailed("the HTTP Basic user name contains control characters")
     return Credentials(username, password, "basic")
 
 

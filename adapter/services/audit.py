@@ -282,12 +282,13 @@ def _require_write_transaction(conn: Connection) -> None:
 
 
 def _clip(value: str, field: str) -> str:
-    value = str(value)
-    limit = _MAX_TEXT[field]
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    return _clip_text(str(value), _MAX_TEXT[field])
 
 
 def _clip_text(value: str, limit: int) -> str:
+    # PostgreSQL text cannot hold NUL, and a claimed user name is the client's to choose:
+    # written out, it cannot make the record (or, group-committed, its batch) fail.
+    value = value.replace("\x00", "\\x00")
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 

@@ -142,8 +142,8 @@ class GroupWriter:
     call that ends while another transaction of records is being written.
 
     Nothing is written behind a caller's back: ``write`` returns only once the caller's
-    record is committed, or raises ``AuditNotWritten`` when the transaction carrying it
-    failed (each caller of that batch gets the error).  No thread of its own: the first
+    record is committed, or raises ``AuditNotWritten`` when it could not be (a batch that
+    fails is written again record by record, so only the records that fail alone fail).  No thread of its own: the first
     caller that finds no batch being written becomes the writer (leader) and takes
     every record waiting at that moment, its own included; the others (followers) wait
     for it.  So with one call at a time nothing waits longer than before, and under load
@@ -180,22 +180,41 @@ class GroupWriter:
         return entry.seq
 
     def _lead(self, batch: list[_Waiting]) -> None:
-        seqs: list[int] = []
-        error: BaseException | None = None
+        fatal: BaseException | None = None
         try:
             # A fresh context: the records carry no write hook of the leader's own call.
-            seqs = contextvars.Context().run(self._commit, [entry.fields for entry in batch])
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
-            error = exc
+            self._write_batch(batch)
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit
+            fatal = exc
+            for entry in batch:
+                if entry.seq is None and entry.error is None:
+                    entry.error = exc
         with self._changed:
-            for n, entry in enumerate(batch):
-                entry.error = error
-                entry.seq = None if error else seqs[n]
+            for entry in batch:
                 entry.done = True
             self._writing = False
             self._changed.notify_all()
-        if error is not None and not isinstance(error, Exception):
-            raise error  # KeyboardInterrupt, SystemExit: not for the callers to swallow
+        if fatal is not None:
+            raise fatal  # not for the callers to swallow
+
+    def _write_batch(self, batch: list[_Waiting]) -> None:
+        """Commit ``batch`` in one transaction; if that fails, each record in its own, so
+        one record the database refuses (or a failure of the moment) costs only its own
+        caller, not the batch mates that happened to end at the same time."""
+        try:
+            seqs = contextvars.Context().run(self._commit, [entry.fields for entry in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to the callers below
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+            for entry in batch:
+                try:
+                    [entry.seq] = contextvars.Context().run(self._commit, [entry.fields])
+                except Exception as own:  # noqa: BLE001 - handed to this caller
+                    entry.error = own
+            return
+        for entry, seq in zip(batch, seqs):
+            entry.seq = seq
 
     def _commit(self, records: list[Mapping[str, Any]]) -> list[int]:
         with self._store().transaction(immediate=True) as conn:
