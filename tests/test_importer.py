@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import time
 from decimal import Decimal
 
 import pytest
@@ -372,3 +373,41 @@ def test_cli_import_reads_the_size_limit_from_settings(tmp_path, capsys, monkeyp
     monkeypatch.setenv("ARCHIVE_OA_SECURITY_MAX_IMPORT_FILE_BYTES", "0")
     assert main(["import", "--data-dir", str(tmp_path / "data"), "--no-queue", str(path)]) == 2
     assert "max_import_file_bytes = 0" in capsys.readouterr().err
+
+
+def test_attachments_are_on_disk_before_the_write_lock_is_taken(store, transforms, tmp_path, monkeypatch):
+    metas = []
+    for n in range(3):
+        data = PDF + bytes([n]) * 1000
+        (tmp_path / f"scan-{n}.pdf").write_bytes(data)
+        metas.append(meta_for(f"ATT-{n}", f"scan-{n}.pdf", data))
+        write(tmp_path / f"v{n}.xml", make_voucher(f"V-{n}", no=n + 1, attachments=[metas[-1]]))
+    seen_at_write = []
+    open_transaction = store.transaction
+    put = store.blobs.put
+    monkeypatch.setattr(store.blobs, "put", lambda data: (time.sleep(0.2), put(data))[1])  # a slow disk
+
+    def transaction(*args, **kwargs):
+        if kwargs.get("immediate"):
+            seen_at_write.append([store.blobs.exists(meta.sha256) for meta in metas])
+        return open_transaction(*args, **kwargs)
+
+    monkeypatch.setattr(store, "transaction", transaction)
+    report = import_paths(store, transforms, [tmp_path], enqueue=False)
+    assert report.created == 3 and seen_at_write and all(all(flags) for flags in seen_at_write)
+
+
+def test_a_batch_ends_early_once_its_attachments_fill_the_memory_budget(store, transforms, tmp_path, monkeypatch):
+    from archive_oa.services import importer
+
+    for n in range(4):
+        data = PDF + bytes([n]) * 2000
+        (tmp_path / f"scan-{n}.pdf").write_bytes(data)
+        write(tmp_path / f"v{n}.xml", make_voucher(f"V-{n}", no=n + 1,
+                                                   attachments=[meta_for(f"ATT-{n}", f"scan-{n}.pdf", data)]))
+    monkeypatch.setattr(importer, "BATCH_CONTENT_BYTES", 3000)  # about two attachments
+    sizes = []
+    save = importer._BatchWriter.save
+    monkeypatch.setattr(importer._BatchWriter, "save", lambda self, batch: (sizes.append(len(batch)), save(self, batch)))
+    report = import_paths(store, transforms, [tmp_path], enqueue=False)
+    assert report.created == 4 and sizes == [2, 2]
