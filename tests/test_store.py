@@ -421,6 +421,27 @@ def test_immediate_transaction_takes_the_write_lock_up_front(store):
     assert store.ping()
 
 
+def test_a_begin_that_finds_the_database_locked_raises_sqlalchemys_error(store, db_settings):
+    sqlite_only(store)
+    from sqlalchemy.exc import OperationalError
+
+    from archive_oa.store.engine import open_store
+
+    impatient = open_store(db_settings.replace(database={"sqlite_busy_timeout_ms": 50}), upgrade=False)
+    holder = sqlite3.connect(store.engine.url.database, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            with impatient.transaction(immediate=True):
+                pass
+        holder.execute("ROLLBACK")
+        with impatient.transaction(immediate=True) as conn:  # the pool is not left broken
+            assert conn.connection.driver_connection.in_transaction
+    finally:
+        holder.close()
+        impatient.dispose()
+
+
 def test_transaction_rolls_back_on_error(store):
     with pytest.raises(RuntimeError):
         with store.transaction(immediate=True) as conn:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import ConfigurationError
 from ..settings import Settings
@@ -182,7 +183,13 @@ def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
         # Straight to the driver: through ``exec_driver_sql`` a BEGIN costs as much Python
         # as a whole SELECT (execution context, result object, cursor events), and every
         # gateway call opens several transactions.  The driver runs it all the same.
-        conn.connection.driver_connection.execute(_BEGIN_STATEMENTS[mode]).close()
+        statement = _BEGIN_STATEMENTS[mode]
+        try:
+            conn.connection.driver_connection.execute(statement).close()
+        except sqlite3.Error as exc:
+            # Raised as SQLAlchemy would have (e.g. "database is locked" as
+            # sqlalchemy.exc.OperationalError), so callers need to know one family of errors.
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error, dialect=engine.dialect) from exc
 
     return engine
 
