@@ -30,6 +30,10 @@ class DatabaseSettings:
     url: str = ""  # empty: SQLite file archive-oa.db in the data folder
     echo: bool = False
     sqlite_busy_timeout_ms: int = 30000
+    # FULL: a commit is on disk before it returns, so an answer the gateway gave survives a
+    # power cut; NORMAL (WAL) survives a crashed process but may lose the last commits to a
+    # crashed OS.  Attachment files are always synced.
+    sqlite_synchronous: str = "FULL"
 
 
 @dataclass(frozen=True)

@@ -442,6 +442,23 @@ def test_a_begin_that_finds_the_database_locked_raises_sqlalchemys_error(store, 
         impatient.dispose()
 
 
+def test_sqlite_commits_reach_the_disk_unless_told_otherwise(store, db_settings):
+    sqlite_only(store)
+    from archive_oa.errors import ConfigurationError
+    from archive_oa.store.engine import open_store
+
+    with store.transaction() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    faster = open_store(db_settings.replace(database={"sqlite_synchronous": "normal"}), upgrade=False)
+    try:
+        with faster.transaction() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    finally:
+        faster.dispose()
+    with pytest.raises(ConfigurationError, match="sqlite_synchronous = 'OFF'.*FULL, NORMAL, EXTRA"):
+        open_store(db_settings.replace(database={"sqlite_synchronous": "OFF"}), upgrade=False)
+
+
 def test_transaction_rolls_back_on_error(store):
     with pytest.raises(RuntimeError):
         with store.transaction(immediate=True) as conn:

@@ -151,10 +151,20 @@ def create_store_engine(settings: Settings) -> Engine:
     )
 
 
+#: ``[database] sqlite_synchronous`` values (SQLite's PRAGMA synchronous, in WAL mode).
+_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+
+
 def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     busy_ms = settings.database.sqlite_busy_timeout_ms
+    synchronous = settings.database.sqlite_synchronous.strip().upper()
+    if synchronous not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"[database] sqlite_synchronous = {settings.database.sqlite_synchronous!r}: "
+            f"choose one of {', '.join(_SYNCHRONOUS)}"
+        )
     engine = create_engine(
         url,
         echo=settings.database.echo,
@@ -173,7 +183,7 @@ def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
         finally:
             cursor.close()
 
