@@ -439,6 +439,17 @@ def report(capsys, result: Figures) -> None:
 # --- separate processes -------------------------------------------------------------------
 
 
+def database_for(backend: str, request) -> str:
+    """A fresh database URL on ``backend`` ("" = the SQLite file in the data folder),
+    dropped after the test (``request`` is the test's pytest request)."""
+    if backend == "sqlite":
+        return ""
+    cluster = request.getfixturevalue("postgres")
+    url = cluster.create_database()
+    request.addfinalizer(lambda: cluster.drop_database(url))
+    return url
+
+
 def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment that makes ``archive-oa`` in a child process use these settings.
 

@@ -124,24 +124,27 @@ def outbox_snapshot(store) -> dict:
     }
 
 
-@pytest.fixture
-def crash_run(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crash_run(tmp_path, request):
+    """The run's vouchers, simulator and adapter, on SQLite or on PostgreSQL (where the
+    worker and poller processes take claims with FOR UPDATE SKIP LOCKED, not BEGIN IMMEDIATE)."""
     seed = 5101
+    database_url = sc.database_for(request.param, request)
     folder = tmp_path / "vouchers"
     count = sc.generate_vouchers(folder, VOUCHERS)
     poison = sc.write_poison(folder)
     simulator = sc.start_simulator(sc.simulator_config(seed, error_rate=0.05, latency_ms=2), tmp_path / "oa")
     # a short lease: a killed worker's claims come back within seconds (and are asked about first)
     settings = sc.run_settings(tmp_path / "data", simulator.url, lease_seconds=4.0, batch_size=24, workers=8,
-                               poll_batch_size=25)
+                               poll_batch_size=25, database_url=database_url)
     adapter = sc.build(settings)
-    yield seed, count, poison, simulator, adapter, settings
+    yield seed, count, poison, simulator, adapter, settings, request.param
     adapter.close()
     simulator.stop()
 
 
 def test_worker_and_poller_killed_at_random_moments(crash_run, tmp_path, capsys):
-    seed, count, poison, simulator, adapter, settings = crash_run
+    seed, count, poison, simulator, adapter, settings, backend = crash_run
     started = time.monotonic()
     imported = sc.import_vouchers(adapter, [tmp_path / "vouchers"])
     assert imported.queued == count + len(poison)
@@ -188,7 +191,7 @@ def test_worker_and_poller_killed_at_random_moments(crash_run, tmp_path, capsys)
     injected = {"worker SIGKILL": len(worker.kills), "poller SIGKILL": len(poller.kills),
                 **{k: n for k, n in simulator.injector.counts().items() if n}}
     sc.report(capsys, sc.figures(
-        "crash: worker+poller SIGKILL", seed, end, len(poison), injected, time.monotonic() - started,
+        f"crash: worker+poller SIGKILL on {backend}", seed, end, len(poison), injected, time.monotonic() - started,
         notes=f"worker kills with deliveries open {worker_kills_mid_delivery}/{len(worker.kills)}, "
               f"claims held at the kills {sum(k['in_flight'] for k in worker.kills)}, "
               f"poll cursor at the poller's kills {[k['cursor'] for k in poller.kills]}",

@@ -47,21 +47,11 @@ def voucher_folder(tmp_path_factory):
     return folder, count, poison
 
 
-def database_for(backend: str, request) -> str:
-    """A fresh database URL on ``backend`` ("" = the SQLite file in the data folder)."""
-    if backend == "sqlite":
-        return ""
-    cluster = request.getfixturevalue("postgres")
-    url = cluster.create_database()
-    request.addfinalizer(lambda: cluster.drop_database(url))
-    return url
-
-
 @pytest.mark.parametrize("name, backend", RUNS, ids=[f"{name}-{backend}" for name, backend in RUNS])
 def test_fault_run(name, backend, voucher_folder, tmp_path, capsys, request):
     seed, faults, spiky = SCENARIOS[name]
     folder, count, poison = voucher_folder
-    database_url = database_for(backend, request)
+    database_url = sc.database_for(backend, request)
     started = time.monotonic()
     simulator = sc.start_simulator(sc.simulator_config(seed, **faults), tmp_path / "oa")
     adapter = sc.build(sc.run_settings(tmp_path / "data", simulator.url, database_url=database_url))
