@@ -29,7 +29,8 @@ from archive_oa.errors import InternalError
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
 from archive_oa.services import audit, audit_verify
-from archive_oa.services.call_audit import AuditNotWritten, CallAudit, GroupWriter, group_writer
+from archive_oa.services.call_audit import AuditNotWritten, CallAudit, commit_record
+from archive_oa.store.group_commit import GroupCommit
 from archive_oa.services.users import UserService
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as voucher_repo
@@ -548,27 +549,35 @@ def _wait_until(condition, what: str) -> None:
         time.sleep(0.005)
 
 
-class HeldWriter(GroupWriter):
-    """A GroupWriter whose first transaction waits until the test lets it go, whose
-    transactions numbered in ``failing`` (0: the first) fail, and whose transactions
-    holding a record of ``refused`` (correlation ids) fail as a refused row would."""
+class HeldWriter(GroupCommit):
+    """The store's group commit, replaced for the test: its first transaction waits until
+    the test lets it go, its transactions numbered in ``failing`` (0: the first) fail, and
+    those holding a record of ``refused`` (correlation ids) fail as a refused row would."""
 
     def __init__(self, store, *, failing=(), refused=()) -> None:
         super().__init__(store)
-        self.batches: list[list[str]] = []
+        store.group_commit = self
+        self.seen: list[list[str]] = []  # each transaction's correlation ids
         self.release = threading.Event()
         self.failing = set(failing)
         self.refused = set(refused)
 
-    def _commit(self, records):
-        self.batches.append([r["correlation_id"] for r in records])
-        if len(self.batches) == 1:
+    def write(self, fields) -> int:
+        return commit_record(self.store, fields)
+
+    @property
+    def _queue(self):
+        return self._queued
+
+    def _transaction(self, batch):
+        self.seen.append([queued.write.keywords["correlation_id"] for queued in batch])
+        if len(self.seen) == 1:
             assert self.release.wait(60)
-        if len(self.batches) - 1 in self.failing:
+        if len(self.seen) - 1 in self.failing:
             raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
-        if self.refused & set(self.batches[-1]):
+        if self.refused & set(self.seen[-1]):
             raise sa.exc.DataError("INSERT", {}, Exception("text fields cannot contain NUL"))
-        return super()._commit(records)
+        return super()._transaction(batch)
 
 
 def _writers(writer, numbers, results: dict) -> list[threading.Thread]:
@@ -587,15 +596,15 @@ def _writers(writer, numbers, results: dict) -> list[threading.Thread]:
 def test_records_of_calls_ending_together_commit_in_one_transaction(store):
     writer, results = HeldWriter(store), {}
     (first,) = _writers(writer, [0], results)
-    _wait_until(lambda: writer.batches, "the first record's transaction")
+    _wait_until(lambda: writer.seen, "the first record's transaction")
     rest = _writers(writer, [1, 2, 3], results)
     _wait_until(lambda: len(writer._queue) == 3, "three more records waiting")
     assert results == {}  # nobody has been answered: every record is still uncommitted
     writer.release.set()
     for thread in [first, *rest]:
         thread.join(60)
-    assert writer.batches[0] == ["g-0"] and sorted(writer.batches[1]) == ["g-1", "g-2", "g-3"]
-    assert len(writer.batches) == 2  # the three waiting records: one transaction
+    assert writer.seen[0] == ["g-0"] and sorted(writer.seen[1]) == ["g-1", "g-2", "g-3"]
+    assert len(writer.seen) == 2  # the three waiting records: one transaction
     stored = {r["correlation_id"]: r for r in rows(store)}
     assert {results[n]: f"g-{n}" for n in range(4)} == {r["seq"]: cid for cid, r in stored.items()}
     assert stored["g-2"]["targets"] == '["voucherId=V-2"]' and stored["g-2"]["duration_ms"] == 2
@@ -608,15 +617,15 @@ def test_a_failed_batch_is_written_again_record_by_record_and_the_next_one_is_wr
     # the batch of 11 and 12 fails, and so do both records alone (a failure of the moment)
     writer, results = HeldWriter(store, failing={1, 2, 3}), {}
     (first,) = _writers(writer, [10], results)
-    _wait_until(lambda: writer.batches, "the first record's transaction")
+    _wait_until(lambda: writer.seen, "the first record's transaction")
     rest = _writers(writer, [11, 12], results)
     _wait_until(lambda: len(writer._queue) == 2, "two more records waiting")
     writer.release.set()
     for thread in [first, *rest]:
         thread.join(60)
     assert results[10] == 3
-    assert sorted(writer.batches[1]) == ["g-11", "g-12"]
-    assert sorted(map(tuple, writer.batches[2:4])) == [("g-11",), ("g-12",)]
+    assert sorted(writer.seen[1]) == ["g-11", "g-12"]
+    assert sorted(map(tuple, writer.seen[2:4])) == [("g-11",), ("g-12",)]
     for n in (11, 12):  # every caller whose record could not be committed hears of it
         assert isinstance(results[n], AuditNotWritten), results[n]
         assert "g-%d" % n in str(results[n]) and "disk I/O error" in str(results[n].__cause__)
@@ -629,7 +638,7 @@ def test_a_failed_batch_is_written_again_record_by_record_and_the_next_one_is_wr
 def test_a_record_the_database_refuses_fails_alone_and_its_batch_mates_are_written(store):
     writer, results = HeldWriter(store, refused={"g-12"}), {}
     (first,) = _writers(writer, [10], results)
-    _wait_until(lambda: writer.batches, "the first record's transaction")
+    _wait_until(lambda: writer.seen, "the first record's transaction")
     rest = _writers(writer, [11, 12, 14], results)
     _wait_until(lambda: len(writer._queue) == 3, "three more records waiting")
     writer.release.set()
@@ -642,13 +651,23 @@ def test_a_record_the_database_refuses_fails_alone_and_its_batch_mates_are_writt
         assert audit_verify.verify_chain(conn).ok
 
 
+class StoreWriter:
+    """Appends call records through a store's own group commit."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def write(self, fields) -> int:
+        return commit_record(self.store, fields)
+
+
 def test_group_writers_of_several_instances_keep_one_chain(store, db_settings):
     from archive_oa.store.engine import open_store
 
     other = open_store(db_settings, upgrade=False)  # a second process on the same database
     try:
-        writers = [group_writer(store), group_writer(other)]
-        assert group_writer(store) is writers[0] and writers[0] is not writers[1]
+        writers = [StoreWriter(store), StoreWriter(other)]
+        assert store.group_commit is not other.group_commit  # one group commit per store
         results: dict = {}
         threads = [t for k, w in enumerate(writers) for t in _writers(w, range(k * 100, k * 100 + 12), results)]
         for thread in threads:
@@ -662,10 +681,9 @@ def test_group_writers_of_several_instances_keep_one_chain(store, db_settings):
         other.dispose()
 
 
-def test_record_many_gives_the_chain_of_single_records(store, db_settings, tmp_path):
+def test_records_appended_in_one_transaction_give_the_chain_of_single_records(store, db_settings, tmp_path):
     with store.transaction(immediate=True) as conn:
-        assert audit.record_many(conn, []) == []
-        assert audit.record_many(conn, [_call_fields(n) for n in range(3)]) == [1, 2, 3]
+        assert [audit.record(conn, **_call_fields(n)) for n in range(3)] == [1, 2, 3]
     batched = rows(store)
     for row in batched:
         del row["seq"]
@@ -683,10 +701,10 @@ def test_record_many_gives_the_chain_of_single_records(store, db_settings, tmp_p
 
 
 def test_a_read_whose_record_fails_to_commit_is_answered_with_a_fault(gateway, store, monkeypatch):
-    def broken(conn, records):
+    def broken(conn, **fields):
         raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(audit, "record_many", broken)
+    monkeypatch.setattr(audit, "record", broken)
     assert fault_code(lambda: client(gateway, "viewer1").QueryVouchers(page=1, pageSize=5)) == "Internal"
     monkeypatch.undo()
     assert client(gateway, "viewer1", correlation_id="c-after").QueryVouchers(page=1, pageSize=5).total == 0

@@ -32,7 +32,7 @@ from archive_oa.store import cursors, outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.store.sync_tables import workflow_results
 from archive_oa.sync.poller import Poller
-from archive_oa.sync.settle import GroupCommit
+from archive_oa.store.group_commit import GroupCommit
 from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 
@@ -584,7 +584,7 @@ def test_settles_queued_while_a_batch_commits_share_the_next_transaction(store, 
     for thread in threads:
         thread.join()
     assert results == {0: (True, None), 1: (True, None), 2: (True, None)}
-    assert (group.batches, group.settles) == (1, 3)  # one transaction for the three
+    assert (group.batches, group.writes) == (1, 3)  # one transaction for the three
     with store.transaction() as conn:
         assert {d.state for d in outbox.list_deliveries(conn)} == {S.DELIVERED}
 
@@ -608,7 +608,7 @@ def test_a_failing_settle_fails_alone_and_raises_in_its_own_caller(store, clock)
         thread.join()
     assert results[0] == (True, None) and results[2] == (True, None)
     assert isinstance(results[1][1], ValueError)
-    assert (group.batches, group.settles) == (4, 6)  # the batch, rolled back, then each settle alone
+    assert (group.batches, group.writes) == (4, 6)  # the batch, rolled back, then each settle alone
     with store.transaction() as conn:
         states = [outbox.get(conn, c.delivery_id).state for c in claims]
     assert states == [S.DELIVERED, S.IN_FLIGHT, S.DELIVERED]  # its own write went back

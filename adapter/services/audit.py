@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from sqlalchemy import Connection, insert, select, text
 
@@ -93,51 +93,9 @@ def record(
     now: dt.datetime | None = None,
 ) -> int:
     """Append one record in the caller's (write) transaction; returns its sequence number."""
-    fields = dict(actor=actor, source=source, operation=operation, targets=targets, outcome=outcome,
-                  duration_ms=duration_ms, correlation_id=correlation_id, details=details, now=now)
-    return record_many(conn, [fields])[0]
-
-
-def record_many(conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Append several records, in the given order, in the caller's (write) transaction.
-
-    Each item holds ``record``'s keyword arguments.  The chain is exactly the one that
-    many ``record`` calls would give; the head is read once, inside the transaction
-    (so other instances appending to the same database are serialised as for one record),
-    and the rows go in as one multi-row insert.  Returns their sequence numbers.
-    """
     _require_write_transaction(conn)
-    rows = [_row(**fields) for fields in records]
-    if not rows:
-        return []
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    seq, prev_hash = _head(conn)
-    for row in rows:
-        seq += 1
-        row["seq"] = seq
-        row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = record_hash(row)
-    # One row (the usual batch of a quiet gateway) goes as a plain execute, not executemany.
-    conn.execute(_insert_statement(), rows[0] if len(rows) == 1 else rows)
-    return [row["seq"] for row in rows]
-
-
-def _row(
-    *,
-    actor: str,
-    source: str | None,
-    operation: str,
-    targets: Iterable[str] = (),
-    outcome: str,
-    duration_ms: int | None = None,
-    correlation_id: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """A record's stored fields but for its place in the chain (seq, prev_hash, hash)."""
     at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
-    return {
+    row = {
         "at": at,
         "actor": _clip(actor or "anonymous", "actor"),
         "source": None if source is None else _clip(source, "source"),
@@ -148,6 +106,14 @@ def _row(
         "correlation_id": None if correlation_id is None else _clip(correlation_id, "correlation_id"),
         "details": _details_json(details),
     }
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    seq, prev_hash = _head(conn)
+    row["seq"] = seq + 1
+    row["prev_hash"] = prev_hash
+    row["hash"] = record_hash(row)
+    conn.execute(_insert_statement(), row)
+    return row["seq"]
 
 
 def record_hash(fields: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from ..errors import ConfigurationError
 from ..settings import Settings
 from .blobs import BlobStore
+from .group_commit import GroupCommit
 
 _BEGIN_OPTION = "archive_oa_begin"  # execution option read by the "begin" listener
 _BEGIN_STATEMENTS = {"DEFERRED": "BEGIN DEFERRED", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
@@ -64,6 +65,8 @@ class Store:
         self.engine = engine
         self.blobs = blobs
         self.dialect: str = engine.dialect.name
+        # Small writes of many threads (settles, audit records of reads) share transactions.
+        self.group_commit = GroupCommit(self)
 
     @contextlib.contextmanager
     def transaction(self, *, immediate: bool = False) -> Iterator[Connection]:

@@ -4,7 +4,7 @@ One attempt is three short steps with no database transaction open during the
 network call: claim (commit) → ask / render / send → settle (commit).  A claim that
 may have reached the OA before (UNCERTAIN, or an expired lease) first asks the OA
 for its idempotency key and adopts a request it finds instead of sending again.
-Settles of concurrent attempts share one write transaction (``settle.GroupCommit``),
+Settles of concurrent attempts share one write transaction (the store's ``GroupCommit``),
 each still fenced by its own lease.
 """
 
@@ -39,7 +39,6 @@ from ..store import outbox
 from ..store.outbox import Claim
 from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
-from .settle import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._settles = GroupCommit(store)
+        self._settles = store.group_commit
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
 
     # --- public --------------------------------------------------------------------
