@@ -638,5 +638,5 @@ def test_credentials_are_read_once_per_call_and_bad_ones_still_refuse(store, db_
     assert claim.username == "anonymous" and isinstance(claim.error, AuthenticationFailed)
     users, auth = _authenticator(store, db_settings, Ticks())
     with pytest.raises(AuthenticationFailed, match="not valid base64"):
-        auth_module.authenticate_call("GetVoucher", auth, {}, None, claim=claim)
+        auth_module.authenticate_call("GetVoucher", auth, {}, claim)
     assert len(reads) == 1

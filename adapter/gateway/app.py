@@ -1,8 +1,9 @@
 """The gateway's WSGI application: ``/soap/archive`` (SOAP 1.1 + ``?wsdl``), ``/soap12/archive``
 (SOAP 1.2, see ``soap12.py``) and ``/healthz``.
 
-spyne does the SOAP work — but for ``GetAttachment``, whose file is streamed by
-``direct.py`` in the very shape spyne writes.  This layer makes sure that whatever
+spyne does the SOAP work — but for ``GetAttachment``, ``GetVoucher`` and ``QueryVouchers``,
+which ``direct.py`` answers (the file streamed, the rest written as text) in the very
+shape spyne writes.  This layer makes sure that whatever
 arrives — too large, not XML, a DTD, the wrong encoding, not an envelope, no Body, an
 unknown operation — is answered with a SOAP fault carrying a stable code, never an HTML
 error page.  It also serves the WSDL with ``soap:address`` set to the configured public
@@ -47,7 +48,7 @@ SOAP12_PATH = "/soap12/archive"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 _CORRELATION_HEADER = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: The operation elements a SOAP 1.1 Body may hold.
-_OPERATION_TAGS = frozenset(f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS)
+OPERATION_TAGS = frozenset(f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS)
 #: WSGI environ keys set by this layer: when the request arrived (``time.monotonic()``)
 #: and the operation its envelope names, once checked (for the audit of refusals).
 STARTED_KEY = "archive_oa.started"
@@ -339,7 +340,7 @@ class GatewayApp:
         if len(calls) != 1:
             raise ValidationFailed(f"soap:Body must contain exactly one operation element, found {len(calls)}")
         operation = calls[0].tag
-        if operation not in _OPERATION_TAGS:
+        if operation not in OPERATION_TAGS:
             raise ValidationFailed(
                 f"unknown operation {operation}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
                 f"in namespace {NAMESPACE}"

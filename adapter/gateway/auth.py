@@ -192,15 +192,12 @@ def claim_from(environ: Mapping[str, Any], header_elements: Sequence | None) -> 
 
 
 def authenticate_call(
-    operation: str, authenticator: Authenticator, environ: Mapping[str, Any], header_elements,
-    *, claim: Claim | None = None,
+    operation: str, authenticator: Authenticator, environ: Mapping[str, Any], claim: Claim
 ) -> Principal:
-    """The caller of ``operation``; ``claim``: the request's credentials when already read
-    (``claim_from``), the request's ``Origin`` is taken from ``ORIGIN_KEY`` when there."""
+    """The caller of ``operation`` from the request's credentials (``claim_from``); the
+    request's ``Origin`` is taken from ``ORIGIN_KEY`` when the gateway app set it."""
     if OPERATION_ACCESS[operation].role is None:
         return ANONYMOUS
-    if claim is None:
-        claim = claim_from(environ, header_elements)
     if claim.error is not None:
         raise claim.error
     credentials = claim.credentials

@@ -1,12 +1,12 @@
 """Operations answered beside spyne: ``GetAttachment`` streamed from its blob file, and
-``GetVoucher`` written as text.
+``GetVoucher`` and ``QueryVouchers`` written as text.
 
 spyne builds a whole answer in memory: for ``GetAttachment`` of a 50 MB file that is the
 bytes, their base64 text, the text inside the lxml tree, the serialized envelope and the
 server's copy of it — 333 MB alive at once (bench B5).  Here the file travels in base64
 pieces through a WSGI iterator: the envelope's head, the content, its tail.  For
-``GetVoucher``, the most frequent call, spyne's wire objects and tree cost more than the
-rest of the call; ``wire_text`` writes the same answer straight from the mapping's fields.
+``GetVoucher`` (the most frequent call) and ``QueryVouchers``, spyne's wire objects and
+tree cost more than the rest of the call; ``wire_text`` writes the same answer straight from the mapping's fields.
 Either way the answer is what spyne would write, byte for byte
 (``tests/test_gateway_direct.py`` compares the two).
 

@@ -126,10 +126,6 @@ def _approval(a: model.Approval) -> dict[str, Any]:
     return dict(step=a.step, approver=a.approver, action=a.action, comment=a.comment, time=a.time)
 
 
-def approval_to_wire(a: model.Approval) -> wire.Approval:
-    return to_wire(wire.Approval, _approval(a))
-
-
 def to_wire(cls, fields: dict[str, Any]):
     """A spyne wire object of ``cls`` from its fields by wire name; nested dicts and lists
     of dicts become the nested wire objects and arrays ``cls`` declares."""

@@ -20,7 +20,7 @@ from ..domain.model import VoucherQuery, WorkflowOutcome, WorkflowState  # noqa:
 from ..errors import Unavailable  # noqa: E402
 from ..services import audit as audit_service  # noqa: E402
 from ..services.archive import ArchiveDocumentCommand  # noqa: E402
-from ..services.call_audit import CLIENT_ADDRESS_KEY, STARTED_KEY, CallAudit, client_address  # noqa: E402
+from ..services.call_audit import STARTED_KEY, CallAudit, client_address  # noqa: E402
 from . import mapping  # noqa: E402
 from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize, claim_from  # noqa: E402
@@ -207,14 +207,14 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
     correlation_id = environ.get(CORRELATION_KEY) or uuid.uuid4().hex
     claim = claim_from(environ, header_elements)  # read once: the audit's actor, then authentication
     audit = CallAudit(
-        services.store, operation=operation, source=_source(services, environ), correlation_id=correlation_id,
+        services.store, operation=operation, source=client_address(environ), correlation_id=correlation_id,
         targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
         actor=claim.username, clock=services.clock,
         started=environ.get(STARTED_KEY),
     )
     audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
     try:
-        principal = authenticate_call(operation, services.authenticator, environ, header_elements, claim=claim)
+        principal = authenticate_call(operation, services.authenticator, environ, claim)
         audit.actor = principal.username
         del audit.details["authenticated"]
         authorize(operation, principal, arguments)
@@ -248,16 +248,6 @@ def _sync(ctx):
     return sync
 
 
-def _source(services, environ) -> str | None:
-    """The caller's address as the authenticator sees it (trusted proxies applied):
-    the gateway app worked it out once on arrival (``CLIENT_ADDRESS_KEY``)."""
-    if CLIENT_ADDRESS_KEY in environ:
-        return environ[CLIENT_ADDRESS_KEY]
-    origin = getattr(services.authenticator, "origin", None)
-    try:
-        return origin(environ).address if origin else client_address(environ)
-    except Exception:  # noqa: BLE001 - a bad forwarding header must not cost the audit record
-        return client_address(environ)
 
 
 class _Arguments:

@@ -38,6 +38,7 @@ from ..errors import AdapterError, ValidationFailed  # noqa: E402
 from . import encoding  # noqa: E402
 from .app import (  # noqa: E402
     OPERATION_KEY,
+    OPERATION_TAGS,
     answer_non_post,
     SOAP12_PATH,
     SOAP_PATH,
@@ -261,8 +262,7 @@ class Soap12Endpoint:
         calls = [child for child in bodies[0] if isinstance(child.tag, str)]
         if len(calls) != 1:
             raise ValidationFailed(f"soap:Body must contain exactly one operation element, found {len(calls)}")
-        known = {f"{{{NAMESPACE}}}{name}" for name in OPERATION_ACCESS}
-        if calls[0].tag not in known:
+        if calls[0].tag not in OPERATION_TAGS:
             raise ValidationFailed(
                 f"unknown operation {calls[0].tag}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
                 f"in namespace {NAMESPACE}"

@@ -61,12 +61,6 @@ class Throttle:
             return 0.0
         return min(MAX_DELAY_SECONDS, _FIRST_DELAY_SECONDS * 2 ** min(beyond, 16))
 
-    def check(self, username: str, source: str) -> Standing:
-        """Refuse a locked user or source; wait when either has failed often lately."""
-        with self._store.transaction() as conn:
-            found = self.read(conn, username, source)
-        return self.admit(found, username)
-
     def read(self, conn, username: str, source: str) -> user_repo.Standing:
         """The failures and locks of the user and the source, read in ``conn``'s transaction
         (the authenticator reads them with the user row, one transaction for both)."""
@@ -75,8 +69,8 @@ class Throttle:
         return user_repo.standing(conn, username, source, since=since, now=now)
 
     def admit(self, found: user_repo.Standing, username: str) -> Standing:
-        """``check`` on what ``read`` found: refuse a lock, wait after many failures;
-        returns whether the attempt waited as ``Standing.delayed``."""
+        """Refuse a locked user or source, wait when either has failed often lately, on
+        what ``read`` found; returns whether the attempt waited as ``Standing.delayed``."""
         for lock in found.locks:
             raise AuthenticationFailed(_locked_message(lock, username), locked_until=lock.locked_until)
         delay = self.delay_for(max(found.user_failures, found.source_failures))

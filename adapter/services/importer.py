@@ -132,9 +132,9 @@ def import_paths(
             pending.extend(ready)
             pending_bytes += _content_bytes(ready)
             while len(pending) >= batch_size:
-                writer.save(pending[:batch_size])
-                del pending[:batch_size]
-                pending_bytes = _content_bytes(pending)
+                batch, pending = pending[:batch_size], pending[batch_size:]
+                writer.save(batch)
+                pending_bytes -= _content_bytes(batch)
             if pending_bytes >= BATCH_CONTENT_BYTES:  # attachments held in memory: a batch ends early
                 writer.save(pending)
                 pending, pending_bytes = [], 0
