@@ -227,21 +227,15 @@ def _plain_call(envelope: etree._Element, envelope_ns: str) -> _Call | None:
 
 
 def get_attachment(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:
-    """``GetAttachment``: the attachment's metadata (``ArchiveService.attachment_meta``:
-    the lookup and scope rule of ``ArchiveService.get_attachment``) and its blob, opened
-    and checked — not read, it is streamed."""
-    attachment_id = arguments["attachmentId"]
-    meta = call.services.archive.attachment_meta(attachment_id, call.scope)
-    file, size = call.services.store.blobs.open_verified(meta.sha256)
-    if size != meta.size:
-        file.close()
-        raise IntegrityError(f"attachment {attachment_id}: stored {size} bytes, recorded size {meta.size}")
+    """``GetAttachment``: the attachment's metadata and its blob, opened and checked by
+    ``ArchiveService.open_attachment`` — not read, it is streamed."""
+    meta, file = call.services.archive.open_attachment(arguments["attachmentId"], call.scope)
     response = wire_text.response("GetAttachment", [  # spyne leaves out an optional element without a value
         element("attachmentId", meta.attachment_id), element("fileName", meta.file_name),
         element("mimeType", meta.mime_type), element("size", None if meta.size is None else str(meta.size)),
         element("sha256", meta.sha256), element("content", _MARK),
     ])
-    return Answer(response, file, size)
+    return Answer(response, file, meta.size)
 
 
 def get_voucher(call: GatewayCall, arguments: Mapping[str, Any]) -> Answer:

@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import sqlalchemy.exc
 
@@ -131,13 +131,21 @@ class ArchiveService:
 
     def get_attachment(self, attachment_id: str, org_codes: frozenset[str] | None) -> AttachmentContent:
         """The attachment's metadata and bytes, the bytes checked against its sha256 and size."""
+        meta, file = self.open_attachment(attachment_id, org_codes)
+        with file:
+            return AttachmentContent(meta, file.read())
+
+    def open_attachment(
+        self, attachment_id: str, org_codes: frozenset[str] | None
+    ) -> tuple[AttachmentMeta, BinaryIO]:
+        """The attachment's metadata and its blob file, checked against its sha256 and size
+        and positioned at its start, for streaming; the caller closes the file."""
         meta = self.attachment_meta(attachment_id, org_codes)
-        content = self._store.blobs.read(meta.sha256)  # verifies the sha256
-        if len(content) != meta.size:
-            raise IntegrityError(
-                f"attachment {attachment_id}: stored {len(content)} bytes, recorded size {meta.size}"
-            )
-        return AttachmentContent(meta, content)
+        file, size = self._store.blobs.open_verified(meta.sha256)
+        if size != meta.size:
+            file.close()
+            raise IntegrityError(f"attachment {attachment_id}: stored {size} bytes, recorded size {meta.size}")
+        return meta, file
 
     # --- writes --------------------------------------------------------------
 
