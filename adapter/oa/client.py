@@ -22,7 +22,6 @@ import base64
 import binascii
 import importlib.resources
 import logging
-import os
 import threading
 import time
 from typing import Any, Sequence
@@ -336,10 +335,11 @@ def _pooled_session(pool_size: int, url: str) -> requests.Session:
     # What requests reads from the environment on every call (proxies and NO_PROXY, ~/.netrc,
     # REQUESTS_CA_BUNDLE), read once for the one URL this session talks to: a quarter of
     # the HTTP client's time per call went to scanning os.environ and statting ~/.netrc.
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
+    settings = session.merge_environment_settings(url, {}, None, None, None)  # requests' own rules
     session.auth = requests.utils.get_netrc_auth(url)
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
     return session
 
 
