@@ -256,13 +256,18 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime)
     return claims
 
 
-def _ours(claim: Claim):
-    return (
-        deliveries.c.id == claim.delivery_id,
-        deliveries.c.state == S.IN_FLIGHT.value,
-        deliveries.c.lease_owner == claim.owner,
-        deliveries.c.attempts == claim.attempts,
-    )
+#: The lease fence of every settle: the row is still IN_FLIGHT under this very claim
+#: (``_claim_params`` fills it in).
+_OURS = (
+    deliveries.c.id == sa.bindparam("claim_id"),
+    deliveries.c.state == S.IN_FLIGHT.value,
+    deliveries.c.lease_owner == sa.bindparam("claim_owner"),
+    deliveries.c.attempts == sa.bindparam("claim_attempts"),
+)
+
+
+def _claim_params(claim: Claim) -> dict:
+    return {"claim_id": claim.delivery_id, "claim_owner": claim.owner, "claim_attempts": claim.attempts}
 
 
 # --- settle --------------------------------------------------------------------------
@@ -276,12 +281,7 @@ def lock(conn: sa.Connection, delivery_id: int) -> None:
 
 _MARK_DELIVERED = (
     sa.update(deliveries)
-    .where(
-        deliveries.c.id == sa.bindparam("claim_id"),
-        deliveries.c.state == S.IN_FLIGHT.value,
-        deliveries.c.lease_owner == sa.bindparam("claim_owner"),
-        deliveries.c.attempts == sa.bindparam("claim_attempts"),
-    )
+    .where(*_OURS)
     .values(
         state=S.DELIVERED.value,
         oa_request_id=sa.bindparam("request_id", type_=deliveries.c.oa_request_id.type),
@@ -298,8 +298,8 @@ def mark_delivered(conn: sa.Connection, claim: Claim, *, oa_request_id: str, now
     """IN_FLIGHT → DELIVERED; False when the lease is no longer ours (nothing changed)."""
     check_transition(S.IN_FLIGHT, S.DELIVERED)
     result = conn.execute(_MARK_DELIVERED, {
-        "claim_id": claim.delivery_id, "claim_owner": claim.owner, "claim_attempts": claim.attempts,
-        "request_id": str(oa_request_id), "note": short_error(note) if note else None, "now": now,
+        **_claim_params(claim), "request_id": str(oa_request_id), "note": short_error(note) if note else None,
+        "now": now,
     })
     return result.rowcount == 1
 
@@ -353,7 +353,7 @@ def mark_failed(
     )
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
-    return conn.execute(sa.update(deliveries).where(*_ours(claim)).values(**values)).rowcount == 1
+    return conn.execute(sa.update(deliveries).where(*_OURS).values(**values), _claim_params(claim)).rowcount == 1
 
 
 def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
@@ -362,9 +362,10 @@ def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
     check_transition(S.IN_FLIGHT, back)
     result = conn.execute(
         sa.update(deliveries)
-        .where(*_ours(claim))
+        .where(*_OURS)
         .values(state=back.value, attempts=claim.attempts - 1, lease_owner=None, lease_until=None,
-                next_attempt_at=now, updated_at=now)
+                next_attempt_at=now, updated_at=now),
+        _claim_params(claim),
     )
     return result.rowcount == 1
 
