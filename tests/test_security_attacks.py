@@ -19,8 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+import http.client
 import http.server
 import logging
+import socket
 import threading
 import uuid
 import zlib
@@ -481,6 +483,63 @@ def test_chunked_body_above_the_limit(env):
             yield data[start : start + 256 * 1024]
 
     attack(env, chunks(), "RequestTooLarge", status=413)
+
+
+#: waitress buffers at most [gateway] max_body_bytes + 1 MiB (server._WAITRESS_BODY_SLACK);
+#: above that it refuses the request itself, before the application reads a byte of it.
+WAITRESS_LIMIT = MAX_BODY + MiB
+
+
+def post_raw(env, path: str, content_type: str, *, chunked: bool, correlation_id: str) -> http.client.HTTPResponse:
+    """POST a body above waitress's own limit over a bare socket: a declared Content-Length
+    (then only a little of the body) or chunks until just past the limit.  requests would
+    keep sending the rest and fail on the closed connection before reading the answer."""
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {WAITRESS_LIMIT + MiB}"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"X-Correlation-Id: {correlation_id}\r\n{framing}\r\n\r\n").encode()
+    piece = b"A" * (256 * 1024)
+    if chunked:
+        chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+        body = [chunk] * (WAITRESS_LIMIT // len(piece) + 1)
+    else:
+        body = [piece]
+    sock = socket.create_connection((env["handle"].host, env["handle"].port), timeout=30)
+    try:
+        sock.sendall(head)
+        for part in body:
+            sock.sendall(part)
+    except OSError:
+        pass  # the gateway may answer and close before everything was sent: the answer counts
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.body = response.read()
+    sock.close()
+    return response
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    "path, content_type, envelope_ns",
+    [("/soap/archive", "text/xml; charset=utf-8", SOAP),
+     ("/soap12/archive", "application/soap+xml; charset=utf-8", SOAP12)],
+    ids=["soap11", "soap12"],
+)
+def test_body_above_the_servers_own_limit_is_a_soap_fault(env, path, content_type, envelope_ns, chunked):
+    before = stored_state(env)
+    correlation_id = uuid.uuid4().hex
+    response = post_raw(env, path, content_type, chunked=chunked, correlation_id=correlation_id)
+    assert response.status == 413, response.body[:300]
+    assert response.getheader("Content-Type").startswith(content_type.split(";")[0])
+    assert response.getheader("Connection") == "close"
+    assert response.getheader("X-Correlation-Id") == correlation_id
+    doc = etree.fromstring(response.body)
+    assert doc.tag == f"{{{envelope_ns}}}Envelope"
+    detail = doc.find(f".//{{{GW}}}GatewayFault")
+    assert detail.findtext(f"{{{GW}}}code") == "RequestTooLarge"
+    assert f"[gateway] max_body_bytes = {MAX_BODY} bytes" in detail.findtext(f"{{{GW}}}message")
+    assert stored_state(env) == before
+    assert_audited(env, correlation_id, "RequestTooLarge")
+    assert_still_serving(env)
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate"])

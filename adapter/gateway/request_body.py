@@ -15,6 +15,9 @@ import zlib
 
 from ..errors import RequestTooLarge, ValidationFailed
 
+#: WSGI environ key set by the server when it refused the body as too large before the
+#: application ran (``server._BodyRefusedTask``): there is no body to read, only a fault to answer.
+BODY_REFUSED_KEY = "archive_oa.body_refused"
 _CHUNK = 64 * 1024
 _PREFIX_BYTES = 48
 #: Content-Encoding → zlib window bits (gzip header; zlib header).  Raw deflate is
@@ -31,7 +34,10 @@ def too_large(limit: int, what: str = "the request body") -> RequestTooLarge:
 
 def read_limited(environ, limit: int) -> bytes:
     """The body from ``wsgi.input``: at most ``limit`` bytes, else ``RequestTooLarge``
-    (a declared Content-Length above the limit is refused before reading)."""
+    (a declared Content-Length above the limit is refused before reading, and a body the
+    server already refused is not read at all)."""
+    if environ.get(BODY_REFUSED_KEY):
+        raise too_large(limit)
     length_text = (environ.get("CONTENT_LENGTH") or "").strip()
     stream = environ["wsgi.input"]
     if length_text:

@@ -4,23 +4,33 @@ waitress is a production WSGI server in pure Python: no C extension to build on 
 customer's Windows or Linux box, runs on 3.11–3.13, a thread pool for the blocking
 SQLAlchemy work, and it buffers each request fully (to a temp file above a threshold)
 before the application sees it, so slow clients do not tie up worker threads.
+
+A body larger than waitress will buffer is refused by waitress before the application
+runs; that refusal is still answered by the application (``_BodyRefusedTask``), so the
+caller meets the gateway's SOAP fault, never waitress's plain text.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from dataclasses import dataclass
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask, WSGITask
+from waitress.utilities import RequestEntityTooLarge
 
 from .app import SOAP_PATH
+from .request_body import BODY_REFUSED_KEY
 
 log = logging.getLogger(__name__)
 
-#: waitress's own limit sits above the gateway's, so an oversized body gets the
-#: gateway's SOAP fault (413) rather than waitress's plain-text one.
+#: waitress's own limit sits above the gateway's: a body between the two is read (to a
+#: temporary file above 512 KiB) and refused by the application; one above waitress's
+#: is refused after its headers (or, chunked, once past the limit) without reading on.
 _WAITRESS_BODY_SLACK = 1024 * 1024
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
@@ -82,6 +92,33 @@ def _close_all_but_trigger(server) -> None:
     socket_map.clear()
 
 
+class _BodyRefusedTask(WSGITask):
+    """A request whose body waitress refused as too large, handed to the application
+    anyway: with no body and ``BODY_REFUSED_KEY`` set, the gateway answers its own
+    ``RequestTooLarge`` fault on whichever endpoint was asked (and audits it).  The
+    rest of the body is never read, so the connection closes after the answer."""
+
+    def get_environment(self):
+        environ = super().get_environment()
+        environ["wsgi.input"] = io.BytesIO()
+        environ[BODY_REFUSED_KEY] = True
+        return environ
+
+    def execute(self):
+        self.set_close_on_finish()
+        super().execute()
+
+
+def _error_task(channel, request):
+    if isinstance(request.error, RequestEntityTooLarge):
+        return _BodyRefusedTask(channel, request)
+    return ErrorTask(channel, request)
+
+
+class _GatewayChannel(HTTPChannel):
+    error_task_class = staticmethod(_error_task)
+
+
 def _create(app, host: str, port: int, threads: int):
     body_limit = getattr(app, "max_body_bytes", 20 * 1024 * 1024) + _WAITRESS_BODY_SLACK
     server = create_server(
@@ -96,6 +133,7 @@ def _create(app, host: str, port: int, threads: int):
         # believed; waitress's own trusted_proxy stays unset, so it rewrites nothing itself.
         clear_untrusted_proxy_headers=False,
     )
+    server.channel_class = _GatewayChannel
     # Port 0 picks a free port: without a configured public URL the WSDL names the one
     # actually bound.  A wildcard address names no host a client could use.
     if hasattr(app, "adopt_listening_url") and host not in _WILDCARDS:
