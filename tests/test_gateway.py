@@ -431,6 +431,64 @@ def test_bad_doc_type_is_refused(env):
     assert fault_code(invalid.value) == "Validation"
 
 
+@pytest.mark.parametrize(
+    "body_xml",
+    [
+        "<g:Ping>\n  </g:Ping>",  # gSOAP's sample requests, hand-indented SoapUI requests
+        "<g:Ping>\n  <!-- nothing to send -->\n</g:Ping>",
+        "<g:QueryVouchers>\n  <g:page>1</g:page>\n  <g:pageSize>5</g:pageSize>\n</g:QueryVouchers>",
+        "<g:GetVoucher>\n  <g:voucherId>V-ORG1-1</g:voucherId>\n</g:GetVoucher>",
+    ],
+    ids=["empty-operation", "empty-operation-with-comment", "indented-query", "indented-get-voucher"],
+)
+def test_indentation_is_not_content(env, body_xml):
+    response = post(env, envelope(body_xml).encode())
+    assert response.status_code == 200, response.text
+    assert etree.fromstring(response.content).find(f"{{{SOAP}}}Body/*").tag.endswith("Response")
+
+
+def test_text_in_an_empty_element_is_still_refused(env):
+    assert_soap_fault(post(env, envelope("<g:Ping>x</g:Ping>").encode()), "Validation")
+
+
+def issues_of(fault) -> list[tuple[str, str]]:
+    return [(i.findtext(f"{{{GW}}}place"), i.findtext(f"{{{GW}}}message")) for i in fault.iter(f"{{{GW}}}issue")]
+
+
+@pytest.mark.parametrize(
+    "body_xml, message, issues",
+    [
+        ("<g:GetVoucher>\n</g:GetVoucher>", "GetVoucher: required element voucherId is missing",
+         [("/g:GetVoucher", "required element voucherId is missing")]),
+        # libxml2 lists ten optional elements and not the required page
+        ("<g:QueryVouchers><g:pageSize>5</g:pageSize></g:QueryVouchers>",
+         "QueryVouchers: required element page is missing",
+         [("/g:QueryVouchers", "required element page is missing")]),
+        ("<g:SubmitWorkflowResult><g:oaRequestId>7001</g:oaRequestId><g:approvals><g:approval><g:step>1</g:step>"
+         "</g:approval></g:approvals></g:SubmitWorkflowResult>",
+         "SubmitWorkflowResult: required elements state, finishedAt are missing; "
+         "SubmitWorkflowResult/approvals/approval: required elements approver, action, time are missing",
+         [("/g:SubmitWorkflowResult", "required elements state, finishedAt are missing"),
+          ("/g:SubmitWorkflowResult/g:approvals/g:approval", "required elements approver, action, time are missing")]),
+    ],
+    ids=["get-voucher", "query-vouchers", "nested"],
+)
+def test_missing_required_elements_are_named_first_and_once(env, body_xml, message, issues):
+    fault = assert_soap_fault(post(env, envelope(body_xml).encode()), "Validation")
+    assert fault.findtext("faultstring") == f"Validation: {message}"
+    assert fault.findtext(f"detail/{{{GW}}}GatewayFault/{{{GW}}}message") == message
+    assert issues_of(fault) == issues
+
+
+def test_a_misspelt_element_is_named_beside_the_missing_one(env):
+    body = envelope("<g:GetVoucher><g:voucherID>V-ORG1-1</g:voucherID></g:GetVoucher>")
+    fault = assert_soap_fault(post(env, body.encode()), "Validation")
+    assert fault.findtext("faultstring") == (
+        "Validation: GetVoucher: required element voucherId is missing (1 more schema problem in the fault's issues)"
+    )
+    assert [place for place, _ in issues_of(fault)] == ["/g:GetVoucher", "/g:GetVoucher/g:voucherID"]
+
+
 # --- malformed requests are SOAP faults, never HTML --------------------------------------
 
 

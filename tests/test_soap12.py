@@ -396,6 +396,26 @@ def test_schema_errors_are_sender_faults_with_every_place(demo):
 
 
 @pytest.mark.parametrize(
+    "body_xml",
+    ["<g:Ping>\n  </g:Ping>", f"<g:GetVoucher>\n  <g:voucherId>{VOUCHER}</g:voucherId>\n</g:GetVoucher>"],
+    ids=["empty-operation", "indented-get-voucher"],
+)
+def test_indentation_is_not_content(demo, body_xml):
+    response = post12(demo, envelope12(body_xml).encode())
+    assert response.status_code == 200, response.text
+    assert etree.fromstring(response.content).find(f"{{{ENV12}}}Body/*").tag.endswith("Response")
+
+
+def test_a_missing_required_element_is_named_once_and_first(demo):
+    response = post12(demo, envelope12("<g:QueryVouchers>\n  <g:pageSize>5</g:pageSize>\n</g:QueryVouchers>").encode())
+    fault = fault_of(response, 400, "Validation")
+    reason = fault.findtext(f"{{{ENV12}}}Reason/{{{ENV12}}}Text")
+    assert reason == "Validation: QueryVouchers: required element page is missing"
+    issues = [(i.findtext(f"{{{GW}}}place"), i.findtext(f"{{{GW}}}message")) for i in fault.iter(f"{{{GW}}}issue")]
+    assert issues == [("/g:QueryVouchers", "required element page is missing")]
+
+
+@pytest.mark.parametrize(
     "body, content_type",
     [
         (b"not xml at all", "application/soap+xml"),

@@ -31,8 +31,8 @@ from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
 from ..services.call_audit import CLIENT_ADDRESS_KEY, record_rejected_request  # noqa: E402
-from . import encoding, wsdl_shape  # noqa: E402
-from ..errors import AdapterError, Issue, ValidationFailed  # noqa: E402
+from . import encoding, schema_check, wsdl_shape  # noqa: E402
+from ..errors import AdapterError, ValidationFailed  # noqa: E402
 from ..settings import Settings  # noqa: E402
 from .auth import OPERATION_ACCESS, ORIGIN_KEY, PasswordAuthenticator  # noqa: E402
 from .context import CORRELATION_KEY, GatewayServices  # noqa: E402
@@ -67,7 +67,8 @@ _SPYNE_BODY_LOGGERS = (
 
 
 class _GatewaySoap11(Soap11):
-    """SOAP 1.1 whose schema validation reports every failing place, not only the last."""
+    """SOAP 1.1 whose schema validation forgives indentation in empty elements and reports
+    every failing place, the missing required elements first (``schema_check``)."""
 
     #: One compiled schema serves every thread, and its ``error_log`` is shared state:
     #: validate and read the log under a lock so requests never see each other's errors.
@@ -77,22 +78,28 @@ class _GatewaySoap11(Soap11):
         schema = self.validation_schema
         if schema is None or ctx.in_body_doc is None:
             return
+        cls = self._prepare(ctx.in_body_doc)
         with self._validation_lock:
             if schema.validate(ctx.in_body_doc):
                 return
             errors = [(e.path, e.message, e.line) for e in schema.error_log]
-        issues = [
-            Issue(place=path or "/", rule="schema", message=text, line=line or None, source="request")
-            for path, text, line in errors
-        ]
-        correlation_id = _correlation_of(ctx)
-        raise GatewayFault("Validation", f"the request does not match the WSDL: {issues[-1].message}",
-                           correlation_id, issues)
+        raise schema_check.refusal(errors, ctx.in_body_doc, cls, _correlation_of(ctx))
 
     def is_valid(self, element) -> bool:
         """The check ``validate_body`` makes, as a yes or no (for the direct answers)."""
+        self._prepare(element)
         with self._validation_lock:
             return bool(self.validation_schema.validate(element))
+
+    def _prepare(self, element):
+        """The wire class of the operation ``element`` calls (``None`` if unknown), with
+        the element's forgiven indentation dropped."""
+        descriptors = self.app.interface.service_method_map.get(element.tag)
+        if not descriptors:
+            return None
+        cls = descriptors[0].in_message
+        schema_check.drop_indentation(element, cls)
+        return cls
 
 
 def build_application(services: GatewayServices | None, *, response_encoding: str = "utf-8") -> Application:
