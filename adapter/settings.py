@@ -121,7 +121,7 @@ class SecuritySettings:
     lockout_after: int = 10  # failures before the user or source is locked
     lockout_seconds: int = 900
     credential_cache_seconds: float = 60.0  # a verified Basic/PasswordText password is remembered; 0: off
-    secret_key: str = ""  # key encrypting secrets PasswordDigest needs (see README: rotation)
+    secret_key: str = ""  # key encrypting secrets PasswordDigest needs (docs/security.md: rotating the key)
     audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json
     audit_checkpoint_seconds: float = 300.0  # serve moves the checkpoint to the chain head this often
     max_depth: int = 64  # XML element nesting
