@@ -12,6 +12,7 @@ alias of ``ARCHIVE_OA_GATEWAY_PUBLIC_URL`` and ``ARCHIVE_OA_HOME`` names the dat
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .domain.delivery import RetryPolicy
 from .errors import ConfigurationError
 
 CONFIG_FILE_NAME = "archive-oa.toml"
+#: Every key at its default with a one-line comment; shipped inside the package.
+EXAMPLE_FILE_NAME = "archive-oa.toml.example"
 DEFAULT_HOME = "~/.archive-oa"
 
 
@@ -118,13 +121,18 @@ class SecuritySettings:
     lockout_after: int = 10  # failures before the user or source is locked
     lockout_seconds: int = 900
     credential_cache_seconds: float = 60.0  # a verified Basic/PasswordText password is remembered; 0: off
-    secret_key: str = ""  # key encrypting secrets PasswordDigest needs (see README: rotation)
+    secret_key: str = ""  # key encrypting secrets PasswordDigest needs (docs/security.md: rotating the key)
     audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json
     audit_checkpoint_seconds: float = 300.0  # serve moves the checkpoint to the chain head this often
     max_depth: int = 64  # XML element nesting
     max_text_bytes: int = 16 * 1024 * 1024  # one text node (attachments travel base64 in one)
     max_attributes: int = 64  # per element
     max_import_file_bytes: int = 512 * 1024 * 1024  # one file read by `archive-oa import` (XML or attachment)
+
+
+#: Where a value came from, besides its built-in default: ``("file", path)``,
+#: ``("environment", variable)`` or ``("option", "--data-dir")``.
+Source = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,13 @@ class Settings:
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    #: ``{"data_dir" | "<section>.<key>": Source}`` for every value not left at its default;
+    #: ``config show`` prints it.  Not part of equality: it says how, not what.
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
+
+    def source_of(self, name: str) -> Source:
+        """Where ``name`` (``"data_dir"`` or ``"<section>.<key>"``) came from."""
+        return self.sources.get(name, ("default", ""))
 
     @property
     def database_url(self) -> str:
@@ -161,7 +176,8 @@ class Settings:
         return dataclasses.replace(self, **changed)
 
 
-_SECTIONS = {
+#: The loader's sections, each a dataclass whose fields are its keys.
+SECTIONS = {
     "database": DatabaseSettings,
     "gateway": GatewaySettings,
     "oa": OaSettings,
@@ -179,7 +195,12 @@ def load_settings(
 ) -> Settings:
     env = os.environ if env is None else env
     home = Path(data_dir or env.get("ARCHIVE_OA_HOME") or DEFAULT_HOME).expanduser()
-    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sources: dict[str, Source] = {}
+    if data_dir:
+        sources["data_dir"] = ("option", "--data-dir")
+    elif env.get("ARCHIVE_OA_HOME"):
+        sources["data_dir"] = ("environment", "ARCHIVE_OA_HOME")
 
     path = Path(config_file) if config_file else home / CONFIG_FILE_NAME
     if config_file and not path.is_file():
@@ -190,23 +211,31 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"{path}: not valid TOML ({exc}); fix the file") from exc
         for section, keys in document.items():
-            if section not in _SECTIONS or not isinstance(keys, dict):
+            if section not in SECTIONS or not isinstance(keys, dict):
                 raise ConfigurationError(
-                    f"{path}: unknown section [{section}]; known: {', '.join(_SECTIONS)}"
+                    f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}"
                 )
             values[section].update(keys)
+            sources.update((f"{section}.{key}", ("file", str(path))) for key in keys)
 
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             var = f"ARCHIVE_OA_{name.upper()}_{f.name.upper()}"
             if var in env:
                 values[name][f.name] = env[var]
+                sources[f"{name}.{f.name}"] = ("environment", var)
     for var, (section, key) in _ALIASES.items():
         if var in env:
             values[section][key] = env[var]
+            sources[f"{section}.{key}"] = ("environment", var)
 
-    sections = {name: _build(cls, values[name], name) for name, cls in _SECTIONS.items()}
-    return Settings(data_dir=home, **sections)
+    sections = {name: _build(cls, values[name], name) for name, cls in SECTIONS.items()}
+    return Settings(data_dir=home, sources=sources, **sections)
+
+
+def example_config() -> str:
+    """The text of the shipped ``archive-oa.toml.example``."""
+    return importlib.resources.files(__package__).joinpath(EXAMPLE_FILE_NAME).read_text(encoding="utf-8")
 
 
 def _build(cls, raw: dict[str, Any], section: str):

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "backup",
     "audit",
     "users",
+    "config",
 )
 
 

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     target.add_argument("--source", metavar="ADDRESS", help="the locked source address instead")
 
     _command(commands, "rotate-key", run_rotate_key,
-             "re-encrypt the stored PasswordDigest secrets with a new key (see README: key rotation)")
+             "re-encrypt the stored PasswordDigest secrets with a new key (docs/security.md: rotating the key)")
     _command(commands, "new-key", run_new_key, "print a new encryption key for [security] secret_key")
 
 

@@ -72,7 +72,7 @@ Restore into an empty database, blobs first:
   pg_restore --no-owner --exit-on-error --dbname='{libpq}' BACKUP/archive-oa.dump
   cp BACKUP/audit-checkpoint.json {checkpoint}
   archive-oa audit verify
-Give the password in ~/.pgpass or PGPASSWORD, not in the URL.  README: "Backup and restore"."""
+Give the password in ~/.pgpass or PGPASSWORD, not in the URL (docs/backup.md)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""``archive-oa config show|example``: the effective settings and where each came from.
+
+``show`` lists every key with its value and its source — the built-in default, the
+configuration file, an environment variable or a command-line option — with passwords,
+the secret key and the password inside a database URL masked.  ``example`` prints the
+shipped ``archive-oa.toml.example``, every key at its default with a one-line comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from ..settings import CONFIG_FILE_NAME, SECTIONS, Settings, example_config
+from .common import add_common, settings_from
+from .output import table
+
+MASK = "********"
+#: Keys whose whole value is a secret.
+SECRET_KEYS = frozenset({"oa.password", "security.secret_key"})
+#: Keys that are URLs which may carry a password (``scheme://user:password@host``).
+URL_KEYS = frozenset({"database.url"})
+# up to the last "@": a password with an unescaped "@" or "/" is masked whole, never in part
+_URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:).*@")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "config",
+        help="show the effective settings and where each came from; print an example file",
+        description="The configuration: archive-oa.toml, ARCHIVE_OA_* environment variables and options.",
+    )
+    commands = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = commands.add_parser(
+        "show",
+        help="every setting, its value and its source (default, file, environment, option); secrets masked",
+        description=(
+            "Print every setting the commands would use, and where each value came from: the built-in "
+            "default, the configuration file, an ARCHIVE_OA_* environment variable or an option "
+            "(--data-dir). Passwords and keys are masked."
+        ),
+    )
+    show.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    add_common(show)
+    show.set_defaults(func=run_show)
+    example = commands.add_parser(
+        "example",
+        help="print archive-oa.toml.example: every key at its default, with a comment",
+        description="Print the example configuration file shipped with the package, e.g. "
+        "`archive-oa config example > ~/.archive-oa/archive-oa.toml`, then keep the keys you change.",
+    )
+    example.set_defaults(func=run_example)
+
+
+def run_example(args: argparse.Namespace) -> int:
+    print(example_config(), end="")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    config_file = Path(args.config) if args.config else settings.data_dir / CONFIG_FILE_NAME
+    rows = effective(settings)
+    if args.json:
+        print(json.dumps(_as_json(settings, config_file, rows), ensure_ascii=False, indent=2))
+        return 0
+    kind, where = settings.source_of("data_dir")
+    print(f"data folder:  {settings.data_dir}  ({_source_text(kind, where)})")
+    print(f"config file:  {config_file}{'' if config_file.is_file() else '  (not found)'}")
+    print(f"database:     {mask_url(settings.database_url)}")
+    print()
+    print(table(
+        ["setting", "value", "source"],
+        [[f"[{section}] {key}", _toml_text(value), _source_text(kind, where)]
+         for section, key, value, kind, where in rows],
+    ))
+    return 0
+
+
+def effective(settings: Settings) -> list[tuple[str, str, object, str, str]]:
+    """``(section, key, shown value, source kind, source detail)`` for every key, secrets masked."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        values = getattr(settings, section)
+        for f in dataclasses.fields(cls):
+            name = f"{section}.{f.name}"
+            rows.append((section, f.name, _masked(name, getattr(values, f.name)), *settings.source_of(name)))
+    return rows
+
+
+def mask_url(url: str) -> str:
+    """The URL with the password between ``user:`` and ``@`` replaced by the mask."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", url, count=1)
+
+
+def _masked(name: str, value: object) -> object:
+    if name in SECRET_KEYS:
+        return MASK if value else value
+    if name in URL_KEYS:
+        return mask_url(str(value))
+    return value
+
+
+def _source_text(kind: str, where: str) -> str:
+    return f"{kind} {where}" if where else kind
+
+
+def _toml_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _as_json(settings: Settings, config_file: Path, rows) -> dict:
+    kind, where = settings.source_of("data_dir")
+    sections: dict[str, dict] = {}
+    for section, key, value, kind_, where_ in rows:
+        sections.setdefault(section, {})[key] = {"value": value, "source": kind_, "from": where_}
+    return {
+        "data_dir": {"value": str(settings.data_dir), "source": kind, "from": where},
+        "config_file": {"path": str(config_file), "exists": config_file.is_file()},
+        "database_url": mask_url(settings.database_url),
+        "settings": sections,
+    }
