@@ -167,6 +167,18 @@ def test_missing_mismatched_orphaned_and_their_repair(run, capsys):
     assert sum(per_key.values()) == 10 + 1 - 1  # one per voucher of the period, one by hand, one deleted by the OA
 
 
+def test_reconcile_of_an_organisation_the_archive_does_not_know_names_the_ones_it_does(run, capsys):
+    adapter, simulator, folder = run
+    sc.import_vouchers(adapter, [folder])
+    data = str(adapter.settings.data_dir)
+    assert main(["reconcile", "--org", "HD1", "--period", PERIOD, "--data-dir", data]) == 2
+    err = capsys.readouterr().err
+    assert "no voucher of organisation 'HD1'; organisations it holds: HD01, HN02, XB03" in err
+    # a known organisation with an empty period is an answer, not a mistake
+    assert main(["reconcile", "--org", ORG, "--period", "2020-01", "--data-dir", data]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == [ORG, "2020-01", "0", "0", "0", "0"]
+
+
 def test_reconcile_period_over_the_gateway(run):
     from archive_oa.gateway.app import make_gateway_app
     from archive_oa.gateway.server import start_gateway

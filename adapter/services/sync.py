@@ -203,6 +203,8 @@ class SyncService:
         _orgs_in_scope(org_code, org_codes)
         with self.store.transaction() as conn:
             summaries = _all_summaries(self.repo, conn, org_code, period)
+            if not summaries:
+                _check_org_known(self.repo.org_codes(conn), org_code, org_codes)
             by_voucher: dict[str, list[outbox.Delivery]] = {}
             for delivery in outbox.for_vouchers(conn, [s.voucher_id for s in summaries]):
                 by_voucher.setdefault(delivery.voucher_id, []).append(delivery)
@@ -332,6 +334,17 @@ def _all_summaries(repo, conn, org_code: str, period: str) -> list:
         if page * result.page_size >= result.total or not result.items:
             return items
         page += 1
+
+
+def _check_org_known(known: Sequence[str], org_code: str, org_codes: frozenset[str] | None) -> None:
+    """NotFound for an organisation the archive holds no voucher of: a typo must not read as "all is well"."""
+    if org_code in known:
+        return
+    visible = [org for org in known if org_codes is None or org in org_codes]
+    listed = ", ".join(visible[:20]) + (f" and {len(visible) - 20} more" if len(visible) > 20 else "")
+    if not visible:
+        listed = "none at all" if org_codes is None else "none of the organisations in your scope either"
+    raise NotFound(f"the archive holds no voucher of organisation {org_code!r}; organisations it holds: {listed}")
 
 
 def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> list[str | None]:
