@@ -7,6 +7,7 @@ exit messages.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 
@@ -101,6 +102,17 @@ class ConfigurationError(AdapterError):
 class OaError(Unavailable):
     """The OA call did not succeed.  Subclasses say whether resending is safe."""
 
+    transient = True  # the same call may succeed later (the OA is down, slow or failing)
+
+    @property
+    def log_level(self) -> int:
+        """WARNING while it may pass by itself; ERROR when someone must act (a refusal)."""
+        return logging.WARNING if self.transient else logging.ERROR
+
+    def log_line(self) -> str:
+        """The failure class, the operation and the message: an expected failure logs this, never a traceback."""
+        return f"{type(self).__name__} in {self.data.get('operation') or 'an OA call'}: {self.message}"
+
 
 class OaUnreachable(OaError):
     """Nothing reached the OA (connection refused, DNS): the request was not created."""
@@ -121,6 +133,7 @@ class OaRejected(OaError):
     """The OA refused the request itself (client fault): resending cannot help."""
 
     client_error = True
+    transient = False
 
 
 class OaAuthenticationFailed(OaRejected):

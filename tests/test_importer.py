@@ -213,6 +213,50 @@ def test_cli_import_summary_issues_and_exit_code(tmp_path, capsys):
     assert lines["failed files"] == "1" and lines["unchanged"] == "1"
 
 
+def test_cli_import_of_an_empty_folder_says_nothing_was_imported(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(["import", "--data-dir", str(tmp_path / "data"), str(tmp_path / "in")]) == 1
+    err = capsys.readouterr().err
+    assert f"nothing imported: {tmp_path / 'in'} holds no files" in err and "*.xml" in err
+
+
+def test_cli_import_of_a_folder_without_voucher_files_names_what_it_left(tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "attachments").mkdir(parents=True)
+    (folder / "invoice.pdf").write_bytes(PDF)
+    (folder / "VOUCHERS.TXT").write_text("not xml")
+    (folder / "attachments" / "e-invoice.xml").write_text("<Invoice/>")  # an attachment, never a voucher
+    assert main(["import", "--data-dir", str(tmp_path / "data"), str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"nothing imported: no voucher files in {folder}" in err
+    assert "the 3 files there are not voucher files" in err and str(folder / "invoice.pdf") in err
+
+
+def test_cli_import_json_counts_and_errors_with_file_and_message(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "data"
+    write(tmp_path / "in" / "good.xml", make_voucher())
+    assert main(["import", "--data-dir", str(data), "--no-queue", str(tmp_path / "in")]) == 0
+    capsys.readouterr()
+    write(tmp_path / "in" / "new.xml", make_voucher("V-2", no=2))
+    write(tmp_path / "in" / "changed.xml", make_voucher("V-1", amount="990.00"))
+    (tmp_path / "in" / "good.xml").unlink()
+    bad = write(tmp_path / "in" / "bad.xml", make_voucher("V-9", attachments=[meta_for("A9", "gone.pdf", PDF)]))
+    write(tmp_path / "in" / "same.xml", make_voucher("V-1", amount="990.00"))
+
+    assert main(["import", "--json", "--data-dir", str(data), "--no-queue", str(tmp_path / "in")]) == 1
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert {k: v for k, v in answer.items() if k != "errors"} == {
+        "files": 4, "failedFiles": 1, "vouchersSeen": 3, "created": 1, "newVersions": 1, "unchanged": 1, "queued": 0,
+    }
+    (error,) = answer["errors"]
+    assert error["file"] == str(bad) and error["rule"] == "attachment-file-missing" and "gone.pdf" in error["message"]
+    assert set(error) == {"file", "line", "place", "rule", "message"}
+    assert "[attachment-file-missing]" not in captured.err, "the JSON carries the errors"
+
+
 def test_cli_db_upgrade_reports_the_revision(tmp_path, capsys, monkeypatch):
     from archive_oa.store.migrations import head_revision
 

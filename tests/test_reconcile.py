@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sqlite3
 import time
 
@@ -165,6 +166,44 @@ def test_missing_mismatched_orphaned_and_their_repair(run, capsys):
     per_key = simulator.db.requests_per_external_key()
     assert per_key[delivery.idempotency_key] == 2  # the hand-made one; the adapter added none
     assert sum(per_key.values()) == 10 + 1 - 1  # one per voucher of the period, one by hand, one deleted by the OA
+
+
+def test_reconcile_of_an_organisation_the_archive_does_not_know_names_the_ones_it_does(run, capsys):
+    adapter, simulator, folder = run
+    sc.import_vouchers(adapter, [folder])
+    data = str(adapter.settings.data_dir)
+    assert main(["reconcile", "--org", "HD1", "--period", PERIOD, "--data-dir", data]) == 2
+    err = capsys.readouterr().err
+    assert "no voucher of organisation 'HD1'; organisations it holds: HD01, HN02, XB03" in err
+    # a known organisation with an empty period is an answer, not a mistake
+    assert main(["reconcile", "--org", ORG, "--period", "2020-01", "--data-dir", data]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == [ORG, "2020-01", "0", "0", "0", "0"]
+
+
+def test_reconcile_asks_the_oa_again_after_a_dropped_call(run, capsys, caplog):
+    adapter, simulator, folder = run
+    sc.import_vouchers(adapter, [folder])
+    deliver(adapter)
+    simulator.injector.fail_next("drop")  # the first call of the reconciliation gets no answer
+    code, out = reconcile(adapter, capsys, "--format", "json")
+    assert json.loads(out)["checked"] == 10
+    assert simulator.injector.counts()["drop"] == 1
+    (retry,) = [r for r in caplog.records if "asking again" in r.getMessage()]
+    assert (retry.levelno, retry.exc_info) == (logging.WARNING, None)
+    assert retry.getMessage().startswith("OaAmbiguous in FindWorkflowRequests: the OA at")
+
+
+def test_reconcile_gives_up_on_an_oa_that_keeps_failing_with_one_line(run, capsys):
+    adapter, simulator, folder = run
+    sc.import_vouchers(adapter, [folder])
+    deliver(adapter)
+    simulator.injector.fail_next("error", 3)
+    code = main(["reconcile", "--org", ORG, "--period", PERIOD, "--data-dir", str(adapter.settings.data_dir)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("archive-oa reconcile: gave up after 3 attempts: the OA at ")
+    assert "(FindWorkflowRequests) failed:" in line
 
 
 def test_reconcile_period_over_the_gateway(run):

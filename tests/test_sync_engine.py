@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
+import logging
 import random
 import threading
 import time
@@ -363,6 +364,37 @@ def test_invalid_rendering_goes_dead_without_calling_the_oa(store, clock):
     counts = worker_for(store, oa, BrokenTransforms(), clock).run_once()
     assert counts.dead == 1 and oa.calls == []
     assert delivery(store, key).state is S.DEAD
+
+
+def _oa_log_records(caplog):
+    return [r for r in caplog.records if r.name.startswith("archive_oa.sync")]
+
+
+def test_an_oa_server_fault_in_delivery_is_one_warning_line(store, transforms, clock, caplog):
+    add_vouchers(store, 1)
+    caplog.set_level(logging.INFO, logger="archive_oa")
+    assert worker_for(store, FakeOa(create_faults=["fault"]), transforms, clock).run_once().retrying == 1
+    (record,) = [r for r in _oa_log_records(caplog) if "failed" in r.getMessage()]
+    assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+    assert "failed in send: OaServerFault in an OA call: soap:Server: database busy" in record.getMessage()
+
+
+def test_a_failed_poll_round_is_one_warning_line_and_the_schedule_goes_on(store, clock, caplog):
+    from archive_oa.sync.schedule import parse_schedule
+    from archive_oa.sync.scheduler import ScheduledJob, Scheduler
+
+    class DroppingOa(FakeOa):
+        def fetch_completed(self, after_cursor, max_items):
+            raise OaAmbiguous("the OA at http://oa.test/soap/workflow (FetchCompletedRequests) dropped the "
+                              "connection mid-call (Connection aborted.)", operation="FetchCompletedRequests")
+
+    poller = Poller(store, DroppingOa(), SYNC, clock=clock)
+    job = ScheduledJob("poll", parse_schedule("every 1s"), lambda tick: poller.run_once())
+    caplog.set_level(logging.INFO, logger="archive_oa")
+    assert Scheduler([job], store, owner="one", clock=clock).run_tick(job, T0) is True
+    (record,) = _oa_log_records(caplog)
+    assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+    assert "OaAmbiguous in FetchCompletedRequests: the OA at http://oa.test" in record.getMessage()
 
 
 def test_dead_after_max_attempts_then_retry_from_dead_letters(store, transforms, clock):

@@ -207,3 +207,30 @@ def test_status_shows_a_scoped_caller_only_jobs_of_their_organisations(store):
     # "the latest job" means the latest the caller may see
     assert service.status(org_codes=hd01).job_id == own.job_id
     assert service.status().job_id == mixed.job_id
+
+
+def test_oa_reads_ask_again_on_a_passing_fault_but_never_after_a_refusal():
+    from archive_oa.errors import OaAuthenticationFailed, OaServerFault
+    from archive_oa.services.oa_reads import RetryingReads
+
+    answers = [OaServerFault("busy", operation="FindWorkflowRequests"), OaServerFault("busy"), [7]]
+    calls, slept = [], []
+
+    def find(key):
+        calls.append(key)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    class Oa:
+        find_requests = staticmethod(find)
+
+    reads = RetryingReads(Oa(), sleep=slept.append)
+    assert reads.find_requests("k") == [7] and len(calls) == 3 and len(slept) == 2
+    assert 0 < slept[0] < slept[1] <= 1.0  # 0.5 s then 1 s, less up to half for jitter
+
+    answers[:] = [OaAuthenticationFailed("refused", operation="FindWorkflowRequests"), [7]]
+    with pytest.raises(OaAuthenticationFailed):
+        reads.find_requests("k")
+    assert len(calls) == 4, "a refusal is not asked again"

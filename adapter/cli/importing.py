@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -33,6 +34,11 @@ def register(subparsers) -> None:
         metavar="N",
         help="vouchers stored per transaction (default 500); a batch the database refuses is "
         "stored again one voucher at a time, so only the voucher at fault is reported",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (counts and each error with its file and message) instead of the table",
     )
     add_common(parser)
     parser.set_defaults(func=run)
@@ -65,10 +71,16 @@ def run(args: argparse.Namespace) -> int:
         progress.finish()
     finally:
         store.dispose()
-    for issue in report.issues:
-        print(_issue_line(issue), file=sys.stderr)
-    print(_summary(report))
-    return 1 if report.failed_files else 0
+    nothing = _nothing_imported(report, args.paths)
+    if args.json:
+        print(json.dumps(as_dict(report), ensure_ascii=False, indent=2))
+    else:
+        for issue in report.issues:
+            print(_issue_line(issue), file=sys.stderr)
+        print(_summary(report))
+    if nothing:
+        print(f"archive-oa import: {nothing}", file=sys.stderr)
+    return 1 if report.failed_files or nothing else 0
 
 
 class _Progress:
@@ -103,6 +115,41 @@ class _Progress:
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _nothing_imported(report, paths: list[str]) -> str | None:
+    """Why an import that failed no file still stored nothing, or None when it found vouchers."""
+    if report.vouchers_seen or report.failed_files:
+        return None
+    where = ", ".join(paths)
+    if report.files:
+        return f"nothing imported: the {report.files} files in {where} hold no vouchers"
+    rule = "import reads *.xml files, searching folders recursively and leaving attachments/ folders out"
+    if not report.other_files:
+        return f"nothing imported: {where} holds no files ({rule})"
+    shown = ", ".join(report.other_files[:3])
+    if len(report.other_files) > 3:
+        shown += f" and {len(report.other_files) - 3} more"
+    return (f"nothing imported: no voucher files in {where} ({rule}); the {len(report.other_files)} "
+            f"files there are not voucher files: {shown}")
+
+
+def as_dict(report) -> dict:
+    """The ``--json`` answer: the summary's counts and every error with its file and place."""
+    return {
+        "files": report.files,
+        "failedFiles": report.failed_files,
+        "vouchersSeen": report.vouchers_seen,
+        "created": report.created,
+        "newVersions": report.new_versions,
+        "unchanged": report.unchanged,
+        "queued": report.queued,
+        "errors": [
+            {"file": issue.source, "line": issue.line, "place": issue.place, "rule": issue.rule,
+             "message": issue.message}
+            for issue in report.issues
+        ],
+    }
 
 
 def _issue_line(issue) -> str:

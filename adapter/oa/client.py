@@ -293,7 +293,7 @@ def _map_fault(where: str, operation: str, exc: zeep.exceptions.Fault) -> OaErro
     if parts[0] == "Client":
         return OaRejected(f"{where} refused the request: {message}", **data)
     if parts[0] == "Server":
-        return OaServerFault(f"{where} failed: {message}; it will be retried", **data)
+        return OaServerFault(f"{where} failed: {message}", **data)
     # an HTTP error page that still parsed as XML, or a faultcode we do not know
     return OaAmbiguous(f"{where} answered with an unexpected fault {code or '(no code)'}: {message}", **data)
 

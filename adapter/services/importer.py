@@ -66,6 +66,9 @@ class ImportReport:
     failed_files: int = 0
     failed_paths: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    #: files found in the given folders that are not read as voucher XML (not *.xml, or
+    #: under an attachments/ folder): what an import that found nothing can point to
+    other_files: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,8 +108,8 @@ def import_paths(
         raise ValueError(f"batch_size = {batch_size}: store at least 1 voucher per transaction")
     if max_file_bytes < 1:
         raise ValueError(f"max_file_bytes = {max_file_bytes}: allow at least 1 byte per file")
-    files = list(_expand(paths))
     report = ImportReport()
+    files = list(_expand(paths, report.other_files))
     pending: list[_Ready] = []
     pending_bytes = 0
     with ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="import-blobs") as blob_pool:
@@ -157,16 +160,21 @@ def _fail_file(report: ImportReport, source: str, issues: Iterable[Issue]) -> No
 # --- reading and checking a file --------------------------------------------------------
 
 
-def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
+def _expand(paths: Iterable[str | Path], others: list[str]) -> Iterator[Path]:
     """Files as given; folders recursively for *.xml, skipping attachment folders (an
-    attachment may itself be XML, e.g. an electronic invoice)."""
+    attachment may itself be XML, e.g. an electronic invoice).  The files of a folder
+    that are not read go to ``others``."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for found in sorted(path.rglob("*.xml")):
+            for found in sorted(path.rglob("*")):
+                if not found.is_file():
+                    continue
                 relative = found.relative_to(path).parts[:-1]
-                if found.is_file() and ATTACHMENT_FOLDER not in relative:
+                if found.suffix == ".xml" and ATTACHMENT_FOLDER not in relative:
                     yield found
+                else:
+                    others.append(str(found))
         else:
             yield path  # a missing file is reported by _read_file
 

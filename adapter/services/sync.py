@@ -17,6 +17,7 @@ from ..domain.ports import OaWorkflowPort
 from ..errors import AccessDenied, ConfigurationError, Issue, NotFound, ValidationFailed
 from ..store import jobs, outbox
 from ..sync.repo import ArchiveRepo, default_repo
+from .oa_reads import RetryingReads
 
 
 def utcnow() -> dt.datetime:
@@ -97,6 +98,8 @@ class SyncService:
     ) -> None:
         self.store = store
         self.oa = oa
+        # reconciliation only reads from the OA: a call that meets a passing fault is asked again
+        self.oa_reads = RetryingReads(oa) if oa is not None else None
         self.repo = repo or default_repo()
         self.clock = clock
 
@@ -203,6 +206,8 @@ class SyncService:
         _orgs_in_scope(org_code, org_codes)
         with self.store.transaction() as conn:
             summaries = _all_summaries(self.repo, conn, org_code, period)
+            if not summaries:
+                _check_org_known(self.repo.org_codes(conn), org_code, org_codes)
             by_voucher: dict[str, list[outbox.Delivery]] = {}
             for delivery in outbox.for_vouchers(conn, [s.voucher_id for s in summaries]):
                 by_voucher.setdefault(delivery.voucher_id, []).append(delivery)
@@ -224,7 +229,7 @@ class SyncService:
             history = by_voucher.get(summary.voucher_id, [])
             if not history:
                 if summary.state is not WorkflowState.NONE:  # its state says sent, yet no delivery exists
-                    found = [str(i) for i in self.oa.find_requests(current_keys[summary.voucher_id])]
+                    found = [str(i) for i in self.oa_reads.find_requests(current_keys[summary.voucher_id])]
                     if not found:
                         report.missing_in_oa.append(summary.voucher_id)
                     orphans.update(i for i in found if i not in known)  # in the OA, unknown to the archive
@@ -232,7 +237,7 @@ class SyncService:
             current = max(history, key=lambda d: (d.version, d.id))
             current_found: list[str] = []
             for delivery in history:
-                found = [str(i) for i in self.oa.find_requests(delivery.idempotency_key)]
+                found = [str(i) for i in self.oa_reads.find_requests(delivery.idempotency_key)]
                 if delivery is current:
                     current_found = found
                 orphans.update(i for i in found if i not in known)
@@ -243,7 +248,7 @@ class SyncService:
                 report.missing_in_oa.append(summary.voucher_id)
                 continue
             if request_id and summary.state is not WorkflowState.NONE:
-                oa_state = self.oa.get_request(int(request_id)).status
+                oa_state = self.oa_reads.get_request(int(request_id)).status
                 if oa_state is not summary.state:
                     report.state_mismatches.append(StateMismatch(summary.voucher_id, summary.state, oa_state, request_id))
         orphans.update(self._orphans_in_queue({s.voucher_id for s in summaries}, known, by_voucher))
@@ -306,7 +311,7 @@ class SyncService:
         orphans: set[str] = set()
         cursor, seen = 0, 0
         while seen < RECONCILE_SCAN_LIMIT:
-            batch = self.oa.fetch_completed(cursor, 500)
+            batch = self.oa_reads.fetch_completed(cursor, 500)
             for item in batch.items:
                 key = item.external_key or ""
                 named = key.rpartition(":")[0] in voucher_ids
@@ -332,6 +337,17 @@ def _all_summaries(repo, conn, org_code: str, period: str) -> list:
         if page * result.page_size >= result.total or not result.items:
             return items
         page += 1
+
+
+def _check_org_known(known: Sequence[str], org_code: str, org_codes: frozenset[str] | None) -> None:
+    """NotFound for an organisation the archive holds no voucher of: a typo must not read as "all is well"."""
+    if org_code in known:
+        return
+    visible = [org for org in known if org_codes is None or org in org_codes]
+    listed = ", ".join(visible[:20]) + (f" and {len(visible) - 20} more" if len(visible) > 20 else "")
+    if not visible:
+        listed = "none at all" if org_codes is None else "none of the organisations in your scope either"
+    raise NotFound(f"the archive holds no voucher of organisation {org_code!r}; organisations it holds: {listed}")
 
 
 def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> list[str | None]:

@@ -205,6 +205,12 @@ def voucher_org(conn: Connection, voucher_id: str) -> str | None:
     ).scalar()
 
 
+def org_codes(conn: Connection) -> list[str]:
+    """Every organisation the archive holds a voucher of, sorted."""
+    query = select(vouchers.c.org_code).where(LATEST).distinct().order_by(vouchers.c.org_code)
+    return list(conn.execute(query).scalars())
+
+
 def count_by_state(conn: Connection, *, org_codes: frozenset[str] | None = None) -> dict[WorkflowState, int]:
     """How many vouchers (latest versions) are in each workflow state; absent states are left out."""
     where = [LATEST]

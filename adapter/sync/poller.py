@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..domain.model import WorkflowOutcome
 from ..domain.ports import CompletedItem, OaWorkflowPort
-from ..errors import NotFound, ValidationFailed
+from ..errors import NotFound, OaError, ValidationFailed
 from ..settings import SyncSettings
 from ..store import cursors
 from ..services.outcomes import apply_outcome
@@ -105,8 +105,11 @@ class Poller:
         counts.cursor = batch.next_cursor
         try:
             self.oa.acknowledge(batch.next_cursor)
-        except Exception as exc:  # the cursor is ours already; the OA keeps items a little longer
-            log.warning("acknowledging cursor %s failed: %s", batch.next_cursor, exc)
+        # the cursor is ours already; the OA keeps the items a little longer
+        except OaError as exc:
+            log.log(exc.log_level, "poll: acknowledging cursor %s failed: %s", batch.next_cursor, exc.log_line())
+        except Exception:
+            log.exception("poll: acknowledging cursor %s failed", batch.next_cursor)
         return counts
 
     def _apply(self, conn, item: CompletedItem, counts: PollCounts) -> None:

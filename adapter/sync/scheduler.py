@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..errors import OaError
 from ..settings import Settings
 from ..store import jobs as job_store
 from .schedule import Schedule, parse_schedule
@@ -86,7 +87,9 @@ class Scheduler:
                 return False
         try:
             job.run(tick)
-        except Exception:  # one failed round must not end the schedule
+        except OaError as exc:  # expected (the OA is down, slow or refusing): one line, the next tick tries again
+            log.log(exc.log_level, "scheduled job %s at tick %s: %s", job.name, tick.isoformat(), exc.log_line())
+        except Exception:  # a bug: its traceback; one failed round must not end the schedule
             log.exception("scheduled job %s failed at tick %s", job.name, tick.isoformat())
         self.runs[job.name] = self.runs.get(job.name, 0) + 1
         return True

@@ -25,10 +25,12 @@ from typing import Callable
 from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
 from ..domain.ports import OaWorkflowPort
 from ..errors import (
+    AdapterError,
     IntegrityError,
     NotFound,
     OaAmbiguous,
     OaAuthenticationFailed,
+    OaError,
     OaRejected,
     OaServerFault,
     OaUnreachable,
@@ -296,7 +298,7 @@ class DeliveryWorker:
         else:
             state = DeliveryState.PENDING
         error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
-        log.info("delivery %s (%s) failed: %s", claim.delivery_id, claim.idempotency_key, error)
+        _log_failure(claim, exc, phase, decision.reason)
         return self._settles.run(
             lambda conn: self._settle_failed(conn, claim, state, error, now, next_attempt_at)
         )
@@ -319,3 +321,14 @@ class DeliveryWorker:
         now = self.clock()
         self._settles.run(lambda conn: outbox.release(conn, claim, now=now))
         return "released"
+
+
+def _log_failure(claim: Claim, exc: BaseException, phase: str, outlook: str) -> None:
+    """One line for an expected failure (the OA's, or the voucher's own); a traceback for a bug."""
+    where = f"delivery {claim.delivery_id} ({claim.idempotency_key}) failed in {phase}"
+    if isinstance(exc, OaError):
+        log.log(exc.log_level, "%s: %s (%s)", where, exc.log_line(), outlook)
+    elif isinstance(exc, AdapterError):
+        log.warning("%s: %s: %s (%s)", where, type(exc).__name__, exc.message, outlook)
+    else:
+        log.error("%s: %s: %s (%s)", where, type(exc).__name__, exc, outlook, exc_info=exc)

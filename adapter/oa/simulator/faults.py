@@ -9,6 +9,7 @@ Latency is added before every call.  Answers are re-encoded to the configured ch
 (GBK answers carry it in both the Content-Type and the XML declaration, as legacy OA
 stacks do).  The draws come from one seeded ``random.Random``, so a run with
 ``--seed`` repeats the same sequence of faults for the same sequence of calls.
+A test can also script the next calls' faults (``fail_next``), which come before any draw.
 
 A request may come in UTF-8, GBK or GB18030, named in the Content-Type, the XML
 declaration or both (read as the gateway reads them, ``archive_oa.gateway.encoding``);
@@ -20,6 +21,7 @@ above ``MAX_BODY_BYTES`` is refused without being read.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import random
@@ -62,6 +64,7 @@ class FaultInjector:
         self._rng_lock = threading.Lock()
         self._stopping = stopping or threading.Event()
         self.injected: dict[str, int] = {"error": 0, "drop": 0, "ambiguous": 0}
+        self._scripted: collections.deque[str] = collections.deque()
 
     def __call__(self, environ, start_response):
         config = self._config()
@@ -97,12 +100,22 @@ class FaultInjector:
             raise DropConnection(operation)
         return self._answer(environ, start_response, config.encoding)
 
+    def fail_next(self, fault: str, calls: int = 1) -> None:
+        """Inject ``fault`` (``error``, ``drop`` or ``ambiguous``) into the next ``calls`` calls, whatever the rates."""
+        if fault not in self.injected:
+            raise ValueError(f"fault {fault!r}: give one of {', '.join(self.injected)}")
+        with self._rng_lock:
+            self._scripted.extend([fault] * calls)
+
     def counts(self) -> dict[str, int]:
         """How many faults of each kind were injected so far."""
         with self._rng_lock:
             return dict(self.injected)
 
     def _draw(self, config: SimulatorConfig) -> str | None:
+        with self._rng_lock:
+            if self._scripted:
+                return self._scripted.popleft()
         if not (config.error_rate or config.drop_rate or config.ambiguous_rate):
             return None
         with self._rng_lock:
