@@ -46,7 +46,7 @@ from archive_oa.transforms.pipeline import Transforms
 
 UTC = dt.timezone.utc
 GW = "urn:archive-oa:gateway:1"
-PASSWORD = "pw-张三-1"
+PASSWORD = "pw-张三-1-密码-2026"  # [security] min_password_length: 12 characters
 
 
 class Clock:
@@ -537,7 +537,7 @@ def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_set
     with store.transaction() as conn:
         assert user_repo.count_failures(conn, "user", "alice", Clock()() - dt.timedelta(hours=1)) == 4
     # Another user with the same password gets no free pass either.
-    users.add_user("bob", "other", {"viewer"}, None)
+    users.add_user("bob", "other-pw-2026", {"viewer"}, None)
     assert _outcome(auth, _text_credentials("bob", PASSWORD), "198.51.100.1") == "refused"
     assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
     assert len(counted_scrypt) == 6
