@@ -139,7 +139,7 @@ class Demo:
         self.adapter = build(self.settings)
         for role in DEMO_ROLES:
             name = f"demo-{role}"
-            self.adapter.users.add_user(name, name, {role}, None)
+            self.adapter.users.add_user(name, name, {role}, None, password_policy=False)  # password = name
         self.gateway = start_gateway(make_gateway_app(self.adapter), "127.0.0.1", self.gateway_port)
         self.simulator = start_simulator(
             self._simulator_config(), self.data_dir / "oa-sim", port=self.oa_port, on_decided=self._on_decided

@@ -117,9 +117,10 @@ class SecuritySettings:
     allow_plaintext_http: bool = False  # PasswordText / Basic over plain HTTP off loopback
     trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-* headers are believed
     failure_window_seconds: int = 900  # failures counted over this window
-    slowdown_after: int = 3  # failures before answers are delayed
-    lockout_after: int = 10  # failures before the user or source is locked
+    slowdown_after: int = 3  # failures before answers to failed attempts are delayed
+    lockout_after: int = 10  # failures before the user name or source address is locked
     lockout_seconds: int = 900
+    min_password_length: int = 12  # users add / users passwd refuse shorter passwords (characters)
     credential_cache_seconds: float = 60.0  # a verified Basic/PasswordText password is remembered; 0: off
     secret_key: str = ""  # key encrypting secrets PasswordDigest needs (docs/security.md: rotating the key)
     audit_checkpoint: str = ""  # empty: <data dir>/audit-checkpoint.json

@@ -349,7 +349,7 @@ def test_export_csv_and_jsonl_carry_the_chain(chain, store, cli, tmp_path):
 
 # --- the gateway: every call, and the change with its record -------------------------------
 
-PASSWORD = "Pw-审计-9f3c!"
+PASSWORD = "Pw-审计-9f3c!-2026"  # [security] min_password_length: 12 characters
 
 
 def _voucher(voucher_id, org):

@@ -46,7 +46,7 @@ from archive_oa.transforms.pipeline import Transforms
 
 UTC = dt.timezone.utc
 GW = "urn:archive-oa:gateway:1"
-PASSWORD = "pw-张三-1"
+PASSWORD = "pw-张三-1-密码-2026"  # [security] min_password_length: 12 characters
 
 
 class Clock:
@@ -343,18 +343,38 @@ def test_user_is_slowed_then_locked_then_released_when_the_lock_expires(start):
     assert call(gateway.text("alice")).total == 0
 
 
-def test_a_source_is_locked_across_user_names_and_other_sources_are_not(start):
+def test_a_source_is_locked_across_user_names_for_failed_attempts_only(start):
     gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, slowdown_after=10)
     gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
     attacker = {"X_Forwarded_For": "198.51.100.66"}
     for name in ("u1", "u2", "u3"):  # three names: no single user reaches the limit
         refused(gateway.digest(name, "guess", session_headers=attacker))
-    locked = refused(gateway.digest(session_headers=attacker))
-    assert "source address 198.51.100.66" in locked and "users unlock --source 198.51.100.66" in locked
-    assert call(gateway.digest()).total == 0  # from elsewhere alice is fine
+    for name, secret in (("u4", "guess"), ("alice", "guess")):  # unknown name and wrong password alike
+        locked = refused(gateway.digest(name, secret, session_headers=attacker))
+        assert "source address 198.51.100.66" in locked and "users unlock --address 198.51.100.66" in locked
+    assert call(gateway.digest(session_headers=attacker)).total == 0  # alice's right password gets in
+    assert call(gateway.digest()).total == 0  # and from elsewhere
     assert gateway.count(auth_lockouts) == 1
     assert gateway.users.unlock("source", "198.51.100.66")
-    assert call(gateway.digest(session_headers=attacker)).total == 0
+    assert "authentication failed" in refused(gateway.digest("u5", "guess", session_headers=attacker))
+
+
+def test_an_unknown_name_failing_behind_an_address_locks_no_user_out(start):
+    """Issue 9: ten QueryVouchers as ghost-user from 127.0.0.1 locked every user of that address."""
+    gateway = start()  # the shipped limits: slowed from 3 failures, locked at 10
+    gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    for _ in range(10):
+        refused(gateway.text("ghost-user", "ghost-user"))
+    assert "user 'ghost-user'" in refused(gateway.text("ghost-user", "ghost-user"))
+    assert "source address 127.0.0.1" in refused(gateway.text("ghost-2", "ghost-2"))
+    waited = len(gateway.sleeps)
+    assert call(gateway.text("alice")).total == 0  # at once: no lock, no wait
+    assert call(gateway.digest()).total == 0
+    assert call(gateway.basic("alice")).total == 0
+    assert len(gateway.sleeps) == waited
+    with gateway.store.transaction() as conn:
+        targets = {record.targets for record in audit.find_records(conn, operation="AuthLockout")}
+    assert targets == {("user:ghost-user",), ("source:127.0.0.1",)}
 
 
 def test_enabling_a_user_lifts_its_lock_and_success_clears_its_failures(start):
@@ -517,10 +537,25 @@ def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_set
     with store.transaction() as conn:
         assert user_repo.count_failures(conn, "user", "alice", Clock()() - dt.timedelta(hours=1)) == 4
     # Another user with the same password gets no free pass either.
-    users.add_user("bob", "other", {"viewer"}, None)
+    users.add_user("bob", "other-pw-2026", {"viewer"}, None)
     assert _outcome(auth, _text_credentials("bob", PASSWORD), "198.51.100.1") == "refused"
     assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
     assert len(counted_scrypt) == 6
+
+
+def test_a_locked_name_is_refused_before_its_password_is_checked(store, db_settings, counted_scrypt):
+    users, auth = _authenticator(store, db_settings, Ticks(), lockout_after=3, slowdown_after=100)
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    for _ in range(3):
+        assert _outcome(auth, _text_credentials(secret="wrong"), "198.51.100.1") == "refused"
+    checked = len(counted_scrypt)
+    for secret in (PASSWORD, "wrong"):  # right or wrong, from this address or another: one answer, no check
+        for address in ("198.51.100.1", "198.51.100.2"):
+            assert _outcome(auth, _text_credentials(secret=secret), address) == "locked"
+    assert len(counted_scrypt) == checked
+    with store.transaction() as conn:  # the locked name's refusals count nowhere
+        counts = user_repo.failure_counts(conn, Clock()() - dt.timedelta(hours=1))
+    assert counts == {}
 
 
 def test_password_disable_role_and_scope_changes_count_at_once_in_every_instance(store, db_settings):
@@ -612,20 +647,19 @@ def test_the_throttle_standing_and_the_user_row_are_read_in_one_transaction(stor
     assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"
 
 
-def test_after_a_slow_down_the_user_row_is_read_again(store, db_settings):
-    security = dataclasses.replace(db_settings.security, slowdown_after=1, lockout_after=100)
+def test_only_failed_attempts_wait_and_a_right_password_never_does(store, db_settings):
+    security = dataclasses.replace(db_settings.security, slowdown_after=3, lockout_after=100)
     users = UserService(store, settings=db_settings, verified=VerifiedCredentials(60, clock=Ticks()))
     waits = []
-
-    def sleep(seconds):  # the account is disabled while the attempt waits
-        waits.append(seconds)
-        users.set_disabled("alice", True)
-
-    auth = PasswordAuthenticator(users, security, clock=Clock(), sleep=sleep)
+    auth = PasswordAuthenticator(users, security, clock=Clock(), sleep=waits.append)
     users.add_user("alice", PASSWORD, {"viewer"}, None)
+    for _ in range(4):  # another name fails from the same address: slowed from its 4th failure on
+        assert _outcome(auth, _text_credentials("bob", "wrong"), "198.51.100.1") == "refused"
+    assert waits == [0.5]
+    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "ok"
+    assert waits == [0.5]  # alice's right password is not slowed by bob's failures
     assert _outcome(auth, _text_credentials(secret="wrong"), "198.51.100.1") == "refused"
-    assert _outcome(auth, _text_credentials(), "198.51.100.1") == "refused"
-    assert waits
+    assert waits == [0.5, 1.0]  # her wrong one is: the address has failed four times
 
 
 def test_credentials_are_read_once_per_call_and_bad_ones_still_refuse(store, db_settings, monkeypatch):

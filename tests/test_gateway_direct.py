@@ -61,7 +61,7 @@ USERS = {"viewer1": ({"viewer"}, {"ORG1"}), "viewer-all": ({"viewer"}, None), "a
 
 
 def password(user: str) -> str:
-    return f"pw-{user}-密码"
+    return f"pw-{user}-密码-2026"  # [security] min_password_length: 12 characters
 
 
 def _voucher(voucher_id: str, org: str, attachments: tuple[AttachmentMeta, ...]) -> Voucher:

@@ -270,17 +270,17 @@ def test_password_hash_format_and_verification():
 
 def test_user_service(store):
     users = UserService(store, clock=lambda: dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
-    users.add_user("alice", "s3cret", {"archivist"}, {"ORG1", "ORG2"})
-    principal = users.authenticate("alice", "s3cret")
+    users.add_user("alice", "s3cret-of-alice", {"archivist"}, {"ORG1", "ORG2"})
+    principal = users.authenticate("alice", "s3cret-of-alice")
     assert principal == Principal("alice", frozenset({"archivist"}), frozenset({"ORG1", "ORG2"}))
-    for name, secret in (("alice", "wrong"), ("nobody", "s3cret")):
+    for name, secret in (("alice", "wrong"), ("nobody", "s3cret-of-alice")):
         with pytest.raises(AuthenticationFailed):
             users.authenticate(name, secret)
-    users.add_user("alice", "s3cret", {"archivist"}, None, disabled=True)
+    users.add_user("alice", "s3cret-of-alice", {"archivist"}, None, disabled=True)
     with pytest.raises(AuthenticationFailed):
-        users.authenticate("alice", "s3cret")
+        users.authenticate("alice", "s3cret-of-alice")
     with pytest.raises(ValidationFailed) as invalid:
-        users.add_user("bob", "pw", {"superuser"})
+        users.add_user("bob", "pw-of-bob-2026", {"superuser"})
     assert [i.place for i in invalid.value.issues] == ["roles"]
 
 

@@ -89,7 +89,7 @@ SECURITY_BOOKKEEPING = frozenset({"audit_log", "ws_nonces", "auth_failures", "au
 
 
 def password(user: str) -> str:
-    return f"pw-{user}-密码"
+    return f"pw-{user}-密码-2026"  # [security] min_password_length: 12 characters
 
 
 def voucher(voucher_id, org, no, amount, *, period="2024-03", summary="报销差旅费", attachments=()):

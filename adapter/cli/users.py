@@ -9,6 +9,7 @@ audit log with the operating-system user who made it.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from contextlib import contextmanager
 
@@ -34,7 +35,9 @@ def register(subparsers) -> None:
     add.add_argument("--disabled", action="store_true", help="create the user disabled")
     _password_option(add)
 
-    _command(commands, "list", run_list, "list users: roles, scope, status (no hashes, no secrets)")
+    listing = _command(commands, "list", run_list,
+                       "list users (roles, scope, status, failed logins) and addresses that failed or are locked")
+    listing.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     passwd = _command(commands, "passwd", run_passwd, "set a user's password")
     passwd.add_argument("username")
@@ -55,10 +58,12 @@ def register(subparsers) -> None:
     scope.add_argument("username")
     _scope_options(scope, required=True)
 
-    unlock = _command(commands, "unlock", run_unlock, "lift a lockout after repeated failures")
+    unlock = _command(commands, "unlock", run_unlock,
+                      "lift the lock of a user name or a source address and forget its failures")
     target = unlock.add_mutually_exclusive_group(required=True)
     target.add_argument("username", nargs="?", help="the locked user name")
-    target.add_argument("--source", metavar="ADDRESS", help="the locked source address instead")
+    target.add_argument("--address", "--source", dest="address", metavar="ADDRESS",
+                        help="the locked source address instead (as users list shows it)")
 
     _command(commands, "rotate-key", run_rotate_key,
              "re-encrypt the stored PasswordDigest secrets with a new key (docs/security.md: rotating the key)")
@@ -99,13 +104,27 @@ def run_add(args) -> int:
 
 def run_list(args) -> int:
     with _users(args) as users:
-        listed = users.list_users()
+        listed, addresses, unknown = users.list_users(), users.list_addresses(), users.list_unknown_names()
+        window = users.security.failure_window_seconds
+    if args.json:
+        print(json.dumps({"users": [_user_json(u) for u in listed],
+                          "addresses": [_throttled_json(a, "address") for a in addresses],
+                          "unknown_names": [_throttled_json(n, "name") for n in unknown],
+                          "failure_window_seconds": window}, ensure_ascii=False, indent=2))
+        return 0
     rows = [
         [u.username, _roles(u.roles), _scope_text(u.org_scope), _status(u), "yes" if u.digest_ready else "no",
-         u.created_at.strftime("%Y-%m-%d %H:%M")]
+         u.failures, u.created_at.strftime("%Y-%m-%d %H:%M")]
         for u in listed
     ]
-    print(_table(["user", "roles", "scope", "status", "digest", "created (UTC)"], rows) if rows else "no users")
+    print(_table(["user", "roles", "scope", "status", "digest", "failures", "created (UTC)"], rows)
+          if rows else "no users")
+    for title, header, entries in (("source addresses", "address", addresses),
+                                   ("names that are no user", "name", unknown)):
+        if entries:
+            print(f"\n{title} with failed logins in the last {window} s or locked:")
+            print(_table([header, "failures", "status"],
+                         [[t.subject, t.failures, _lock_text(t.locked_until)] for t in entries]))
     return 0
 
 
@@ -154,7 +173,7 @@ def run_scope(args) -> int:
 
 
 def run_unlock(args) -> int:
-    kind, subject = ("source", args.source) if args.source else ("user", args.username)
+    kind, subject = ("source", args.address) if args.address else ("user", args.username)
     with _users(args) as users:
         released = users.unlock(kind, subject, actor=_actor())
     print(f"{kind} {subject}: " + ("lock lifted" if released else "was not locked (its failure count is reset)"))
@@ -237,8 +256,23 @@ def _scope_text(scope) -> str:
 
 
 def _status(user) -> str:
-    if user.disabled:
-        return "disabled"
-    if user.locked_until is not None:
-        return "locked until " + user.locked_until.strftime("%Y-%m-%d %H:%M UTC")
-    return "active"
+    return "disabled" if user.disabled else _lock_text(user.locked_until)
+
+
+def _lock_text(locked_until) -> str:
+    return "active" if locked_until is None else "locked until " + locked_until.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _user_json(user) -> dict:
+    return {"username": user.username, "roles": sorted(user.roles),
+            "org_scope": None if user.org_scope is None else sorted(user.org_scope),
+            "disabled": user.disabled, "digest_ready": user.digest_ready, "failures": user.failures,
+            "locked_until": _iso(user.locked_until), "created_at": _iso(user.created_at)}
+
+
+def _throttled_json(entry, key: str) -> dict:
+    return {key: entry.subject, "failures": entry.failures, "locked_until": _iso(entry.locked_until)}
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -103,15 +103,15 @@ class PasswordAuthenticator:
             found = self.throttle.read(conn, credentials.username, origin.address)
             account = self._users.read_account(conn, credentials.username,
                                                with_secret=credentials.scheme == "wsse-digest")
-        standing = self.throttle.admit(found, credentials.username)
-        if standing.delayed:  # read before a wait of seconds: the check reads the row again
-            account = None
+        self.throttle.admit(found)  # a locked name: refused before its password is checked
         try:
             principal = self._verify(credentials, account)
         except AuthenticationFailed as exc:
-            self.throttle.failed(credentials.username, origin.address, reason=exc.message)
-            raise
-        self.throttle.succeeded(credentials.username, standing)
+            refusal = self.throttle.failed(credentials.username, origin.address, found, exc)
+            if refusal is exc:
+                raise
+            raise refusal from None
+        self.throttle.succeeded(credentials.username, found)
         return principal
 
     def _verify(self, credentials: Credentials, account: Account | None) -> Principal:

@@ -24,7 +24,8 @@ from ..settings import SecuritySettings, Settings
 from ..store import users as user_repo
 
 __all__ = [
-    "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Account", "Principal", "UserInfo", "UserService",
+    "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Account", "Principal", "Throttled", "UserInfo",
+    "UserService",
     "hash_password", "verify_password", "record_audit",
 ]
 
@@ -67,6 +68,17 @@ class UserInfo:
     disabled: bool
     digest_ready: bool  # an encrypted secret is stored: PasswordDigest works
     created_at: dt.datetime
+    locked_until: dt.datetime | None
+    failures: int = 0  # failed authentications within [security] failure_window_seconds
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """What ``users list`` shows of a source address (or a name that is no user) that
+    failed to authenticate lately or is locked."""
+
+    subject: str
+    failures: int  # within [security] failure_window_seconds
     locked_until: dt.datetime | None
 
 
@@ -138,11 +150,15 @@ class UserService:
         disabled: bool = False,
         replace: bool = True,
         actor: Actor = SYSTEM,
+        password_policy: bool = True,
     ) -> Principal:
-        """Create (or, with ``replace``, replace) a user; returns what it will authenticate as."""
+        """Create (or, with ``replace``, replace) a user; returns what it will authenticate as.
+
+        ``password_policy=False`` is for the demo's users alone (their password is their name)."""
         roles = frozenset(roles)
         scope = None if org_scope is None else frozenset(org_scope)
-        issues = _name_issues(username) + _password_issues(password) + _role_issues(roles) + _scope_issues(scope)
+        passwords = self._password_issues(username, password) if password_policy else _empty_issues(password)
+        issues = _name_issues(username) + passwords + _role_issues(roles) + _scope_issues(scope)
         if issues:
             raise ValidationFailed(f"user {username!r} not saved: fix the listed fields", issues)
         now = self._clock()
@@ -159,9 +175,9 @@ class UserService:
         return Principal(username, roles, scope)
 
     def set_password(self, username: str, password: str, *, actor: Actor = SYSTEM) -> None:
-        issues = _password_issues(password)
+        issues = self._password_issues(username, password)
         if issues:
-            raise ValidationFailed(f"password of user {username!r} not changed", issues)
+            raise ValidationFailed(f"password of user {username!r} not changed: fix the listed rule", issues)
         self._change(username, "UserPassword", actor, {}, password=password)
 
     def set_disabled(self, username: str, disabled: bool, *, actor: Actor = SYSTEM) -> None:
@@ -196,16 +212,51 @@ class UserService:
         return released
 
     def list_users(self) -> list[UserInfo]:
-        now = self._clock()
+        """Every user with its recent failed authentications and its lock."""
         with self.store.transaction() as conn:
             records = user_repo.list_users(conn)
             secrets = {s.username for s in user_repo.list_secrets(conn)}
-            locks = {l.subject: l.locked_until for l in user_repo.list_lockouts(conn, now) if l.subject_kind == "user"}
+            failures, locks = self._throttle_state(conn, "user")
         return [
             UserInfo(r.username, r.roles, r.org_scope, r.disabled, r.username in secrets, r.created_at,
-                     locks.get(r.username))
+                     locks.get(r.username), failures.get(r.username, 0))
             for r in records
         ]
+
+    def list_addresses(self) -> list[Throttled]:
+        """Source addresses that failed to authenticate lately or are locked."""
+        with self.store.transaction() as conn:
+            return _throttled(*self._throttle_state(conn, "source"))
+
+    def list_unknown_names(self) -> list[Throttled]:
+        """Names that are no user but failed to authenticate lately or are locked."""
+        with self.store.transaction() as conn:
+            known = {record.username for record in user_repo.list_users(conn)}
+            failures, locks = self._throttle_state(conn, "user")
+        return [t for t in _throttled(failures, locks) if t.subject not in known]
+
+    def _throttle_state(self, conn, kind: str) -> tuple[dict[str, int], dict[str, dt.datetime]]:
+        """Failures within the window and live locks of one kind of subject, by subject."""
+        now = self._clock()
+        since = now - dt.timedelta(seconds=self.security.failure_window_seconds)
+        counts = user_repo.failure_counts(conn, since)
+        failures = {subject: n for (k, subject), n in counts.items() if k == kind}
+        locks = {lock.subject: lock.locked_until for lock in user_repo.list_lockouts(conn, now)
+                 if lock.subject_kind == kind}
+        return failures, locks
+
+    def _password_issues(self, username: str, password: str) -> list[Issue]:
+        """The password rules of ``users add`` and ``users passwd``."""
+        issues = _empty_issues(password)
+        shortest = self.security.min_password_length
+        if password and len(password) < shortest:
+            issues.append(Issue("password", "min-password-length",
+                                f"the password has {len(password)} characters, [security] min_password_length "
+                                f"asks for at least {shortest}: choose a longer one (a few words make a good one)"))
+        if password and password.casefold() == username.casefold():
+            issues.append(Issue("password", "not-the-user-name",
+                                "the password equals the user name (ignoring case): choose another"))
+        return issues
 
     def rotate_key(self, *, actor: Actor = SYSTEM) -> tuple[int, str]:
         """Re-encrypt every stored secret with the current first key: (count, key id).
@@ -372,8 +423,13 @@ def _name_issues(username: str) -> list[Issue]:
     return []
 
 
-def _password_issues(password: str) -> list[Issue]:
+def _empty_issues(password: str) -> list[Issue]:
     return [] if password else [Issue("password", "password", "the password must not be empty")]
+
+
+def _throttled(failures: dict[str, int], locks: dict[str, dt.datetime]) -> list[Throttled]:
+    return [Throttled(subject, failures.get(subject, 0), locks.get(subject))
+            for subject in sorted(failures.keys() | locks.keys())]
 
 
 def _role_issues(roles: frozenset[str]) -> list[Issue]:

@@ -169,6 +169,16 @@ def clear_failures(conn: Connection, kind: str, subject: str) -> None:
     )
 
 
+def failure_counts(conn: Connection, since: dt.datetime) -> dict[tuple[str, str], int]:
+    """Failures since ``since`` of every subject that has any: {(kind, subject): count}."""
+    rows = conn.execute(
+        select(auth_failures.c.subject_kind, auth_failures.c.subject, func.count())
+        .where(auth_failures.c.failed_at >= since)
+        .group_by(auth_failures.c.subject_kind, auth_failures.c.subject)
+    )
+    return {(kind, subject): count for kind, subject, count in rows}
+
+
 def prune_failures(conn: Connection, before: dt.datetime) -> int:
     return conn.execute(delete(auth_failures).where(auth_failures.c.failed_at < before)).rowcount
 
@@ -179,7 +189,8 @@ class Standing:
 
     user_failures: int
     source_failures: int
-    locks: tuple[Lockout, ...]  # the user's first, then the source's; usually none
+    user_lock: Lockout | None = None
+    source_lock: Lockout | None = None
 
 
 def standing(
@@ -190,12 +201,12 @@ def standing(
     user, src = username[:SUBJECT_LENGTH], source[:SUBJECT_LENGTH]
     row = conn.execute(_standing_query(), {"user": user, "source": src, "since": since, "now": now}).one()
     user_failures, source_failures, user_locked, source_locked = row
-    locks = []
-    if user_locked:
-        locks.append(active_lockout(conn, "user", user, now))
-    if source_locked:
-        locks.append(active_lockout(conn, "source", src, now))
-    return Standing(user_failures, source_failures, tuple(lock for lock in locks if lock is not None))
+    return Standing(
+        user_failures,
+        source_failures,
+        active_lockout(conn, "user", user, now) if user_locked else None,
+        active_lockout(conn, "source", src, now) if source_locked else None,
+    )
 
 
 @functools.cache
@@ -263,7 +274,8 @@ def take_lockout(conn: Connection, lock: Lockout) -> bool:
 
 
 def release_lockout(conn: Connection, kind: str, subject: str) -> bool:
-    """Lift the subject's lock (``users enable``); True when there was one."""
+    """Lift the subject's lock and forget its failures (``users unlock``, ``users enable``);
+    True when there was a lock."""
     subject = subject[:SUBJECT_LENGTH]
     released = conn.execute(
         delete(auth_lockouts).where(auth_lockouts.c.subject_kind == kind, auth_lockouts.c.subject == subject)
