@@ -42,7 +42,8 @@ def test_sync_poll_and_dead_letters(env, simulator, capsys):
     out = capsys.readouterr()
     assert "vouchers selected" in out.err
     job_line = out.out.splitlines()[2].split()
-    assert job_line[1:] == ["FINISHED", job_line[2], job_line[2], "0", "0"]  # all queued were delivered
+    # state, vouchers, delivered, retrying, dead, waiting: all of them were delivered
+    assert job_line[1:] == ["FINISHED", job_line[2], job_line[2], "0", "0", "0"]
     queued = int(job_line[2])
     assert queued > 0 and sum(simulator.db.requests_per_external_key().values()) == queued
 
