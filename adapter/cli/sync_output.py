@@ -37,9 +37,8 @@ def sync_text(job: TriggerResult, status: SyncJobStatus, counts: DeliveryCounts,
     text = table(["job", "state", "vouchers", "delivered", "retrying", "dead", "waiting"],
                  [[status.job_id, status.state, status.queued, status.delivered, status.failed, status.dead,
                    status.waiting]])
-    if status.failures:
-        text += "\n\n" + table(["failure", "vouchers", "last error"],
-                               [[g.failure.value, g.vouchers, g.last_error] for g in status.failures])
+    for group in status.failures:  # a line each: the last error is long and says what to fix
+        text += f"\n{group.failure.value}: {group.vouchers} vouchers; last error: {group.last_error}"
     return text
 
 

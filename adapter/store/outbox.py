@@ -218,9 +218,9 @@ _TAKE = (
 
 
 def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime, *,
-          job_id: str | None = None) -> list[Claim]:
+          job_id: str | None = None, due_by: dt.datetime | None = None) -> list[Claim]:
     """Lease up to ``limit`` due deliveries (of sync job ``job_id`` only, if given) to ``owner``
-    and commit at once.
+    and commit at once.  ``due_by`` (default ``now``): only what was due by then.
 
     Due: PENDING/UNCERTAIN whose ``next_attempt_at`` has come, and IN_FLIGHT rows whose
     lease expired (their holder may have sent: the claim asks the OA first).
@@ -232,7 +232,9 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime,
     with store.transaction(immediate=True) as conn:
         plain, skip_locked = _DUE[job_id is not None]
         query = skip_locked if conn.dialect.name == "postgresql" else plain
-        params = {"now": now, "limit": limit} if job_id is None else {"now": now, "limit": limit, "job_id": job_id}
+        params = {"now": now if due_by is None else min(now, due_by), "limit": limit}
+        if job_id is not None:
+            params["job_id"] = job_id
         for row in conn.execute(query, params).all():
             prior = S(row.state)
             if prior is S.IN_FLIGHT:  # an expired lease counts as an uncertain attempt

@@ -192,7 +192,8 @@ class DeliveryWorker:
         on_progress: Callable[[DeliveryCounts], None] | None = None,
         job_id: str | None = None,
     ) -> int:
-        """Claim and deliver while work is due (at most ``budget`` claims); returns the claims made.
+        """Claim and deliver what was due when it began (at most ``budget`` claims): one round.
+        Returns the claims made.
 
         A claim is taken only when a thread is free, never a batch ahead: one slow OA call
         (a timeout is 30 s by default) then holds up its own thread only, not every claim
@@ -200,6 +201,7 @@ class DeliveryWorker:
         out while the claim waits in the pool's queue.
         """
         slots = max(1, self.settings.workers)
+        started = self.clock()  # a retry that comes due meanwhile waits for the next round
         running: set = set()
         claimed, more = 0, True
         while True:
@@ -209,7 +211,7 @@ class DeliveryWorker:
             if more and free > 0 and not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
                 with self._settles.exclusive():
                     claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock(),
-                                          job_id=job_id)
+                                          job_id=job_id, due_by=started)
                 more = len(claims) == free  # fewer than asked: nothing else is due now
                 claimed += len(claims)
                 counts.claimed += len(claims)
