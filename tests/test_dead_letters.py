@@ -8,6 +8,8 @@ one thread one at a time, so if one of them held the queue nothing else would mo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
@@ -86,6 +88,17 @@ def test_dead_letters_list_show_retry_discard(run, capsys):
     assert code == 0
     listed = {line.split()[1] for line in out.splitlines()[2:]}
     assert listed == set(poison)
+    assert "failure" in out.splitlines()[0].split()
+
+    code, out, _ = cli(adapter, capsys, "dead-letters", "list", "--json")  # the same facts, whole errors
+    assert code == 0
+    rows = {row["voucher"]: row for row in json.loads(out)}
+    assert set(rows) == set(poison)
+    refused_row = rows[by_kind[sc.POISON_TOO_LARGE].voucher_id]
+    assert set(refused_row) == {"id", "voucher", "version", "attempts", "updated", "failure", "last_error"}
+    assert (refused_row["id"], refused_row["attempts"], refused_row["last_error"]) == (
+        by_kind[sc.POISON_TOO_LARGE].id, 1, by_kind[sc.POISON_TOO_LARGE].last_error)
+    assert rows[by_kind[sc.POISON_DAMAGED_ATTACHMENT].voucher_id]["failure"] == "content"  # damaged bytes
 
     refused = by_kind[sc.POISON_TOO_LARGE]
     code, out, _ = cli(adapter, capsys, "dead-letters", "show", str(refused.id))

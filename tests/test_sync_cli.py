@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from archive_oa.cli.main import main
+from archive_oa.domain.delivery import DeliveryState
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.samples import samples_dir
+from archive_oa.settings import load_settings
+from archive_oa.store import jobs, outbox
+from archive_oa.store.engine import open_store
 
 
 @pytest.fixture
@@ -42,7 +48,8 @@ def test_sync_poll_and_dead_letters(env, simulator, capsys):
     out = capsys.readouterr()
     assert "vouchers selected" in out.err
     job_line = out.out.splitlines()[2].split()
-    assert job_line[1:] == ["FINISHED", job_line[2], job_line[2], "0", "0"]  # all queued were delivered
+    # state, vouchers, delivered, retrying, dead, waiting: all of them were delivered
+    assert job_line[1:] == ["FINISHED", job_line[2], job_line[2], "0", "0", "0"]
     queued = int(job_line[2])
     assert queued > 0 and sum(simulator.db.requests_per_external_key().values()) == queued
 
@@ -104,3 +111,126 @@ def test_counts_on_the_command_line_must_be_whole_numbers_of_one_or_more(argv, o
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert option in err and "give a whole number, 1 or more" in err
+
+
+# --- sync tells the truth: vouchers, failure classes, exit codes, only what it was asked ---------
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def oa_env(database_url, tmp_path, monkeypatch):
+    """The commands' environment with ``[oa] url`` set by the test."""
+    monkeypatch.setenv("ARCHIVE_OA_HOME", str(tmp_path / "home"))
+    if database_url:
+        monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", database_url)
+    monkeypatch.setenv("ARCHIVE_OA_OA_TIMEOUT", "5")
+    return lambda url: monkeypatch.setenv("ARCHIVE_OA_OA_URL", url)
+
+
+def deliveries():
+    store = open_store(load_settings())
+    try:
+        with store.transaction() as conn:
+            return outbox.list_deliveries(conn, limit=None)
+    finally:
+        store.dispose()
+
+
+def import_samples(capsys, *names, queue=True):
+    for name in names:
+        assert main(["import", *([] if queue else ["--no-queue"]), str(samples_dir() / name)]) == 0
+    capsys.readouterr()
+
+
+def sync_json(capsys, *args) -> tuple[int, dict, str]:
+    code = main(["sync", "--json", *args])
+    out = capsys.readouterr()
+    return code, json.loads(out.out), out.err
+
+
+def test_sync_with_the_oa_unreachable_stops_after_one_round_and_says_so(oa_env, capsys):
+    oa_env(f"http://127.0.0.1:{closed_port()}/soap/workflow")
+    import_samples(capsys, "HD01-2026-09.xml")  # queued by the import (realtime)
+    count = len(deliveries())
+    # 20 s would be several retry rounds (2 s, 4 s, 8 s …): one attempt each shows it stopped after one
+    code, report, err = sync_json(capsys, "--timeout", "20")
+    assert code == 1
+    assert [d.attempts for d in deliveries()] == [1] * count
+    assert (report["vouchers"], report["delivered"], report["retrying"], report["attempts"]) == (count, 0, count, count)
+    (failure,) = report["failures"]
+    assert (failure["class"], failure["vouchers"]) == ("unreachable", count)
+    assert "OaUnreachable" in failure["last_error"] and "[oa] url" in failure["last_error"]
+    assert "stopped after the first round: the OA is unreachable" in err
+
+
+def test_sync_with_credentials_the_oa_refuses_stops_after_one_round(oa_env, tmp_path, capsys):
+    oa = start_simulator(SimulatorConfig(user="another-account", password="not-our-password", seed=5), tmp_path / "oa")
+    try:
+        oa_env(oa.url)
+        import_samples(capsys, "HN02-2026-10.xml", queue=False)
+        code = main(["sync", "--timeout", "20"])
+        out = capsys.readouterr()
+        assert code == 1
+        count = len(deliveries())
+        assert [d.attempts for d in deliveries()] == [1] * count
+        failure_line = next(line for line in out.out.splitlines() if line.startswith("credentials refused: "))
+        assert failure_line.startswith(f"credentials refused: {count} vouchers; last error: send: OaAuthenticationFailed")
+        assert "refuses our credentials" in out.err
+        assert oa.db.requests_per_external_key() == {}
+    finally:
+        oa.stop()
+
+
+def test_sync_org_delivers_that_organisation_only_and_job_and_report_agree(oa_env, tmp_path, capsys):
+    oa = start_simulator(SimulatorConfig(decide_after=60, seed=6), tmp_path / "oa")
+    try:
+        oa_env(oa.url)
+        import_samples(capsys, "HD01-2026-09.xml", "HN02-2026-09.xml")  # both queued, both due now
+        hd01 = {d.voucher_id for d in deliveries() if d.voucher_id.startswith("HD01")}
+        code, report, err = sync_json(capsys, "--org", "HD01")
+        assert code == 0, err
+        sent = {key.rpartition(":")[0] for key in oa.db.requests_per_external_key()}
+        assert sent == hd01  # none of HN02's, though they were due as well
+        assert {d.state for d in deliveries() if d.voucher_id not in hd01} == {DeliveryState.PENDING}
+        assert report == {
+            "job": report["job"], "state": "FINISHED", "vouchers": len(hd01), "delivered": len(hd01),
+            "retrying": 0, "dead": 0, "waiting": 0, "queued_now": 0, "already_waiting": len(hd01),
+            "dead_letters_not_resent": 0, "failures": [], "attempts": len(hd01), "anomalies": 0,
+        }
+        store = open_store(load_settings())
+        try:
+            with store.transaction() as conn:
+                job = jobs.get_job(conn, report["job"])
+                assert (job.voucher_count, job.queued, job.state) == (len(hd01), len(hd01), "FINISHED")
+                assert {d.job_id for d in outbox.list_deliveries(conn, limit=None) if d.voucher_id in hd01} == {job.id}
+        finally:
+            store.dispose()
+        code, report, err = sync_json(capsys, "--org", "HD01")  # again: nothing left to do
+        assert (code, report["vouchers"], report["attempts"]) == (0, 0, 0)
+        assert "nothing to deliver" in err
+    finally:
+        oa.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--org", "XX99"], "the archive holds no voucher of organisation XX99: check --org"),
+    (["--voucher", "HD01-2026-09-NOPE"], "voucher HD01-2026-09-NOPE is not in the archive: check --voucher"),
+    (["--org", "HD01", "--period-from", "2030-01"], "no voucher in the archive matches (organisation HD01, periods"),
+])
+def test_sync_filters_that_select_nothing_say_so_and_exit_2(oa_env, capsys, args, message):
+    oa_env(f"http://127.0.0.1:{closed_port()}/soap/workflow")
+    import_samples(capsys, "HD01-2026-09.xml", queue=False)
+    assert main(["sync", *args]) == 2
+    assert message in capsys.readouterr().err
+    store = open_store(load_settings())
+    try:
+        with store.transaction() as conn:
+            assert jobs.recent_jobs(conn) == []  # no job was made
+    finally:
+        store.dispose()

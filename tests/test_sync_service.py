@@ -9,13 +9,14 @@ import pytest
 
 from archive_oa import voucher_xml
 from archive_oa.cli.output import table as _table
-from archive_oa.domain.delivery import DeliveryState
+from archive_oa.domain.delivery import DeliveryState, FailureClass
 from archive_oa.domain.model import Entry, Voucher, WorkflowState
 from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
-from archive_oa.errors import AccessDenied, NotFound, ValidationFailed
+from archive_oa.errors import AccessDenied, NotFound, OaAuthenticationFailed, OaUnreachable, ValidationFailed
 from archive_oa.services.sync import SyncService
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as repo
+from archive_oa.sync.failures import error_text
 
 T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
 
@@ -234,3 +235,56 @@ def test_oa_reads_ask_again_on_a_passing_fault_but_never_after_a_refusal():
     with pytest.raises(OaAuthenticationFailed):
         reads.find_requests("k")
     assert len(calls) == 4, "a refusal is not asked again"
+
+
+def test_take_over_gives_the_new_job_the_matching_deliveries_still_waiting(store):
+    service = SyncService(store, clock=Clock())
+    earlier = service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")  # 2 waiting
+    others = service.trigger(org_code="HN02")  # 4 waiting, another organisation
+    claims = outbox.claim(store, "w", 1, 60, T0, job_id=earlier.job_id)
+    with store.transaction(immediate=True) as conn:  # one of HD01's is a dead letter by now
+        outbox.mark_failed(conn, claims[0], state=DeliveryState.DEAD, error="rejected", now=T0)
+
+    job = service.trigger(org_code="HD01", take_over=True)
+    assert (job.selected, job.queued, job.taken_over, job.dead_letters) == (4, 3, 1, 1)  # 2 April ones queued now
+    status = service.status(job.job_id)
+    assert (status.queued, status.waiting, status.delivered, status.failed, status.dead) == (3, 3, 0, 0, 0)
+    assert service.status(earlier.job_id).queued == 1  # the dead letter stays with the job that had it
+    # a run of the job claims its own deliveries only, though HN02's are due as well
+    claimed = outbox.claim(store, "w", 10, 60, T0, job_id=job.job_id)
+    assert sorted(c.voucher_id[:4] for c in claimed) == ["HD01"] * 3
+    assert service.status(others.job_id).waiting == 4
+
+
+def test_strict_trigger_refuses_filters_that_select_nothing_and_makes_no_job(store):
+    service = SyncService(store, clock=Clock())
+    with pytest.raises(NotFound, match="holds no voucher of organisation XX99: check --org"):
+        service.trigger(org_code="XX99", strict=True)
+    with pytest.raises(NotFound, match="voucher nope is not in the archive .organisation HD01.: check --voucher"):
+        service.trigger(org_code="HD01", voucher_ids=["HD01-2024-03-0001", "nope"], strict=True)
+    with pytest.raises(NotFound, match=r"no voucher in the archive matches \(organisation HN02, periods 2025-01 to …\)"):
+        service.trigger(org_code="HN02", period_from="2025-01", strict=True)
+    with pytest.raises(NotFound, match="no sync job"):
+        service.status()
+    assert service.trigger(org_code="XX99").queued == 0  # not strict (TriggerSync): an empty job, as before
+
+
+def test_status_groups_the_failed_vouchers_by_class_with_the_latest_error(store):
+    clock = Clock()
+    service = SyncService(store, clock=clock)
+    job = service.trigger(org_code="HD01")
+    claims = outbox.claim(store, "w", 3, 60, T0)  # the fourth is not attempted yet
+    later = T0 + dt.timedelta(seconds=1)
+    unreachable = [OaUnreachable("the OA at x could not be reached"), OaUnreachable("still down")]
+    with store.transaction(immediate=True) as conn:
+        for claim, exc, when in zip(claims, unreachable, (T0, later)):
+            outbox.mark_failed(conn, claim, state=DeliveryState.PENDING, error=error_text("send", exc, "retry 2 of 12"),
+                               now=when, next_attempt_at=T0 + dt.timedelta(minutes=1))
+        outbox.mark_failed(conn, claims[2], state=DeliveryState.PENDING, now=T0,
+                           error=error_text("send", OaAuthenticationFailed("refused the credentials"), "retry 2 of 12"),
+                           next_attempt_at=T0 + dt.timedelta(minutes=1))
+    status = service.status(job.job_id)
+    assert (status.queued, status.failed, status.waiting, status.undelivered) == (4, 3, 1, 4)
+    assert [(g.failure, g.vouchers) for g in status.failures] == [
+        (FailureClass.UNREACHABLE, 2), (FailureClass.CREDENTIALS, 1)]
+    assert status.failures[0].last_error == "send: OaUnreachable: still down (retry 2 of 12)"

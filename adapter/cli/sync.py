@@ -17,8 +17,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sync",
         help="queue vouchers not yet sent and deliver them to the OA now (manual sync)",
-        description="Queue the matching vouchers that were never sent (state NONE) as one sync job, "
-        "then deliver everything due until the outbox is idle or --timeout passes.",
+        description="Queue the matching vouchers that were never sent as one sync job (with those already "
+        "waiting for delivery), then deliver that job's vouchers, and only those, until none is due or "
+        "--timeout passes.  It stops after the first round when the OA is unreachable or refuses the "
+        "credentials.  Counts are vouchers.  Exit code 1 when a voucher it was asked to deliver was not "
+        "delivered, 2 when the filters select no voucher of the archive.",
     )
     p.add_argument("--org", metavar="ORG", help="only this organisation (orgCode)")
     p.add_argument("--period-from", metavar="YYYY-MM")
@@ -26,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--voucher", metavar="ID", action="append", dest="vouchers", help="only this voucher (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="stop waiting for retries after this long (default 300)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     add_common(p)
     p.set_defaults(func=run_sync)
 
@@ -51,6 +55,7 @@ def register(subparsers) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     a = actions.add_parser("list", help="list dead letters")
     a.add_argument("--limit", type=positive_int, default=100)
+    a.add_argument("--json", action="store_true", help="print a JSON array on stdout")
     add_common(a)
     a.set_defaults(func=run_dead_letters)
     a = actions.add_parser("show", help="one delivery in full: its voucher, attempts and last error")
@@ -104,33 +109,64 @@ def _wired(args, *, oa: bool = True):
 
 def run_sync(args: argparse.Namespace) -> int:
     from ..services.sync import SyncService
-    from ..sync.worker import DeliveryWorker
+    from ..sync.worker import DeliveryCounts, DeliveryWorker
     from ..transforms.pipeline import Transforms
+    from .sync_output import sync_text
 
     with _wired(args) as (settings, store, oa):
         service = SyncService(store, oa)
         job = service.trigger(org_code=args.org, period_from=args.period_from, period_to=args.period_to,
-                              voucher_ids=args.vouchers, kind="manual")
-        print(f"job {job.job_id}: {job.selected} vouchers selected, {job.queued} queued", file=sys.stderr)
-        worker = DeliveryWorker(store, oa, Transforms.from_settings(settings.workflow), settings.sync,
-                                owner=None)
-        progress = _Line(sys.stderr)
-        try:
-            counts = worker.run_until_idle(
-                time.monotonic() + args.timeout,
-                on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
-                                               f"{c.retrying} retrying, {c.dead} dead"),
-            )
-        finally:
-            worker.close()
-        progress.end()
+                              voucher_ids=args.vouchers, kind="manual", take_over=True, strict=True)
+        print(f"job {job.job_id}: {job.selected} vouchers selected, {job.queued} to deliver "
+              f"({job.queued - job.taken_over} queued now, {job.taken_over} already waiting)", file=sys.stderr)
+        counts = DeliveryCounts()
+        if job.queued:
+            worker = DeliveryWorker(store, oa, Transforms.from_settings(settings.workflow), settings.sync,
+                                    owner=None)
+            progress = _Line(sys.stderr)
+            try:
+                counts = worker.run_until_idle(
+                    time.monotonic() + args.timeout, job_id=job.job_id, stop_on_outage=True,
+                    on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
+                                                   f"{c.dead} dead, {c.retrying} failed attempts to retry"),
+                )
+            finally:
+                worker.close()
+            progress.end()
         status = service.status(job.job_id)
-    print(_table(["job", "state", "queued", "delivered", "retrying", "dead"],
-                 [[status.job_id, status.state, status.queued, status.delivered, status.failed, status.dead]]))
-    print(_table(["this run", "claimed", "delivered", "adopted", "retrying", "dead", "anomalies"],
-                 [["", counts.claimed, counts.delivered, counts.adopted, counts.retrying, counts.dead,
-                   counts.anomalies]]))
-    return 1 if status.dead or counts.anomalies else 0
+    print(sync_text(job, status, counts, args.json))
+    for line in _sync_notes(job, status, counts, args.timeout):
+        print(line, file=sys.stderr)
+    return 1 if status.undelivered or job.dead_letters or counts.anomalies else 0
+
+
+def _sync_notes(job, status, counts, timeout: float) -> list[str]:
+    """What the tables mean for the operator, on stderr."""
+    from ..domain.delivery import FailureClass
+
+    notes = []
+    if not job.queued and not job.dead_letters:
+        notes.append("nothing to deliver: every matching voucher was delivered already")
+    if status.dead:
+        notes.append(f"{status.dead} vouchers failed for good: see archive-oa dead-letters list")
+    if job.dead_letters:
+        notes.append(f"{job.dead_letters} matching vouchers are dead letters from earlier runs, not sent again "
+                     "by sync: see archive-oa dead-letters list, then dead-letters retry")
+    if counts.anomalies:
+        notes.append(f"{counts.anomalies} vouchers have more than one OA request for their key: "
+                     "see archive-oa reconcile")
+    still_open = status.failed + status.waiting
+    if still_open:
+        outage = {g.failure for g in status.failures if g.failure.outage}
+        if FailureClass.CREDENTIALS in outage:
+            why = "stopped after the first round: the OA refuses our credentials (fix [oa] user/password)"
+        elif outage:
+            why = "stopped after the first round: the OA is unreachable (is it up? is [oa] url right?)"
+        else:
+            why = f"--timeout {timeout:g}s ended before their next attempt"
+        notes.append(f"{why}; {still_open} vouchers are still queued: archive-oa worker (or serve) delivers "
+                     "them, or run this sync again")
+    return notes
 
 
 def run_poll(args: argparse.Namespace) -> int:
@@ -182,11 +218,11 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
     with _wired(args, oa=False) as (settings, store, _):
         if args.action == "list":
+            from .sync_output import dead_letters_text
+
             with store.transaction() as conn:
                 dead = outbox.list_deliveries(conn, states=[DeliveryState.DEAD], limit=args.limit)
-            print(_table(["id", "voucher", "version", "attempts", "updated", "last error"],
-                         [[d.id, d.voucher_id, d.version, d.attempts, d.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-                           (d.last_error or "")[:80]] for d in dead]))
+            print(dead_letters_text(dead, args.json))
             return 0
         if args.action == "show":
             return _show_delivery(store, args.id)

@@ -61,6 +61,23 @@ class FailureKind(str, enum.Enum):
     PERMANENT = "PERMANENT"  # resending cannot help
 
 
+class FailureClass(str, enum.Enum):
+    """What went wrong, as an operator fixes it (``FailureKind`` says what it means for a retry)."""
+
+    UNREACHABLE = "unreachable"  # nothing reached the OA: it is down, or [oa] url is wrong
+    CREDENTIALS = "credentials refused"  # the OA refused [oa] user/password
+    REJECTED = "rejected by the OA"  # the OA refused this request (a client fault)
+    SERVER_FAULT = "server fault"  # the OA failed while handling the call
+    AMBIGUOUS = "ambiguous"  # no clear answer (timeout, dropped connection): may have arrived
+    CONTENT = "content"  # the voucher cannot be made into a request (invalid, bytes missing or damaged)
+    ERROR = "unexpected error"  # a bug of the adapter: see its log
+
+    @property
+    def outage(self) -> bool:
+        """The OA as a whole is unusable: every other delivery would fail the same way now."""
+        return self in (FailureClass.UNREACHABLE, FailureClass.CREDENTIALS)
+
+
 @dataclass(frozen=True)
 class RetryDecision:
     dead: bool

@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ..domain.delivery import DeliveryState, idempotency_key
+from ..domain.delivery import DeliveryState, FailureClass, idempotency_key
 from ..domain.model import VoucherQuery, WorkflowState
 from ..domain.ports import OaWorkflowPort
 from ..errors import AccessDenied, ConfigurationError, Issue, NotFound, ValidationFailed
 from ..store import jobs, outbox
+from ..sync.failures import failure_class_of
 from ..sync.repo import ArchiveRepo, default_repo
 from .oa_reads import RetryingReads
 
@@ -27,20 +28,39 @@ def utcnow() -> dt.datetime:
 @dataclass(frozen=True)
 class TriggerResult:
     job_id: str
-    queued: int  # deliveries enqueued by this job
+    queued: int  # deliveries (one per voucher) the job delivers: enqueued now, plus any taken over
     selected: int = 0  # vouchers that matched (already queued ones are not queued again)
+    taken_over: int = 0  # of ``queued``: deliveries that were already waiting (``take_over``)
+    dead_letters: int = 0  # matching vouchers whose delivery is a dead letter: not resent by a sync
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """The job's vouchers whose last attempt failed for one reason."""
+
+    failure: FailureClass
+    vouchers: int
+    last_error: str  # the most recent error of this class
 
 
 @dataclass(frozen=True)
 class SyncJobStatus:
+    """A job's progress, one delivery (one voucher version) each: queued = delivered + failed + dead + waiting."""
+
     job_id: str
     state: str  # RUNNING: deliveries still open; FINISHED: all delivered or dead
-    queued: int
+    queued: int  # the job's deliveries
     delivered: int
     failed: int  # open deliveries that failed at least once (retrying)
     dead: int
     started_at: dt.datetime
     finished_at: dt.datetime | None
+    waiting: int = 0  # open deliveries not attempted yet
+    failures: tuple[FailureGroup, ...] = ()  # the failed and dead ones by class, most vouchers first
+
+    @property
+    def undelivered(self) -> int:
+        return self.queued - self.delivered
 
 
 @dataclass(frozen=True)
@@ -114,21 +134,37 @@ class SyncService:
         voucher_ids: Sequence[str] | None = None,
         org_codes: frozenset[str] | None = None,
         kind: str = "api",
+        take_over: bool = False,
+        strict: bool = False,
     ) -> TriggerResult:
-        """Queue every matching voucher not yet sent (state NONE) under a new job."""
+        """Queue every matching voucher not yet sent (state NONE) under a new job.
+
+        ``take_over``: the job also takes the matching vouchers' deliveries that are still
+        open (queued by an import or an earlier job) — a run that delivers this job only
+        then delivers everything the filters select.  ``strict``: filters that match no
+        voucher of the archive, or voucher ids it does not hold, are NotFound (no job is made).
+        """
         _check_periods(period_from, period_to)
         orgs = _orgs_in_scope(org_code, org_codes)
         ids = list(dict.fromkeys(voucher_ids)) if voucher_ids else None
         now = self.clock()
         with self.store.transaction(immediate=True) as conn:
+            if strict:
+                self._check_selection(conn, orgs, org_code, period_from, period_to, ids)
             job_id = jobs.create_job(
                 conn, kind=kind, now=now, org_code=org_code, period_from=period_from, period_to=period_to
             )
             selected: list[tuple[str, int, str]] = []
+            waiting: list[tuple[str, int, str]] = []
             for org in orgs:
                 selected += self.repo.select_for_sync(
                     conn, org_code=org, period_from=period_from, period_to=period_to, voucher_ids=ids
                 )
+                if take_over:
+                    waiting += self.repo.select_for_sync(
+                        conn, org_code=org, period_from=period_from, period_to=period_to, voucher_ids=ids,
+                        states=(WorkflowState.QUEUED,),
+                    )
             queued = 0
             for voucher_id, version, content_hash in selected:
                 key = idempotency_key(voucher_id, content_hash)
@@ -136,10 +172,40 @@ class SyncService:
                                   now=now, job_id=job_id):
                     self.repo.set_workflow(conn, voucher_id, state=WorkflowState.QUEUED)
                     queued += 1
-            jobs.set_job_counts(conn, job_id, voucher_count=len(selected), queued=queued)
-            if queued == 0:
+            open_ids, dead = [], 0
+            for voucher_id, _, content_hash in waiting:
+                delivery = outbox.find_by_key(conn, idempotency_key(voucher_id, content_hash))
+                if delivery is not None and delivery.state is DeliveryState.DEAD:
+                    dead += 1
+                elif delivery is not None and delivery.state is not DeliveryState.DELIVERED:
+                    open_ids.append(delivery.id)
+            taken = outbox.move_to_job(conn, open_ids, job_id)
+            jobs.set_job_counts(conn, job_id, voucher_count=len(selected) + taken, queued=queued + taken)
+            if queued + taken == 0:
                 jobs.finish_job(conn, job_id, finished_at=now)
-        return TriggerResult(job_id, queued, len(selected))
+        return TriggerResult(job_id, queued + taken, len(selected) + len(waiting), taken, dead)
+
+    def _check_selection(self, conn, orgs, org_code, period_from, period_to, ids) -> None:
+        """NotFound when the filters select no voucher of the archive or name ids it does not hold."""
+        found = set()
+        for org in orgs:
+            found.update(v for v, _, _ in self.repo.select_for_sync(
+                conn, org_code=org, period_from=period_from, period_to=period_to, voucher_ids=ids,
+                states=tuple(WorkflowState),
+            ))
+        within = _describe_filters(org_code, period_from, period_to)
+        missing = [i for i in ids or () if i not in found]
+        if missing:
+            raise NotFound(f"voucher {', '.join(missing)} is not in the archive{within}: check --voucher "
+                           "(the voucherId of an imported voucher); nothing was queued or sent",
+                           voucher_ids=missing)
+        if found:
+            return
+        if org_code and not self.repo.query_vouchers(conn, VoucherQuery(org_code=org_code, page_size=1)).total:
+            raise NotFound(f"the archive holds no voucher of organisation {org_code}: check --org (the orgCode "
+                           "of the imported vouchers); nothing was queued or sent", org_code=org_code)
+        raise NotFound(f"no voucher in the archive matches{within or ' (the archive is empty)'}: check the "
+                       "filters; nothing was queued or sent")
 
     # --- status --------------------------------------------------------------------
 
@@ -163,6 +229,7 @@ class SyncService:
             per_state = outbox.counts(conn, job_id=job.id)
             retrying = outbox.retrying(conn, job_id=job.id)
             last_change = outbox.last_change(conn, job_id=job.id)
+            failed = outbox.failed(conn, job_id=job.id)
         open_count = sum(per_state[s] for s in (DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.IN_FLIGHT))
         state, finished_at = "RUNNING", None
         if open_count == 0:
@@ -173,12 +240,14 @@ class SyncService:
         return SyncJobStatus(
             job_id=job.id,
             state=state,
-            queued=job.queued,
+            queued=sum(per_state.values()),
             delivered=per_state[DeliveryState.DELIVERED],
             failed=retrying,
             dead=per_state[DeliveryState.DEAD],
             started_at=job.started_at,
             finished_at=finished_at,
+            waiting=open_count - retrying,
+            failures=_failure_groups(failed),
         )
 
     # --- reconcile -----------------------------------------------------------------
@@ -322,6 +391,23 @@ class SyncService:
                 break
             cursor = batch.next_cursor
         return orphans
+
+
+def _failure_groups(failed: Sequence[outbox.Delivery]) -> tuple[FailureGroup, ...]:
+    """``failed`` (newest change first) counted by failure class, with each class's latest error."""
+    groups: dict[FailureClass, list] = {}
+    for delivery in failed:
+        group = groups.setdefault(failure_class_of(delivery.last_error), [0, delivery.last_error or ""])
+        group[0] += 1
+    ordered = sorted(groups.items(), key=lambda item: -item[1][0])
+    return tuple(FailureGroup(cls, count, error) for cls, (count, error) in ordered)
+
+
+def _describe_filters(org_code: str | None, period_from: str | None, period_to: str | None) -> str:
+    parts = [f"organisation {org_code}"] if org_code else []
+    if period_from or period_to:
+        parts.append(f"periods {period_from or '…'} to {period_to or '…'}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _known_requests(conn, by_voucher) -> set[str]:

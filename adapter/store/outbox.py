@@ -185,20 +185,21 @@ def enqueue_many(conn: sa.Connection, items: Sequence[NewDelivery], now: dt.date
 _TIME = deliveries.c.next_attempt_at.type
 
 
-def _claim_query():
+def _claim_query(*, of_job: bool):
     due = sa.or_(
         sa.and_(deliveries.c.state.in_(WAITING), deliveries.c.next_attempt_at <= sa.bindparam("now", type_=_TIME)),
         sa.and_(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_until < sa.bindparam("now", type_=_TIME)),
     )
-    return (
-        sa.select(deliveries).where(due)
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-    )
+    query = sa.select(deliveries).where(due)
+    if of_job:
+        query = query.where(deliveries.c.job_id == sa.bindparam("job_id", type_=deliveries.c.job_id.type))
+    query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(sa.bindparam("limit", type_=sa.Integer))
+    # PostgreSQL: rows others hold are not due for us
+    return query, query.with_for_update(skip_locked=True)
 
 
-_DUE = _claim_query()
-_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)  # PostgreSQL: rows others hold are not due for us
+#: (any due delivery, one job's due deliveries) → (SQLite, PostgreSQL) query
+_DUE = {of_job: _claim_query(of_job=of_job) for of_job in (False, True)}
 _TAKE = (
     sa.update(deliveries)
     .where(
@@ -216,8 +217,10 @@ _TAKE = (
 )
 
 
-def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime) -> list[Claim]:
-    """Lease up to ``limit`` due deliveries to ``owner`` and commit at once.
+def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime, *,
+          job_id: str | None = None, due_by: dt.datetime | None = None) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries (of sync job ``job_id`` only, if given) to ``owner``
+    and commit at once.  ``due_by`` (default ``now``): only what was due by then.
 
     Due: PENDING/UNCERTAIN whose ``next_attempt_at`` has come, and IN_FLIGHT rows whose
     lease expired (their holder may have sent: the claim asks the OA first).
@@ -227,8 +230,12 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime)
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     claims: list[Claim] = []
     with store.transaction(immediate=True) as conn:
-        query = _DUE_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE
-        for row in conn.execute(query, {"now": now, "limit": limit}).all():
+        plain, skip_locked = _DUE[job_id is not None]
+        query = skip_locked if conn.dialect.name == "postgresql" else plain
+        params = {"now": now if due_by is None else min(now, due_by), "limit": limit}
+        if job_id is not None:
+            params["job_id"] = job_id
+        for row in conn.execute(query, params).all():
             prior = S(row.state)
             if prior is S.IN_FLIGHT:  # an expired lease counts as an uncertain attempt
                 check_transition(S.IN_FLIGHT, S.UNCERTAIN)
@@ -356,6 +363,20 @@ def mark_failed(
     return conn.execute(sa.update(deliveries).where(*_OURS).values(**values), _claim_params(claim)).rowcount == 1
 
 
+def move_to_job(conn: sa.Connection, delivery_ids: Sequence[int], job_id: str) -> int:
+    """Open deliveries → sync job ``job_id`` (a new job takes over what is still waiting);
+    their state, attempts and lease stay as they are.  Returns how many moved."""
+    moved = 0
+    for start in range(0, len(delivery_ids), _IN_CHUNK):
+        chunk = list(delivery_ids[start : start + _IN_CHUNK])
+        moved += conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(chunk), deliveries.c.state.in_(OPEN))
+            .values(job_id=job_id)
+        ).rowcount
+    return moved
+
+
 def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
     """Give back a claim that was never sent (shutdown): its prior state, attempt not counted."""
     back = S.UNCERTAIN if claim.ask_first else S.PENDING
@@ -440,6 +461,21 @@ def retrying(conn: sa.Connection, *, job_id: str | None = None) -> int:
     return conn.execute(query).scalar_one()
 
 
+def failed(conn: sa.Connection, *, job_id: str) -> list[Delivery]:
+    """The job's deliveries whose last attempt failed (dead, or open after a failure), newest change first."""
+    query = (
+        sa.select(deliveries)
+        .where(
+            deliveries.c.job_id == job_id,
+            deliveries.c.last_error.is_not(None),
+            sa.or_(deliveries.c.state == S.DEAD.value,
+                   sa.and_(deliveries.c.state.in_(OPEN), deliveries.c.attempts > 0)),
+        )
+        .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc())
+    )
+    return [_delivery(row) for row in conn.execute(query).all()]
+
+
 def last_change(conn: sa.Connection, *, job_id: str) -> dt.datetime | None:
     """When a delivery of the job last changed (its finish time once none is open)."""
     return conn.execute(
@@ -447,13 +483,15 @@ def last_change(conn: sa.Connection, *, job_id: str) -> dt.datetime | None:
     ).scalar_one()
 
 
-def next_due(conn: sa.Connection) -> dt.datetime | None:
-    """When the earliest open delivery becomes claimable (None: nothing open)."""
+def next_due(conn: sa.Connection, *, job_id: str | None = None) -> dt.datetime | None:
+    """When the earliest open delivery (of sync job ``job_id``, if given) becomes claimable
+    (None: nothing open)."""
+    of_job = () if job_id is None else (deliveries.c.job_id == job_id,)
     waiting = conn.execute(
-        sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(deliveries.c.state.in_(WAITING))
+        sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(deliveries.c.state.in_(WAITING), *of_job)
     ).scalar_one()
     leased = conn.execute(
-        sa.select(sa.func.min(deliveries.c.lease_until)).where(deliveries.c.state == S.IN_FLIGHT.value)
+        sa.select(sa.func.min(deliveries.c.lease_until)).where(deliveries.c.state == S.IN_FLIGHT.value, *of_job)
     ).scalar_one()
     # func.min returns its argument's type, so both come back as aware UTC datetimes
     times = [t for t in (waiting, leased) if t is not None]

@@ -18,11 +18,12 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
+from ..domain.delivery import DeliveryState, FailureClass, FailureKind, RetryPolicy
 from ..domain.ports import OaWorkflowPort
 from ..errors import (
     AdapterError,
@@ -39,6 +40,7 @@ from ..errors import (
 from ..settings import SyncSettings
 from ..store import outbox
 from ..store.outbox import Claim
+from .failures import error_text, failure_class
 from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
 
@@ -65,11 +67,24 @@ class DeliveryCounts:
     released: int = 0  # given back unsent at shutdown
     anomalies: int = 0  # more than one OA request for one key (should never happen)
     errors: int = 0  # unexpected errors while settling (left to lease expiry)
+    failures: Counter = field(default_factory=Counter)  # failed attempts (retrying + dead) per FailureClass
 
     def __iadd__(self, other: "DeliveryCounts") -> "DeliveryCounts":
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
+
+    def __add__(self, other: "DeliveryCounts") -> "DeliveryCounts":
+        total = DeliveryCounts()
+        total += self
+        total += other
+        return total
+
+    @property
+    def outage(self) -> bool:
+        """Nothing got through and the OA was unreachable or refused our credentials:
+        another round now would fail the same way."""
+        return self.delivered + self.adopted == 0 and any(cls.outage for cls in self.failures)
 
 
 def classify(exc: BaseException, phase: str) -> FailureKind:
@@ -118,6 +133,7 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._attempt_local = threading.local()  # the failure class of the attempt on this thread
         self._settles = store.group_commit
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
 
@@ -135,22 +151,32 @@ class DeliveryWorker:
         *,
         on_progress: Callable[[DeliveryCounts], None] | None = None,
         wait_for_retries: bool = True,
+        job_id: str | None = None,
+        stop_on_outage: bool = False,
     ) -> DeliveryCounts:
         """Deliver until nothing is due; ``deadline`` is a ``time.monotonic()`` instant.
 
         With ``wait_for_retries`` it also sleeps until retries come due, as long as
-        they come due before the deadline.
+        they come due before the deadline.  ``job_id`` delivers that sync job's deliveries
+        only.  With ``stop_on_outage`` it ends after a round that found the OA unreachable
+        or refusing our credentials (``DeliveryCounts.outage``): waiting cannot fix that.
         """
         total = DeliveryCounts()
         while not self._stopping.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if self._drain(total, deadline=deadline, on_progress=on_progress):
+            round_ = DeliveryCounts()
+            progress = (lambda counts: on_progress(total + counts)) if on_progress else None
+            claimed = self._drain(round_, deadline=deadline, on_progress=progress, job_id=job_id)
+            total += round_
+            if stop_on_outage and round_.outage:
+                break
+            if claimed:
                 continue
             if not wait_for_retries:
                 break
             with self.store.transaction() as conn:
-                due = outbox.next_due(conn)
+                due = outbox.next_due(conn, job_id=job_id)
             if due is None:
                 break
             wait = max((due - self.clock()).total_seconds(), 0.05)
@@ -166,8 +192,10 @@ class DeliveryWorker:
         budget: int | None = None,
         deadline: float | None = None,
         on_progress: Callable[[DeliveryCounts], None] | None = None,
+        job_id: str | None = None,
     ) -> int:
-        """Claim and deliver while work is due (at most ``budget`` claims); returns the claims made.
+        """Claim and deliver what was due when it began (at most ``budget`` claims): one round.
+        Returns the claims made.
 
         A claim is taken only when a thread is free, never a batch ahead: one slow OA call
         (a timeout is 30 s by default) then holds up its own thread only, not every claim
@@ -175,6 +203,7 @@ class DeliveryWorker:
         out while the claim waits in the pool's queue.
         """
         slots = max(1, self.settings.workers)
+        started = self.clock()  # a retry that comes due meanwhile waits for the next round
         running: set = set()
         claimed, more = 0, True
         while True:
@@ -183,18 +212,21 @@ class DeliveryWorker:
                 free = min(free, budget - claimed)
             if more and free > 0 and not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
                 with self._settles.exclusive():
-                    claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock())
+                    claims = outbox.claim(self.store, self.owner, free, self.settings.lease_seconds, self.clock(),
+                                          job_id=job_id, due_by=started)
                 more = len(claims) == free  # fewer than asked: nothing else is due now
                 claimed += len(claims)
                 counts.claimed += len(claims)
-                running.update(self._pool.submit(self._deliver_safely, claim) for claim in claims)
+                running.update(self._pool.submit(self._attempt, claim) for claim in claims)
             if not running:
                 return claimed
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                result, anomaly = future.result()
+                result, anomaly, failure = future.result()
                 setattr(counts, result, getattr(counts, result) + 1)
                 counts.anomalies += anomaly
+                if failure is not None and result in ("retrying", "dead"):
+                    counts.failures[failure] += 1
             if on_progress:
                 on_progress(counts)
 
@@ -227,6 +259,12 @@ class DeliveryWorker:
         self._pool.shutdown(wait=True)
 
     # --- one delivery --------------------------------------------------------------
+
+    def _attempt(self, claim: Claim) -> tuple[str, bool, FailureClass | None]:
+        """``_deliver_safely``'s answer and the class of the failure it settled, if any."""
+        self._attempt_local.failure = None
+        result, anomaly = self._deliver_safely(claim)
+        return result, anomaly, self._attempt_local.failure
 
     def _deliver_safely(self, claim: Claim) -> tuple[str, bool]:
         """(name of the DeliveryCounts field to count, whether the key had several OA requests)."""
@@ -297,7 +335,8 @@ class DeliveryWorker:
                 next_attempt_at = max(next_attempt_at, now + dt.timedelta(seconds=self.uncertain_wait))
         else:
             state = DeliveryState.PENDING
-        error = f"{phase}: {type(exc).__name__}: {exc} ({decision.reason})"
+        error = error_text(phase, exc, decision.reason)
+        self._attempt_local.failure = failure_class(exc)
         _log_failure(claim, exc, phase, decision.reason)
         return self._settles.run(
             lambda conn: self._settle_failed(conn, claim, state, error, now, next_attempt_at)
