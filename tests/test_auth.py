@@ -32,7 +32,7 @@ from archive_oa.gateway.context import GatewayServices
 from archive_oa.gateway.server import start_gateway
 from archive_oa.security import passwords
 from archive_oa.security.credential_cache import VerifiedCredentials
-from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
+from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id, read_key_file
 from archive_oa.security.transport import Origin, ProxyPolicy, plaintext_allowed
 from archive_oa.services import audit
 from archive_oa.services.archive import ArchiveService
@@ -228,6 +228,19 @@ def test_user_without_a_stored_secret_cannot_use_digest_but_text_still_works(sta
     assert call(gateway.text("legacy")).total == 0
     gateway.users.set_password("legacy", PASSWORD)  # what the log tells the administrator to do
     assert call(gateway.digest("legacy")).total == 0
+
+
+def test_digest_without_its_key_file_makes_no_new_key_and_names_the_missing_key(start, caplog):
+    first = start("lost-key")
+    first.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    key_file = first.settings.data_dir / KEY_FILE_NAME
+    lost = key_id(read_key_file(key_file)[0])
+    key_file.unlink()  # e.g. a data folder restored from a backup that did not hold the key
+    later = start("lost-key")  # a process started afterwards: `serve` would make a new key on first use
+    assert f"key id {lost}" in later.users.key_problem()  # what `serve` logs once at start
+    refused(later.digest())
+    assert not key_file.exists()  # a new key would decrypt nothing, and would hide which one is missing
+    assert f"key id {lost}, but {key_file} does not exist" in caplog.text and "secret.key of the backup" in caplog.text
 
 
 _DIGEST_TYPE = (
