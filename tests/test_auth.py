@@ -32,7 +32,7 @@ from archive_oa.gateway.context import GatewayServices
 from archive_oa.gateway.server import start_gateway
 from archive_oa.security import passwords
 from archive_oa.security.credential_cache import VerifiedCredentials
-from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id, read_key_file
+from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
 from archive_oa.security.transport import Origin, ProxyPolicy, plaintext_allowed
 from archive_oa.services import audit
 from archive_oa.services.archive import ArchiveService
@@ -234,7 +234,7 @@ def test_digest_without_its_key_file_makes_no_new_key_and_names_the_missing_key(
     first = start("lost-key")
     first.users.add_user("alice", PASSWORD, {"viewer"}, None)
     key_file = first.settings.data_dir / KEY_FILE_NAME
-    lost = key_id(read_key_file(key_file)[0])
+    lost = key_id(key_file.read_text().split()[0])
     key_file.unlink()  # e.g. a data folder restored from a backup that did not hold the key
     later = start("lost-key")  # a process started afterwards: `serve` would make a new key on first use
     assert f"key id {lost}" in later.users.key_problem()  # what `serve` logs once at start

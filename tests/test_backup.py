@@ -24,7 +24,7 @@ from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Vouch
 from archive_oa.errors import Conflict, ConfigurationError, IntegrityError
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
-from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id, read_key_file
+from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
 from archive_oa.samples import samples_dir
 from archive_oa.services import audit, audit_verify
 from archive_oa.services.archive import ArchiveDocumentCommand, ArchiveService, NewFile
@@ -346,7 +346,7 @@ def with_digest_user(settings):
         UserService(store, settings=settings).add_user(DIGEST_USER, DIGEST_PASSWORD, {"viewer"})
     finally:
         store.dispose()
-    return key_id(read_key_file(settings.data_dir / KEY_FILE_NAME)[0])
+    return key_id((settings.data_dir / KEY_FILE_NAME).read_text().split()[0])
 
 
 def digest_call(settings):
@@ -368,20 +368,19 @@ def mode(path: Path) -> int:
 def test_the_key_is_in_the_backup_and_password_digest_works_after_restore(source, tmp_path, capsys):
     source_key = with_digest_user(source)
     assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(source.data_dir)]) == 0
-    assert "encryption key" in capsys.readouterr().out
+    backed_up_out = capsys.readouterr().out
+    target = settings_in(tmp_path / "restored")
+    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 0
     manifest = read_manifest(tmp_path / "bk")
+    assert digest_call(target).total == manifest.tables["vouchers"].rows  # the restored secret decrypts
+
+    assert "encryption key restored to" in capsys.readouterr().out and "encryption key" in backed_up_out
+    assert mode(target.data_dir / "secret.key") == 0o600
     assert manifest.key.included and manifest.key.key_ids == (source_key,)
     assert manifest.key.needed == {source_key: 1}
     assert json.loads((tmp_path / "bk" / "manifest.json").read_text())["key"]["file"] == "secret.key"
     backed_up = tmp_path / "bk" / "secret.key"
     assert backed_up.read_bytes() == (source.data_dir / "secret.key").read_bytes() and mode(backed_up) == 0o600
-
-    target = settings_in(tmp_path / "restored")
-    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 0
-    assert "encryption key restored to" in capsys.readouterr().out
-    assert mode(target.data_dir / "secret.key") == 0o600
-    vouchers = manifest.tables["vouchers"].rows
-    assert digest_call(target).total == vouchers  # the restored secret decrypts: PasswordDigest works
 
 
 def test_backup_without_key_says_so_and_restore_refuses_until_the_key_is_there(source, tmp_path, capsys):
