@@ -92,7 +92,7 @@ class KeyRing:
 
     def __init__(self, settings: Settings) -> None:
         self.configured = [k.strip() for k in settings.security.secret_key.split(",") if k.strip()]
-        self.key_file = Path(settings.data_dir) / KEY_FILE_NAME
+        self.key_file = Path(settings.data_dir).expanduser().absolute() / KEY_FILE_NAME
         self._lock = threading.Lock()
         self._box: SecretBox | None = None
 

@@ -355,6 +355,11 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
                          tuple(missing_key_ids))
 
 
+#: Why a backup holds no key file (KeyState.reason), for restore's refusal.
+_NOT_IN_BACKUP = {"--without-key": "taken with --without-key", "setting": f"its keys came from {SETTING}",
+                  "absent": "its data folder had no key file", None: "taken before backups held the key"}
+
+
 def _keys_to_restore(keys: KeyRing, folder: Path, manifest: Manifest,
                      force_without_key: bool) -> tuple[list[str], list[str]]:
     """The keys to write into the key file ([]: nothing to write), and the key ids the backup's
@@ -373,16 +378,16 @@ def _keys_to_restore(keys: KeyRing, folder: Path, manifest: Manifest,
     missing = sorted(set(needed) - available)
     if missing and not force_without_key:
         users = sum(needed[k] for k in missing)
-        have = ", ".join(sorted(available)) or "none"
+        have = f"ids {', '.join(sorted(available))}" if available else "no key"
         if keys.configured:
-            where = (f"is not among the keys of {SETTING} (ids {have}), the only keys the adapter reads when it is set: "
-                     f"add that key there (after the current one{'; the backup holds it in ' + str(folder / KEY) if backed_up else ''})")
+            where = (f"is not among the keys of {SETTING} ({have}), the only keys read when it is set: add that key "
+                     f"there after the current one{f' (the backup holds it in {folder / KEY})' if backed_up else ''}")
         else:
             if backed_up:
                 kept = f"its {KEY} holds key ids {', '.join(manifest.key.key_ids)}"
             else:
-                kept = manifest.key.note if manifest.key is not None else "taken before backups held the key"
-            where = (f"is neither in the backup ({kept}) nor in {keys.key_file} (ids {have}): copy the secret.key "
+                kept = _NOT_IN_BACKUP[manifest.key.reason if manifest.key is not None else None]
+            where = (f"is neither in the backup ({kept}) nor in {keys.key_file} ({have}): copy the secret.key "
                      f"kept with the backup to {keys.key_file}")
         raise ConfigurationError(
             f"backup {folder}: the stored PasswordDigest secrets of {users} user(s) need key id "
