@@ -257,6 +257,7 @@ def test_on_postgresql_both_commands_print_the_pg_dump_way(tmp_path, capsys, mon
         assert main([command, str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
         err = capsys.readouterr().err
         assert "pg_dump --format=custom" in err and "pg_restore" in err and "blobs" in err
+        assert "secret.key" in err and "umask 077" in err
         assert "postgresql://archive@db.example:5432/archive" in err and "s3cret" not in err
     assert not (tmp_path / "bk").exists()
     settings = load_settings(data_dir=tmp_path / "d", env={"ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://x@h/db"})

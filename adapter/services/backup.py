@@ -75,11 +75,15 @@ from .backup_manifest import (
 POSTGRES_WAY = """\
 this store is PostgreSQL ({url}): backup and restore copy the embedded SQLite store only.
 Back up with PostgreSQL's own tools, in this order (the adapter may keep running):
+  umask 077                    # every copy readable by its owner only
   cp {checkpoint} BACKUP/      # the audit checkpoint, before the dump
+  cp {key_file} BACKUP/        # the key of the PasswordDigest secrets (unless [security] secret_key holds it)
   pg_dump --format=custom --file=BACKUP/archive-oa.dump '{libpq}'
   cp -a {blobs} BACKUP/blobs   # after the dump: blobs never change once written
-Restore into an empty database, blobs first:
+Restore into an empty database, the key and the blobs first:
+  umask 077
   mkdir -p {blobs} && cp -a BACKUP/blobs/. {blobs}/
+  cp BACKUP/secret.key {key_file}
   pg_restore --no-owner --exit-on-error --dbname='{libpq}' BACKUP/archive-oa.dump
   cp BACKUP/audit-checkpoint.json {checkpoint}
   archive-oa audit verify
@@ -449,7 +453,7 @@ def _sqlite_path(settings: Settings, command: str) -> Path:
                            database=url.database, query=url.query).render_as_string(hide_password=False)
         raise ConfigurationError(POSTGRES_WAY.format(
             url=url.render_as_string(hide_password=True), libpq=libpq, blobs=settings.blob_dir,
-            checkpoint=audit_verify.checkpoint_path(settings)))
+            checkpoint=audit_verify.checkpoint_path(settings), key_file=KeyRing(settings).key_file))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
                                  "on the SQLite file or, on PostgreSQL, with pg_dump")
