@@ -230,6 +230,19 @@ def test_user_without_a_stored_secret_cannot_use_digest_but_text_still_works(sta
     assert call(gateway.digest("legacy")).total == 0
 
 
+def test_digest_without_its_key_file_makes_no_new_key_and_names_the_missing_key(start, caplog):
+    first = start("lost-key")
+    first.users.add_user("alice", PASSWORD, {"viewer"}, None)
+    key_file = first.settings.data_dir / KEY_FILE_NAME
+    lost = key_id(key_file.read_text().split()[0])
+    key_file.unlink()  # e.g. a data folder restored from a backup that did not hold the key
+    later = start("lost-key")  # a process started afterwards: `serve` would make a new key on first use
+    assert f"key id {lost}" in later.users.key_problem()  # what `serve` logs once at start
+    refused(later.digest())
+    assert not key_file.exists()  # a new key would decrypt nothing, and would hide which one is missing
+    assert f"key id {lost}, but {key_file} does not exist" in caplog.text and "secret.key of the backup" in caplog.text
+
+
 _DIGEST_TYPE = (
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
 )

@@ -6,24 +6,32 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import zeep
 from sqlalchemy import select
+from zeep.wsse.username import UsernameToken
 
 from archive_oa.cli.main import main
 from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher
 from archive_oa.errors import Conflict, ConfigurationError, IntegrityError
+from archive_oa.gateway.app import build_gateway_services, make_gateway_app
+from archive_oa.gateway.server import start_gateway
+from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
 from archive_oa.samples import samples_dir
 from archive_oa.services import audit, audit_verify
 from archive_oa.services.archive import ArchiveDocumentCommand, ArchiveService, NewFile
 from archive_oa.services.backup import backup, read_manifest, restore, verify_backup
 from archive_oa.services.backup_manifest import table_states
 from archive_oa.services.importer import import_paths
+from archive_oa.services.users import UserService
 from archive_oa.settings import load_settings
 from archive_oa.store import vouchers as repo
 from archive_oa.store.audit_tables import audit_log
@@ -249,6 +257,7 @@ def test_on_postgresql_both_commands_print_the_pg_dump_way(tmp_path, capsys, mon
         assert main([command, str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
         err = capsys.readouterr().err
         assert "pg_dump --format=custom" in err and "pg_restore" in err and "blobs" in err
+        assert "secret.key" in err and "umask 077" in err
         assert "postgresql://archive@db.example:5432/archive" in err and "s3cret" not in err
     assert not (tmp_path / "bk").exists()
     settings = load_settings(data_dir=tmp_path / "d", env={"ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://x@h/db"})
@@ -324,3 +333,157 @@ def test_manifest_round_trips_through_json(source, tmp_path):
     assert dataclasses.asdict(again) == dataclasses.asdict(result.manifest)
     shutil.copytree(tmp_path / "bk", tmp_path / "copy")  # a copied backup is still a backup
     assert verify_backup(tmp_path / "copy").database_sha256 == result.manifest.database_sha256
+
+
+# --- the key of the stored PasswordDigest secrets --------------------------------------------
+
+DIGEST_USER, DIGEST_PASSWORD = "oa-digest", "pw-摘要-digest-1"
+
+
+def with_digest_user(settings):
+    """Give the data folder a user with a stored (encrypted) secret: creates its secret.key."""
+    store = open_store(settings)
+    try:
+        UserService(store, settings=settings).add_user(DIGEST_USER, DIGEST_PASSWORD, {"viewer"})
+    finally:
+        store.dispose()
+    return key_id((settings.data_dir / KEY_FILE_NAME).read_text().split()[0])
+
+
+def digest_call(settings):
+    """One PasswordDigest (UsernameToken) call to a gateway serving ``settings``' store."""
+    store = open_store(settings)
+    handle = start_gateway(make_gateway_app(settings, build_gateway_services(settings, store)))
+    try:
+        token = UsernameToken(DIGEST_USER, DIGEST_PASSWORD, use_digest=True)
+        return zeep.Client(handle.wsdl_url, wsse=token).service.QueryVouchers(page=1, pageSize=1)
+    finally:
+        handle.stop()
+        store.dispose()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_key_is_in_the_backup_and_password_digest_works_after_restore(source, tmp_path, capsys):
+    source_key = with_digest_user(source)
+    assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(source.data_dir)]) == 0
+    backed_up_out = capsys.readouterr().out
+    target = settings_in(tmp_path / "restored")
+    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 0
+    manifest = read_manifest(tmp_path / "bk")
+    assert digest_call(target).total == manifest.tables["vouchers"].rows  # the restored secret decrypts
+
+    assert "encryption key restored to" in capsys.readouterr().out and "encryption key" in backed_up_out
+    assert mode(target.data_dir / "secret.key") == 0o600
+    assert manifest.key.included and manifest.key.key_ids == (source_key,)
+    assert manifest.key.needed == {source_key: 1}
+    assert json.loads((tmp_path / "bk" / "manifest.json").read_text())["key"]["file"] == "secret.key"
+    backed_up = tmp_path / "bk" / "secret.key"
+    assert backed_up.read_bytes() == (source.data_dir / "secret.key").read_bytes() and mode(backed_up) == 0o600
+
+
+def test_backup_without_key_says_so_and_restore_refuses_until_the_key_is_there(source, tmp_path, capsys):
+    source_key = with_digest_user(source)
+    assert main(["backup", str(tmp_path / "bk"), "--without-key", "--data-dir", str(source.data_dir)]) == 0
+    warning = capsys.readouterr().err
+    assert "NOT in the backup" in warning and str(source.data_dir / "secret.key") in warning and source_key in warning
+    manifest = read_manifest(tmp_path / "bk")
+    assert not manifest.key.included and manifest.key.reason == "--without-key"
+    assert json.loads((tmp_path / "bk" / "manifest.json").read_text())["key"]["note"].startswith("NOT included")
+    assert not (tmp_path / "bk" / "secret.key").exists()
+
+    target = settings_in(tmp_path / "restored")
+    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 2
+    refusal = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines: one line
+    assert refusal.startswith("archive-oa restore: backup ") and f"need key id {source_key}" in refusal
+    assert "--force-without-key" in refusal and str(target.data_dir / "secret.key") in refusal
+    assert not (target.data_dir / "archive-oa.db").exists()  # refused before anything changed
+
+    target.data_dir.mkdir()  # the operator copies the key kept elsewhere, as the warning said
+    shutil.copy(source.data_dir / "secret.key", target.data_dir / "secret.key")
+    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 0
+    assert digest_call(target).total == manifest.tables["vouchers"].rows
+
+
+def test_restore_refuses_a_key_mismatch_unless_told_to_go_on_without_it(source, tmp_path, capsys):
+    source_key = with_digest_user(source)
+    backup(source, tmp_path / "bk")
+    (tmp_path / "bk" / "secret.key").unlink()  # the backup says it holds the key: a missing file is damage
+    with pytest.raises(IntegrityError, match="secret.key .*missing"):
+        verify_backup(tmp_path / "bk")
+    shutil.rmtree(tmp_path / "bk")
+    backup(source, tmp_path / "bk")
+
+    # Keys configured in the setting are the only ones the adapter reads: the backup's key is not enough.
+    other = load_settings(data_dir=tmp_path / "configured", env={"ARCHIVE_OA_SECURITY_SECRET_KEY": generate_key()})
+    with pytest.raises(ConfigurationError, match=f"need key id {source_key}, which is not among the keys of security"):
+        restore(other, tmp_path / "bk")
+
+    # A backup without the key, into a data folder that already made a key of its own.
+    backup(source, tmp_path / "bk-nokey", without_key=True)
+    target = settings_in(tmp_path / "own-key")
+    with_digest_user(target)
+    assert main(["restore", str(tmp_path / "bk-nokey"), "--force", "--data-dir", str(target.data_dir)]) == 2
+    assert f"need key id {source_key}, which is neither in the backup" in capsys.readouterr().err
+
+    assert main(["restore", str(tmp_path / "bk-nokey"), "--force", "--force-without-key",
+                 "--data-dir", str(target.data_dir)]) == 1
+    assert f"restored without key id {source_key}" in capsys.readouterr().err
+    store = open_store(target)
+    try:  # the server says what is wrong, and never makes a key that could not decrypt it anyway
+        problem = UserService(store, settings=target).key_problem()
+    finally:
+        store.dispose()
+    assert f"key id {source_key}" in problem and "secret.key of the backup" in problem
+
+
+def test_a_changed_key_file_is_refused(source, tmp_path):
+    with_digest_user(source)
+    backup(source, tmp_path / "bk")
+    (tmp_path / "bk" / "secret.key").write_text(generate_key() + "\n")
+    _restore_refused(tmp_path / "bk", tmp_path, "secret.key does not match the sha256")
+
+
+# --- owner-only files --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def permissive_umask():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def created_modes(*roots: Path) -> dict[str, int]:
+    """Mode of every file and folder under ``roots`` (the roots included)."""
+    found = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            found[str(path)] = mode(path)
+    return found
+
+
+def test_store_key_checkpoint_blobs_backup_and_restore_are_owner_only(tmp_path, permissive_umask):
+    settings = settings_in(tmp_path / "deep" / "live")  # a parent created on the way is owner-only too
+    store = open_store(settings)
+    try:
+        samples = samples_dir()
+        assert import_paths(store, Transforms.from_settings(), [Path(str(samples / "HD01-2026-09.xml"))], now=NOW).ok
+        UserService(store, settings=settings).add_user(DIGEST_USER, DIGEST_PASSWORD, {"viewer"})
+        assert audit_verify.verify(store, audit_verify.checkpoint_path(settings)).ok
+        live = created_modes(tmp_path / "deep")
+        for name in ("archive-oa.db", "archive-oa.db-wal", "archive-oa.db-shm", "secret.key", "audit-checkpoint.json"):
+            assert live[str(settings.data_dir / name)] == 0o600, name  # -wal / -shm exist while the store is open
+    finally:
+        store.dispose()
+    assert list(settings.blob_dir.glob("??/??/*"))
+    backup(settings, tmp_path / "backups" / "bk")
+    restore(settings_in(tmp_path / "restored"), tmp_path / "backups" / "bk")
+    modes = created_modes(tmp_path / "deep", tmp_path / "backups", tmp_path / "restored")
+    assert {path for path in modes if path.endswith(("/blobs", "/bk", "/secret.key", ".db"))}  # the walk saw them
+    loose = {path: oct(m) for path, m in modes.items() if m != (0o700 if Path(path).is_dir() else 0o600)}
+    assert not loose

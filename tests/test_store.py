@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sqlite3
+import stat
 import threading
 from decimal import Decimal
 
@@ -492,6 +494,30 @@ def test_blobs_are_content_addressed_and_checked_on_read(tmp_path):
         blobs.read("../../etc/passwd")
     assert not blobs.exists("../x")
     assert list((tmp_path / "blobs").rglob(".tmp-*")) == []
+
+
+def test_the_database_its_wal_and_the_blobs_are_owner_only_whatever_the_umask(tmp_path):
+    from archive_oa.settings import load_settings
+    from archive_oa.store.engine import open_store
+
+    old_umask = os.umask(0o022)  # the common default: new files 0644, folders 0755
+    try:
+        settings = load_settings(data_dir=tmp_path / "new" / "data", env={})
+        store = open_store(settings)
+        try:
+            store.blobs.put("电子发票 PDF".encode())
+            with store.transaction(immediate=True) as conn:
+                repo.save_voucher(conn, make_voucher(), "hash-1", NOW)
+            created = [tmp_path / "new", *(tmp_path / "new").rglob("*")]
+            names = {path.name for path in created}
+            assert {"archive-oa.db", "archive-oa.db-wal", "archive-oa.db-shm", "blobs"} <= names
+            loose = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in created
+                     if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)}
+            assert not loose
+        finally:
+            store.dispose()
+    finally:
+        os.umask(old_umask)
 
 
 # --- migrations --------------------------------------------------------------------------------

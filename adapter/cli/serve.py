@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     settings = base.replace(gateway=gateway)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with build(settings) as adapter:
+        key_problem = adapter.users.key_problem()
+        if key_problem:  # once, clearly, rather than an authentication failure per PasswordDigest call
+            logging.getLogger(__name__).error("%s", key_problem)
         app = make_gateway_app(adapter)
         scheduler = None if args.no_scheduler else adapter.start_scheduler()
         # The audit chain's head, kept outside the database, so a cut tail shows in `audit verify`.

@@ -20,10 +20,15 @@ from typing import Sequence
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from ..errors import ConfigurationError
+from ..private_files import make_private_dir, write_private_file
 from ..settings import Settings
 
 KEY_FILE_NAME = "secret.key"
-_SETTING = "security.secret_key (ARCHIVE_OA_SECURITY_SECRET_KEY)"
+SETTING = "security.secret_key (ARCHIVE_OA_SECURITY_SECRET_KEY)"
+#: What to do when a stored secret's key is missing (ends the messages that say so).
+PUT_BACK = (f"put that key back (the secret.key of the backup the data came from into the data folder, or the "
+             f"key into {SETTING} after the current one, then archive-oa users rotate-key), or set the "
+             "passwords again (archive-oa users passwd)")
 
 
 def generate_key() -> str:
@@ -70,8 +75,7 @@ class SecretBox:
             if stored_key_id and stored_key_id not in self.key_ids:
                 raise ConfigurationError(
                     f"a stored secret was encrypted with key id {stored_key_id}, which is not among the keys "
-                    f"of {self.source} (ids {', '.join(self.key_ids)}): configure that key again "
-                    "(after the new one) and run archive-oa users rotate-key"
+                    f"of {self.source} (ids {', '.join(self.key_ids)}): {PUT_BACK}"
                 ) from None
             raise ConfigurationError(
                 f"a stored secret does not decrypt with the keys of {self.source}: it was altered, or "
@@ -88,7 +92,7 @@ class KeyRing:
 
     def __init__(self, settings: Settings) -> None:
         self.configured = [k.strip() for k in settings.security.secret_key.split(",") if k.strip()]
-        self.key_file = Path(settings.data_dir) / KEY_FILE_NAME
+        self.key_file = Path(settings.data_dir).expanduser().absolute() / KEY_FILE_NAME
         self._lock = threading.Lock()
         self._box: SecretBox | None = None
 
@@ -100,25 +104,47 @@ class KeyRing:
         with self._lock:
             if self._box is None:
                 if self.configured:
-                    self._box = SecretBox(self.configured, source=_SETTING)
+                    self._box = SecretBox(self.configured, source=SETTING)
                 else:
                     self._box = SecretBox(_read_or_create(self.key_file), source=str(self.key_file))
             return self._box
 
     def decrypt(self, token: str, stored_key_id: str) -> str:
         """Decrypt a stored secret; a key id unknown to this process re-reads the key file
-        once (``users rotate-key`` in another process replaced it while we kept running)."""
-        box = self.box()
+        once (``users rotate-key`` in another process replaced it while we kept running).
+        A missing key file is an error here, not a new key: a new key decrypts nothing."""
+        box = self._existing_box(stored_key_id)
         if stored_key_id not in box.key_ids and self.from_file:
             with self._lock:
                 self._box = None
-            box = self.box()
+            box = self._existing_box(stored_key_id)
         return box.decrypt(token, stored_key_id)
+
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of the keys at hand (configured, or in the key file as it is now); never creates a key."""
+        if self.configured:
+            return SecretBox(self.configured, source=SETTING).key_ids
+        if not self.key_file.exists():
+            return ()
+        return tuple(key_id(key) for key in read_key_file(self.key_file))
+
+    @property
+    def where(self) -> str:
+        """Where this installation's keys are, for messages."""
+        return SETTING if self.configured else str(self.key_file)
+
+    def _existing_box(self, stored_key_id: str) -> SecretBox:
+        if self.from_file and self._box is None and not self.key_file.exists():
+            raise ConfigurationError(
+                f"a stored secret was encrypted with key id {stored_key_id}, but {self.key_file} does not exist "
+                f"and {SETTING} is not set: {PUT_BACK}"
+            )
+        return self.box()
 
     def replace_file_keys(self, keys: Sequence[str]) -> SecretBox:
         """Write ``keys`` (first encrypts) to the key file and use them from now on."""
         if not self.from_file:
-            raise ConfigurationError(f"the keys come from {_SETTING}: change them there, not in {self.key_file}")
+            raise ConfigurationError(f"the keys come from {SETTING}: change them there, not in {self.key_file}")
         box = SecretBox(keys, source=str(self.key_file))
         write_key_file(self.key_file, keys)
         with self._lock:
@@ -128,22 +154,20 @@ class KeyRing:
 
 def write_key_file(path: Path, keys: Sequence[str]) -> None:
     """Replace the key file atomically, readable by its owner only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write("".join(f"{key}\n" for key in keys))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_private_file(path, "".join(f"{key}\n" for key in keys).encode("ascii"), temp_prefix=f".{path.name}.")
+
+
+def read_key_file(path: Path) -> list[str]:
+    """The keys in a key file, first (the one that encrypts) first."""
+    keys = [line.strip() for line in path.read_text(encoding="ascii").splitlines() if line.strip()]
+    if not keys:
+        raise ConfigurationError(f"{path} holds no key: delete it to generate one, or restore it from backup")
+    return keys
 
 
 def _read_or_create(path: Path) -> list[str]:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as out:
@@ -156,7 +180,4 @@ def _read_or_create(path: Path) -> list[str]:
             pass
         finally:
             tmp.unlink()
-    keys = [line.strip() for line in path.read_text(encoding="ascii").splitlines() if line.strip()]
-    if not keys:
-        raise ConfigurationError(f"{path} holds no key: delete it to generate one, or restore it from backup")
-    return keys
+    return read_key_file(path)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Mapping
 from sqlalchemy import Connection, select
 
 from ..errors import ConfigurationError
+from ..private_files import write_private_file
 from ..store.audit_tables import audit_log
 from . import audit
 
@@ -176,20 +175,10 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    """Replace the file atomically: a crash leaves the old or the new checkpoint, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace the file atomically (mode 0600): a crash leaves the old or the new checkpoint, never half."""
     body = json.dumps({"sequence": checkpoint.seq, "hash": checkpoint.hash, "first_hash": checkpoint.first_hash,
                        "written_at": checkpoint.written_at}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".audit-checkpoint-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private_file(path, body.encode("utf-8"), temp_prefix=".audit-checkpoint-")
 
 
 def verify(store, path: Path, *, full: bool = True, now: dt.datetime | None = None) -> VerifyResult:

@@ -7,14 +7,20 @@ A backup is a folder::
     archive-oa.db           the database, copied with SQLite's online backup API
     blobs/ab/cd/<sha256>    attachment bytes, the data folder's layout
     audit-checkpoint.json   the audit checkpoint, when there is one
+    secret.key              the key of the stored PasswordDigest secrets (unless --without-key or the
+                            keys come from [security] secret_key); the manifest says which
 
 It is consistent while the adapter runs.  The online backup API copies the database
 as of one read transaction; in WAL mode writers carry on meanwhile.  Blobs are copied
 *after* that snapshot: they are content-addressed and never change, and every writer
 stores a blob before the row that names it, so each blob the snapshot references is
 already on disk.  The audit checkpoint is copied *before* the snapshot, so it never
-names records the snapshot lacks.
+names records the snapshot lacks.  The key file is read before and after it, and both
+are kept: a ``users rotate-key`` meanwhile cannot leave the snapshot's secrets without
+their key.  Restore refuses a backup whose secrets need a key it has neither in the
+backup nor configured, unless told to go on without it.
 
+Every folder and file a backup or a restore creates is readable by its owner only.
 The configuration (``archive-oa.toml``: OA password, ``[security] secret_key``) is
 deliberately not in the backup; keep it separately.
 
@@ -41,6 +47,8 @@ from sqlalchemy.engine import URL, make_url
 
 from .. import __version__
 from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
+from ..private_files import create_private_file, make_private_dir, write_private_file
+from ..security.secrets import SETTING, KeyRing, key_id, read_key_file, write_key_file
 from ..settings import Settings
 from ..store.blobs import BlobStore
 from . import audit, audit_verify
@@ -48,7 +56,9 @@ from .backup_manifest import (
     BLOBS,
     CHECKPOINT,
     DATABASE,
+    KEY,
     MANIFEST,
+    KeyState,
     Manifest,
     audit_head,
     blob_files,
@@ -58,17 +68,22 @@ from .backup_manifest import (
     referenced_blobs,
     revision_of,
     row_counts,
+    secret_key_ids,
     table_states,
 )
 
 POSTGRES_WAY = """\
 this store is PostgreSQL ({url}): backup and restore copy the embedded SQLite store only.
 Back up with PostgreSQL's own tools, in this order (the adapter may keep running):
+  umask 077                    # every copy readable by its owner only
   cp {checkpoint} BACKUP/      # the audit checkpoint, before the dump
+  cp {key_file} BACKUP/        # the key of the PasswordDigest secrets (unless [security] secret_key holds it)
   pg_dump --format=custom --file=BACKUP/archive-oa.dump '{libpq}'
   cp -a {blobs} BACKUP/blobs   # after the dump: blobs never change once written
-Restore into an empty database, blobs first:
+Restore into an empty database, the key and the blobs first:
+  umask 077
   mkdir -p {blobs} && cp -a BACKUP/blobs/. {blobs}/
+  cp BACKUP/secret.key {key_file}
   pg_restore --no-owner --exit-on-error --dbname='{libpq}' BACKUP/archive-oa.dump
   cp BACKUP/audit-checkpoint.json {checkpoint}
   archive-oa audit verify
@@ -84,9 +99,10 @@ class BackupResult:
 
     @property
     def complete(self) -> bool:
-        """False when the source lacked referenced blobs or its audit chain was broken."""
+        """False when the source lacked referenced blobs or the key of its stored secrets, or its
+        audit chain was broken."""
         audit_ok = self.manifest.audit is None or self.manifest.audit["chain_ok"]
-        return not self.manifest.missing_blobs and audit_ok
+        return not self.manifest.missing_blobs and audit_ok and not self.manifest.key.missing
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,8 @@ class RestoreResult:
     audit_seq: int  # the restore's own record in the audit log
     audit_problem: str | None  # the restored chain does not verify (restored with --force)
     seconds: float
+    key_file: Path | None = None  # the key file restore wrote (None: the backup held no key, or keys are configured)
+    missing_key_ids: tuple[str, ...] = ()  # needed by restored secrets, at hand nowhere (--force-without-key)
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -110,9 +128,10 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 # --- backup ----------------------------------------------------------------------------------
 
 
-def backup(settings: Settings, destination: str | os.PathLike, *, progress: Progress = _no_progress,
-           now: dt.datetime | None = None) -> BackupResult:
-    """Write a backup folder at ``destination`` (new, or an empty folder)."""
+def backup(settings: Settings, destination: str | os.PathLike, *, without_key: bool = False,
+           progress: Progress = _no_progress, now: dt.datetime | None = None) -> BackupResult:
+    """Write a backup folder at ``destination`` (new, or an empty folder); ``without_key``: leave
+    the key file out (the manifest says so)."""
     started = time.monotonic()
     source = _sqlite_path(settings, "backup")
     if not source.is_file():
@@ -120,16 +139,19 @@ def backup(settings: Settings, destination: str | os.PathLike, *, progress: Prog
     target = Path(destination).expanduser().absolute()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise Conflict(f"backup folder {target} already exists and is not empty; choose a new PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    make_private_dir(target.parent)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))  # 0700
     try:
         checkpoint = audit_verify.checkpoint_path(settings)
         has_checkpoint = checkpoint.is_file()
         if has_checkpoint:  # before the snapshot: it must not name records the snapshot lacks
-            shutil.copy2(checkpoint, work / CHECKPOINT)
+            write_private_file(work / CHECKPOINT, checkpoint.read_bytes())
+        keys = KeyRing(settings)
+        keys_before = _file_keys(keys)
         progress("database", 0, 1)
         _snapshot(source, work / DATABASE, settings.database.sqlite_busy_timeout_ms / 1000.0)
         progress("database", 1, 1)
+        key = _copy_key(keys, keys_before, secret_key_ids(work / DATABASE), work, without_key)
         tables = table_states(work / DATABASE)
         referenced = referenced_blobs(work / DATABASE)
         blobs = _copy_blobs(BlobStore(settings.blob_dir), work / BLOBS, progress)
@@ -143,8 +165,9 @@ def backup(settings: Settings, destination: str | os.PathLike, *, progress: Prog
             blobs=blobs,
             missing_blobs=sorted(referenced - blobs.keys()),
             audit=audit_head(work / DATABASE, work / CHECKPOINT if has_checkpoint else None),
+            key=key,
         )
-        (work / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        write_private_file(work / MANIFEST, manifest.to_json().encode("utf-8"))
         if target.exists():
             target.rmdir()  # empty, checked above
         os.replace(work, target)
@@ -174,8 +197,29 @@ def _record_backup(settings: Settings, target: Path, manifest: Manifest, now: dt
         store.dispose()
 
 
+def _file_keys(keys: KeyRing) -> list[str]:
+    """The keys in the key file now ([] when keys are configured or there is no file yet)."""
+    return read_key_file(keys.key_file) if keys.from_file and keys.key_file.exists() else []
+
+
+def _copy_key(keys: KeyRing, before: list[str], needed: dict[str, int], work: Path, without_key: bool) -> KeyState:
+    """Put the key file beside the snapshot, unless left out or the keys come from the setting.
+
+    ``before``: the file's keys read before the snapshot, kept after those read now (a rotation
+    meanwhile replaced them: the snapshot may hold secrets under either)."""
+    if keys.configured:
+        return KeyState(False, keys.key_ids(), needed, SETTING, reason="setting")
+    found = list(dict.fromkeys(_file_keys(keys) + before))
+    ids = tuple(key_id(key) for key in found)
+    if without_key or not found:
+        return KeyState(False, ids, needed, str(keys.key_file), reason="--without-key" if without_key else "absent")
+    write_key_file(work / KEY, found)
+    return KeyState(True, ids, needed, str(keys.key_file), sha256=file_sha256(work / KEY))
+
+
 def _snapshot(source: Path, copy: Path, busy_seconds: float) -> None:
     """One consistent copy of a live database (SQLite's online backup API, all pages in one step)."""
+    create_private_file(copy)  # SQLite would create it 0644
     with contextlib.closing(sqlite3.connect(source, timeout=busy_seconds)) as src, \
             contextlib.closing(sqlite3.connect(copy)) as dst:
         src.backup(dst)
@@ -196,9 +240,7 @@ def _copy_blobs(blobs: BlobStore, folder: Path, progress: Progress) -> dict[str,
         if actual != digest:
             raise IntegrityError(f"blob {path} is corrupt: its bytes hash to {actual}; restore it from an older "
                                  "backup before backing up", sha256=digest, actual=actual)
-        out = folder / digest[:2] / digest[2:4] / digest
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+        write_private_file(folder / digest[:2] / digest[2:4] / digest, data)
         copied[digest] = len(data)
         if n % 200 == 0 or n == len(found):
             progress("blobs", n, len(found))
@@ -254,14 +296,33 @@ def verify_backup(folder: str | os.PathLike, *, progress: Progress = _no_progres
                                      f"{manifest.audit[key]}")
         if manifest.audit["chain_ok"] and not audit["chain_ok"]:
             raise IntegrityError(f"backup {folder}: the audit chain no longer verifies ({audit['problem']})")
+    _verify_key(folder, manifest)
     return manifest
 
 
-def restore(settings: Settings, source: str | os.PathLike, *, force: bool = False,
-            progress: Progress = _no_progress, now: dt.datetime | None = None) -> RestoreResult:
-    """Verify the backup, then restore it into the configured store (blobs first, then the database).
+def _verify_key(folder: Path, manifest: Manifest) -> None:
+    key_file = folder / KEY
+    if manifest.key is None or not manifest.key.included:
+        if key_file.exists():
+            raise IntegrityError(f"backup {folder} holds {KEY}, which its manifest does not list: the backup "
+                                 "was altered; check where that key comes from")
+        return
+    if not key_file.is_file():
+        raise IntegrityError(f"backup {folder}: its manifest lists {KEY} (key ids {', '.join(manifest.key.key_ids)}), "
+                             "but the file is missing: copy it back from where the backup was taken")
+    if file_sha256(key_file) != manifest.key.sha256:
+        raise IntegrityError(f"backup {key_file} does not match the sha256 in the manifest: the backup was altered "
+                             "or damaged")
 
-    A store that holds any row or blob is only overwritten with ``force``.
+
+def restore(settings: Settings, source: str | os.PathLike, *, force: bool = False, force_without_key: bool = False,
+            progress: Progress = _no_progress, now: dt.datetime | None = None) -> RestoreResult:
+    """Verify the backup, then restore it into the configured store (the key file, the blobs, then
+    the database).
+
+    A store that holds any row or blob is only overwritten with ``force``.  A backup whose stored
+    secrets need a key that neither the backup nor this installation has is only restored with
+    ``force_without_key`` (PasswordDigest then fails for those users until their passwords are set again).
     """
     started = time.monotonic()
     source = Path(source).expanduser()
@@ -275,6 +336,10 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
     if manifest.audit and not manifest.audit["chain_ok"] and not force:
         raise IntegrityError(f"backup {source}: its audit chain was already broken when it was taken "
                              f"({manifest.audit['problem']}); pass --force to restore it anyway")
+    keys = KeyRing(settings)
+    restored_keys, missing_key_ids = _keys_to_restore(keys, source, manifest, force_without_key)
+    if restored_keys:  # before the database: restored secrets are never there without their key
+        write_key_file(keys.key_file, restored_keys)
     blobs = BlobStore(settings.blob_dir)
     for n, (digest, path) in enumerate(sorted(blob_files(source / BLOBS)), 1):
         if blobs.put(path.read_bytes()) != digest:  # verified above; a change since then is damage
@@ -282,7 +347,7 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
         if n % 200 == 0 or n == len(manifest.blobs):
             progress("blobs", n, len(manifest.blobs))
     progress("database", 0, 1)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    create_private_file(target)  # SQLite would create it 0644
     with read_only(source / DATABASE) as src, \
             contextlib.closing(sqlite3.connect(target, timeout=settings.database.sqlite_busy_timeout_ms / 1000)) as dst:
         src.backup(dst)
@@ -290,7 +355,50 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
     compare_tables(table_states(target), manifest.tables, f"restored {target}")
     revision, audit_seq, problem = _after_restore(settings, source, manifest, now)
     return RestoreResult(target, manifest, bool(occupied), revision, audit_seq, problem,
-                         time.monotonic() - started)
+                         time.monotonic() - started, keys.key_file if restored_keys else None,
+                         tuple(missing_key_ids))
+
+
+#: Why a backup holds no key file (KeyState.reason), for restore's refusal.
+_NOT_IN_BACKUP = {"--without-key": "taken with --without-key", "setting": f"its keys came from {SETTING}",
+                  "absent": "its data folder had no key file", None: "taken before backups held the key"}
+
+
+def _keys_to_restore(keys: KeyRing, folder: Path, manifest: Manifest,
+                     force_without_key: bool) -> tuple[list[str], list[str]]:
+    """The keys to write into the key file ([]: nothing to write), and the key ids the backup's
+    secrets need that no key at hand has (refused unless ``force_without_key``).
+
+    At hand: the backup's key file and this installation's keys (its key file, or the setting,
+    which then is the only place the adapter looks)."""
+    backed_up = read_key_file(folder / KEY) if manifest.key is not None and manifest.key.included else []
+    current = _file_keys(keys)
+    if keys.configured:
+        to_write, available = [], set(keys.key_ids())
+    else:
+        to_write = list(dict.fromkeys(backed_up + current)) if backed_up else []
+        available = {key_id(key) for key in backed_up + current}
+    needed = secret_key_ids(folder / DATABASE)
+    missing = sorted(set(needed) - available)
+    if missing and not force_without_key:
+        users = sum(needed[k] for k in missing)
+        have = f"ids {', '.join(sorted(available))}" if available else "no key"
+        if keys.configured:
+            where = (f"is not among the keys of {SETTING} ({have}), the only keys read when it is set: add that key "
+                     f"there after the current one{f' (the backup holds it in {folder / KEY})' if backed_up else ''}")
+        else:
+            if backed_up:
+                kept = f"its {KEY} holds key ids {', '.join(manifest.key.key_ids)}"
+            else:
+                kept = _NOT_IN_BACKUP[manifest.key.reason if manifest.key is not None else None]
+            where = (f"is neither in the backup ({kept}) nor in {keys.key_file} ({have}): copy the secret.key "
+                     f"kept with the backup to {keys.key_file}")
+        raise ConfigurationError(
+            f"backup {folder}: the stored PasswordDigest secrets of {users} user(s) need key id "
+            f"{', '.join(missing)}, which {where}, and restore again; or pass --force-without-key and set "
+            "their passwords again (archive-oa users passwd)"
+        )
+    return to_write, missing
 
 
 def _after_restore(settings: Settings, source: Path, manifest: Manifest,
@@ -345,7 +453,7 @@ def _sqlite_path(settings: Settings, command: str) -> Path:
                            database=url.database, query=url.query).render_as_string(hide_password=False)
         raise ConfigurationError(POSTGRES_WAY.format(
             url=url.render_as_string(hide_password=True), libpq=libpq, blobs=settings.blob_dir,
-            checkpoint=audit_verify.checkpoint_path(settings)))
+            checkpoint=audit_verify.checkpoint_path(settings), key_file=KeyRing(settings).key_file))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
                                  "on the SQLite file or, on PostgreSQL, with pg_dump")

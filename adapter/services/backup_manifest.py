@@ -18,6 +18,7 @@ from typing import Iterator
 from sqlalchemy import NullPool, create_engine
 
 from ..errors import IntegrityError
+from ..security.secrets import KEY_FILE_NAME
 from . import audit_verify
 
 FORMAT = "archive-oa-backup/1"
@@ -25,6 +26,7 @@ MANIFEST = "manifest.json"
 DATABASE = "archive-oa.db"
 BLOBS = "blobs"
 CHECKPOINT = "audit-checkpoint.json"
+KEY = KEY_FILE_NAME
 #: Columns holding the sha256 of a blob in the blob folder.
 BLOB_REFERENCES = (("attachments", "sha256"), ("archived_document_files", "sha256"))
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -34,6 +36,45 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class TableState:
     rows: int
     sha256: str  # over every row in rowid order
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """The key that decrypts the stored PasswordDigest secrets: is it in the backup, and which ids
+    do the backed-up secrets need."""
+
+    included: bool  # the backup holds KEY
+    key_ids: tuple[str, ...]  # of the keys in KEY (included), else of the keys the source used
+    needed: dict[str, int]  # key id -> stored secrets encrypted with it, in the backed-up database
+    source: str  # where the source's keys were: the key file, or the setting
+    reason: str | None = None  # why not included: "--without-key", "setting", "absent"
+    sha256: str | None = None  # of KEY, when included
+
+    @property
+    def missing(self) -> list[str]:
+        """Key ids the backed-up secrets need that none of the source's keys has."""
+        return sorted(set(self.needed) - set(self.key_ids))
+
+    @property
+    def note(self) -> str:
+        if self.included:
+            return f"included as {KEY} (mode 0600): restore puts it back"
+        if self.reason == "setting":
+            return f"NOT included: the keys come from {self.source}; keep that setting to restore"
+        if self.reason == "absent":
+            return f"NOT included: there was no key file at {self.source}"
+        return f"NOT included (backup --without-key): copy {self.source} by hand and keep it with this backup"
+
+    def to_json(self) -> dict:
+        return {"included": self.included, "note": self.note, "file": KEY if self.included else None,
+                "sha256": self.sha256, "key_ids": list(self.key_ids), "needed_key_ids": dict(sorted(self.needed.items())),
+                "source": self.source, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, body: dict) -> "KeyState":
+        return cls(included=bool(body["included"]), key_ids=tuple(body["key_ids"]),
+                   needed={key: int(count) for key, count in body["needed_key_ids"].items()},
+                   source=body["source"], reason=body.get("reason"), sha256=body.get("sha256"))
 
 
 @dataclass
@@ -47,6 +88,7 @@ class Manifest:
     blobs: dict[str, int]  # sha256 → size
     missing_blobs: list[str] = field(default_factory=list)  # referenced but absent in the source
     audit: dict | None = None  # head_seq, head_hash, first_hash, chain_ok, problem, checkpoint
+    key: KeyState | None = None  # None: a backup written before the key was backed up
 
     def to_json(self) -> str:
         body = {
@@ -60,6 +102,7 @@ class Manifest:
                       "files": dict(sorted(self.blobs.items()))},
             "missing_blobs": sorted(self.missing_blobs),
             "audit": self.audit,
+            "key": self.key.to_json() if self.key else None,
         }
         return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
@@ -80,6 +123,7 @@ class Manifest:
                 blobs={sha: int(size) for sha, size in body["blobs"]["files"].items()},
                 missing_blobs=list(body.get("missing_blobs", [])),
                 audit=body.get("audit"),
+                key=KeyState.from_json(body["key"]) if body.get("key") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"{where} is not an archive-oa backup manifest ({exc}); "
@@ -114,6 +158,14 @@ def referenced_blobs(database: Path) -> set[str]:
         tables = set(table_names(conn))
         return {row[0] for table, column in BLOB_REFERENCES if table in tables
                 for row in conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}"')}
+
+
+def secret_key_ids(database: Path) -> dict[str, int]:
+    """Key id -> how many stored secrets (PasswordDigest) were encrypted with it."""
+    with read_only(database) as conn:
+        if "user_secrets" not in table_names(conn):
+            return {}
+        return dict(conn.execute("SELECT key_id, count(*) FROM user_secrets GROUP BY key_id").fetchall())
 
 
 def read_only(database: Path) -> contextlib.closing[sqlite3.Connection]:

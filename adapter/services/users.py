@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import AuthenticationFailed, ConfigurationError, Conflict, Issue, NotFound, ValidationFailed
 from ..security.credential_cache import VerifiedCredentials
 from ..security.passwords import DUMMY_HASH, digest_matches, hash_password, verify_password
-from ..security.secrets import KeyRing
+from ..security.secrets import PUT_BACK, KeyRing
 from ..security.tokens import nonce_key
 from ..settings import SecuritySettings, Settings
 from ..store import users as user_repo
@@ -268,9 +269,9 @@ class UserService:
         keys = self._require_keys()
         old = keys.box()
         if keys.from_file:
-            from ..security.secrets import generate_key
+            from ..security.secrets import generate_key, read_key_file
 
-            current = [line.strip() for line in keys.key_file.read_text("ascii").splitlines() if line.strip()]
+            current = read_key_file(keys.key_file)
             new_key = generate_key()
             box = keys.replace_file_keys([new_key, *current])  # both decrypt while re-encrypting
         else:
@@ -285,6 +286,21 @@ class UserService:
         if keys.from_file:
             keys.replace_file_keys([new_key])
         return len(stored), box.primary_key_id
+
+    def key_problem(self) -> str | None:
+        """Why PasswordDigest cannot work for some stored secrets (their key is not at hand), or
+        None.  Creates no key: ``serve`` says this once at start instead of a failure per call."""
+        if self.keys is None:
+            return None
+        with self.store.transaction() as conn:
+            needed = Counter(secret.key_id for secret in user_repo.list_secrets(conn))
+        missing = sorted(set(needed) - set(self.keys.key_ids()))
+        if not missing:
+            return None
+        have = ", ".join(self.keys.key_ids()) or "none: it does not exist"
+        return (f"PasswordDigest fails for {sum(needed[k] for k in missing)} user(s): their stored secrets were "
+                f"encrypted with key id {', '.join(missing)}, which is not among the keys of {self.keys.where} "
+                f"(ids {have}): {PUT_BACK}")
 
     # --- authentication -----------------------------------------------------------------------
 

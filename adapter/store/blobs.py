@@ -2,7 +2,8 @@
 
 Layout ``<root>/ab/cd/abcd…`` (two fan-out levels keep folders small).  Writes go to
 a temporary file in the same folder, are flushed to disk and then renamed, so a
-crash never leaves a half-written blob under a valid name.  Every read checks the
+crash never leaves a half-written blob under a valid name; folders are 0700 and
+files 0600.  Every read checks the
 sha256 again: bytes altered on disk raise ``IntegrityError`` instead of being served.
 Large blobs are served without holding them in memory: ``open_verified`` checks the
 whole file in one streaming pass, then hands the open file back to be read in chunks.
@@ -10,16 +11,15 @@ whole file in one streaming pass, then hands the open file back to be read in ch
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import IntegrityError, NotFound
+from ..private_files import write_private_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Read buffer of the checking pass: large enough for few system calls, small beside any blob.
@@ -36,18 +36,7 @@ class BlobStore:
         path = self._path(digest)
         if path.is_file() and path.stat().st_size == len(data):
             return digest  # already there: content addressing makes this a no-op
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private_file(path, data)
         return digest
 
     def read(self, sha256: str) -> bytes:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import ConfigurationError
+from ..private_files import create_private_file, make_private_dir
 from ..settings import Settings
 from .blobs import BlobStore
 from .group_commit import GroupCommit
@@ -115,7 +116,7 @@ def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
     ``upgrade=None`` upgrades only when the database is the default SQLite file in the
     data folder (zero set-up); a configured database is migrated by ``archive-oa db upgrade``.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     engine = create_store_engine(settings)
     store = Store(engine, BlobStore(settings.blob_dir))
     if upgrade is None:
@@ -159,8 +160,8 @@ _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
 def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.query.get("uri"):
+        create_private_file(Path(url.database).expanduser())  # 0600, and so are its -wal and -shm
     busy_ms = settings.database.sqlite_busy_timeout_ms
     synchronous = settings.database.sqlite_synchronous.strip().upper()
     if synchronous not in _SYNCHRONOUS:
