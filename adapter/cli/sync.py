@@ -310,7 +310,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     with _wired(args) as (settings, store, oa):
         service = SyncService(store, oa)
-        report = service.reconcile(args.org, args.period)
+        report = service.reconcile(args.org, args.period, strict=True)
         requeued = service.requeue_missing(report) if args.requeue_missing else None
     print(render(report, requeued, args.format))
     for note in report.notes:
