@@ -19,14 +19,16 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from ..errors import ConfigurationError
-from ..settings import Settings
+from ..environment import data_folder, writable_folder
+from ..errors import ConfigurationError, DatabaseUnreachable
+from ..settings import DATA_DIR_SETTING, Settings, setting_names
 from .blobs import BlobStore
 from .group_commit import GroupCommit
 
 _BEGIN_OPTION = "archive_oa_begin"  # execution option read by the "begin" listener
+_URL_SETTING = setting_names("database", "url")  # where an operator changes the database URL
 _BEGIN_STATEMENTS = {"DEFERRED": "BEGIN DEFERRED", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
 
 
@@ -115,20 +117,37 @@ def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
     ``upgrade=None`` upgrades only when the database is the default SQLite file in the
     data folder (zero set-up); a configured database is migrated by ``archive-oa db upgrade``.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    data_folder(settings.data_dir)
     engine = create_store_engine(settings)
     store = Store(engine, BlobStore(settings.blob_dir))
     if upgrade is None:
         upgrade = not settings.database.url
-    if upgrade:
-        from .migrations import upgrade as run_upgrade
+    try:
+        _check_connects(engine, settings)
+        if upgrade:
+            from .migrations import upgrade as run_upgrade
 
-        try:
             run_upgrade(engine)
-        except BaseException:
-            engine.dispose()
-            raise
+    except BaseException:
+        engine.dispose()
+        raise
     return store
+
+
+def _check_connects(engine: Engine, settings: Settings) -> None:
+    """One connection up front: a database that is down or refuses us is a one-line error
+    naming the setting now, not a traceback at the first request or scheduler tick."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:  # the driver's "cannot connect / cannot open"
+        if settings.database.url:
+            fix = f"check the database is up and accepts these credentials, or change {_URL_SETTING}"
+        else:
+            fix = f"the SQLite file lives in the data folder: choose another ({DATA_DIR_SETTING})"
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise DatabaseUnreachable(f"cannot connect to the database {url}: {reason}", fix=fix, url=url) from exc
 
 
 def create_store_engine(settings: Settings) -> Engine:
@@ -160,7 +179,8 @@ _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # the default file's folder is the data folder, checked by open_store already
+        writable_folder(Path(url.database).expanduser().parent, fix=f"choose another {_URL_SETTING}")
     busy_ms = settings.database.sqlite_busy_timeout_ms
     synchronous = settings.database.sqlite_synchronous.strip().upper()
     if synchronous not in _SYNCHRONOUS:
