@@ -18,8 +18,9 @@ from pathlib import Path
 from .errors import CannotListen, FolderUnusable
 from .settings import DATA_DIR_SETTING
 
-#: bind() refusals a different port cures, and those a different address cures.
-_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES})
+#: bind() refusals a different port cures, and those a different address cures.  Windows
+#: refuses a port it reserves (Hyper-V, a service) with WSAEACCES, not EACCES.
+_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, getattr(errno, "WSAEACCES", errno.EACCES)})
 _HOST_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 
