@@ -23,6 +23,7 @@ from typing import Callable
 from .app import Adapter, build
 from .cli.output import display_width
 from .domain.model import WorkflowState
+from .environment import data_folder, listen_settings
 from .errors import OaError
 from .oa.simulator import SimulatorConfig, start_simulator
 from .samples import samples_dir
@@ -133,17 +134,22 @@ class Demo:
     # --- start and stop --------------------------------------------------------------
 
     def start(self) -> None:
+        """Bring up store, gateway and simulator; a folder or port the machine refuses is an
+        ``EnvironmentRefused`` naming the ``archive-oa demo`` option to change."""
         from .gateway.app import make_gateway_app
         from .gateway.server import start_gateway
 
+        data_folder(self.data_dir, setting="--data-dir")
         self.adapter = build(self.settings)
         for role in DEMO_ROLES:
             name = f"demo-{role}"
             self.adapter.users.add_user(name, name, {role}, None, password_policy=False)  # password = name
-        self.gateway = start_gateway(make_gateway_app(self.adapter), "127.0.0.1", self.gateway_port)
-        self.simulator = start_simulator(
-            self._simulator_config(), self.data_dir / "oa-sim", port=self.oa_port, on_decided=self._on_decided
-        )
+        with listen_settings(port="--port"):
+            self.gateway = start_gateway(make_gateway_app(self.adapter), "127.0.0.1", self.gateway_port)
+        with listen_settings(port="--oa-port"):
+            self.simulator = start_simulator(
+                self._simulator_config(), self.data_dir / "oa-sim", port=self.oa_port, on_decided=self._on_decided
+            )
         from .oa.simulator.callback import GatewayCallback
 
         self._callback = GatewayCallback(f"{self.gateway.url}", CALLBACK_USER, CALLBACK_USER)

@@ -96,6 +96,38 @@ class ConfigurationError(AdapterError):
     code = "Internal"
 
 
+# --- the machine refusing what the settings ask for ----------------------------------
+
+
+class EnvironmentRefused(ConfigurationError):
+    """A port taken, a folder that cannot be written, a database that does not answer.
+
+    The operator fixes it by changing a setting, so ``fix`` says which one; it is set by
+    whoever knows where the value came from (see ``archive_oa.environment``).
+    """
+
+    def __init__(self, message: str, *, fix: str = "", **data) -> None:
+        super().__init__(message, **data)
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.fix}" if self.fix else self.message
+
+
+class CannotListen(EnvironmentRefused):
+    """No listening socket on ``host``:``port``; ``data["setting"]`` is "host" or "port",
+    the one to change (a port already taken, or an address this machine does not have)."""
+
+
+class FolderUnusable(EnvironmentRefused):
+    """A folder the adapter must write (the data folder, the SQLite file's) cannot be created
+    or written."""
+
+
+class DatabaseUnreachable(EnvironmentRefused):
+    """The configured database does not accept a connection (down, wrong address, refused)."""
+
+
 # --- errors of the OA workflow service (the adapter is the client) -----------------
 
 

@@ -26,6 +26,18 @@ CONFIG_FILE_NAME = "archive-oa.toml"
 #: Every key at its default with a one-line comment; shipped inside the package.
 EXAMPLE_FILE_NAME = "archive-oa.toml.example"
 DEFAULT_HOME = "~/.archive-oa"
+#: Where the data folder is chosen, as messages name it.
+DATA_DIR_SETTING = "--data-dir / ARCHIVE_OA_HOME"
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable overriding ``[section] key``: ``ARCHIVE_OA_GATEWAY_PORT``."""
+    return f"ARCHIVE_OA_{section.upper()}_{key.upper()}"
+
+
+def setting_names(section: str, key: str, option: str = "") -> str:
+    """Every place ``[section] key`` is set, for a message: ``[gateway] port / --port / ARCHIVE_OA_GATEWAY_PORT``."""
+    return " / ".join(name for name in (f"[{section}] {key}", option, env_name(section, key)) if name)
 
 
 @dataclass(frozen=True)
@@ -221,7 +233,7 @@ def load_settings(
 
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            var = f"ARCHIVE_OA_{name.upper()}_{f.name.upper()}"
+            var = env_name(name, f.name)
             if var in env:
                 values[name][f.name] = env[var]
                 sources[f"{name}.{f.name}"] = ("environment", var)

@@ -115,13 +115,15 @@ def config_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..environment import data_folder, listen_settings
     from ..oa.simulator import start_simulator
     from ..oa.simulator.callback import gateway_callback
 
     config = config_from(args)
-    data_dir = settings_from(args).data_dir
+    data_dir = data_folder(settings_from(args).data_dir)
     on_decided = gateway_callback(config) if config.callback_url else None
-    handle = start_simulator(config, data_dir, host=args.host, port=int(args.port), on_decided=on_decided)
+    with listen_settings(host=f"--host / {ENV_PREFIX}HOST", port=f"--port / {ENV_PREFIX}PORT"):
+        handle = start_simulator(config, data_dir, host=args.host, port=int(args.port), on_decided=on_decided)
     print(f"OA simulator: {handle.url}")
     print(f"WSDL:         {handle.wsdl_url}")
     print(f"database:     {handle.db.path}")

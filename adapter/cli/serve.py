@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 
+from ..settings import setting_names
 from .common import add_common, positive_int, settings_from
 
 
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..app import build
+    from ..environment import listen_settings
     from ..gateway.app import make_gateway_app
     from ..gateway.server import serve_forever
     from ..services.audit_verify import CheckpointKeeper, checkpoint_path
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"WSDL soap:address = {app.public_url}/soap/archive", file=sys.stderr, flush=True)
 
         try:
-            serve_forever(app, gateway["host"], gateway["port"], threads=gateway["threads"], on_ready=ready)
+            with listen_settings(host=setting_names("gateway", "host", "--host"),
+                                 port=setting_names("gateway", "port", "--port")):
+                serve_forever(app, gateway["host"], gateway["port"], threads=gateway["threads"], on_ready=ready)
         finally:
             if scheduler is not None:
                 scheduler.stop()

@@ -23,6 +23,7 @@ from waitress.server import create_server
 from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import RequestEntityTooLarge
 
+from ..environment import listening
 from .app import SOAP_PATH
 from .request_body import BODY_REFUSED_KEY
 
@@ -121,18 +122,19 @@ class _GatewayChannel(HTTPChannel):
 
 def _create(app, host: str, port: int, threads: int):
     body_limit = getattr(app, "max_body_bytes", 20 * 1024 * 1024) + _WAITRESS_BODY_SLACK
-    server = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        max_request_body_size=body_limit,
-        ident="archive-oa",
-        # X-Forwarded-* reach the application untouched: the gateway's one proxy policy
-        # ([security] trusted_proxies, archive_oa.security.transport) decides whether they are
-        # believed; waitress's own trusted_proxy stays unset, so it rewrites nothing itself.
-        clear_untrusted_proxy_headers=False,
-    )
+    with listening(host, port):  # a port taken or an address not ours: CannotListen
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=body_limit,
+            ident="archive-oa",
+            # X-Forwarded-* reach the application untouched: the gateway's one proxy policy
+            # ([security] trusted_proxies, archive_oa.security.transport) decides whether they are
+            # believed; waitress's own trusted_proxy stays unset, so it rewrites nothing itself.
+            clear_untrusted_proxy_headers=False,
+        )
     server.channel_class = _GatewayChannel
     # Port 0 picks a free port: without a configured public URL the WSDL names the one
     # actually bound.  A wildcard address names no host a client could use.

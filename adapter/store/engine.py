@@ -19,15 +19,17 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from ..errors import ConfigurationError
-from ..private_files import create_private_file, make_private_dir
-from ..settings import Settings
+from ..environment import data_folder, writable_folder
+from ..errors import ConfigurationError, DatabaseUnreachable
+from ..private_files import create_private_file
+from ..settings import DATA_DIR_SETTING, Settings, setting_names
 from .blobs import BlobStore
 from .group_commit import GroupCommit
 
 _BEGIN_OPTION = "archive_oa_begin"  # execution option read by the "begin" listener
+_URL_SETTING = setting_names("database", "url")  # where an operator changes the database URL
 _BEGIN_STATEMENTS = {"DEFERRED": "BEGIN DEFERRED", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
 
 
@@ -116,20 +118,37 @@ def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
     ``upgrade=None`` upgrades only when the database is the default SQLite file in the
     data folder (zero set-up); a configured database is migrated by ``archive-oa db upgrade``.
     """
-    make_private_dir(settings.data_dir)
+    data_folder(settings.data_dir)  # created 0700 (private_files), proven writable
     engine = create_store_engine(settings)
     store = Store(engine, BlobStore(settings.blob_dir))
     if upgrade is None:
         upgrade = not settings.database.url
-    if upgrade:
-        from .migrations import upgrade as run_upgrade
+    try:
+        _check_connects(engine, settings)
+        if upgrade:
+            from .migrations import upgrade as run_upgrade
 
-        try:
             run_upgrade(engine)
-        except BaseException:
-            engine.dispose()
-            raise
+    except BaseException:
+        engine.dispose()
+        raise
     return store
+
+
+def _check_connects(engine: Engine, settings: Settings) -> None:
+    """One connection up front: a database that is down or refuses us is a one-line error
+    naming the setting now, not a traceback at the first request or scheduler tick."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:  # the driver's "cannot connect / cannot open"
+        if settings.database.url:
+            fix = f"check the database is up and accepts these credentials, or change {_URL_SETTING}"
+        else:
+            fix = f"the SQLite file lives in the data folder: choose another ({DATA_DIR_SETTING})"
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise DatabaseUnreachable(f"cannot connect to the database {url}: {reason}", fix=fix, url=url) from exc
 
 
 def create_store_engine(settings: Settings) -> Engine:
@@ -161,7 +180,10 @@ _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 def _sqlite_engine(url, settings: Settings, pool_size: int) -> Engine:
     if url.database and url.database != ":memory:" and not url.query.get("uri"):
-        create_private_file(Path(url.database).expanduser())  # 0600, and so are its -wal and -shm
+        # the default file's folder is the data folder, checked by open_store already
+        database = Path(url.database).expanduser()
+        writable_folder(database.parent, fix=f"choose another {_URL_SETTING}")
+        create_private_file(database)  # 0600, and so are its -wal and -shm
     busy_ms = settings.database.sqlite_busy_timeout_ms
     synchronous = settings.database.sqlite_synchronous.strip().upper()
     if synchronous not in _SYNCHRONOUS:

@@ -18,6 +18,7 @@ from typing import Callable
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from ... import compat  # noqa: F401  (before any spyne import)
+from ...environment import listening
 
 from spyne.server.wsgi import WsgiApplication
 
@@ -151,13 +152,18 @@ def start_simulator(
     # for the OA those are answers, not failures of the simulator
     logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
     holder = _ConfigHolder(config)
-    db = SimulatorDb(data_dir)
+    with listening(host, port):  # a port taken or an address not ours: CannotListen
+        server = _ThreadingServer((host, port), _RequestHandler)
+    try:
+        db = SimulatorDb(data_dir)
+    except BaseException:
+        server.server_close()
+        raise
     stopping = threading.Event()
     # separate streams, so the number of decisions does not shift the fault sequence
     fault_rng = random.Random(config.seed)
     decider_rng = random.Random(None if config.seed is None else config.seed + 1)
     app, injector = build_wsgi_app(holder, db, fault_rng, stopping)
-    server = _ThreadingServer((host, port), _RequestHandler)
     server.set_app(app)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="oa-sim-http", daemon=True)
     thread.start()
