@@ -21,8 +21,12 @@ _MAGIC = ((b"PK\x03\x04", "a ZIP archive"), (b"%PDF", "a PDF document"), (b"\x89
 
 
 def xml_root(head: bytes) -> str | None:
-    """The local name of the root element, if ``head`` reaches it (any byte encoding; UTF-16/32 by their BOM)."""
-    match = _ROOT_TAG.search(_COMMENT.sub(b"", _narrow(head)))
+    """The local name of the root element when ``head`` is the start of an XML document that
+    reaches it (any byte encoding; UTF-16/32 by their BOM)."""
+    text = _narrow(head).removeprefix(codecs.BOM_UTF8).lstrip()
+    if not text.startswith(b"<"):  # not XML, though it may quote some (a JSON string, say)
+        return None
+    match = _ROOT_TAG.search(_COMMENT.sub(b"", text))
     return match.group(1).decode("ascii", "replace") if match else None
 
 
@@ -33,7 +37,7 @@ def describe(head: bytes) -> str:
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what
-    text = _narrow(head).lstrip(codecs.BOM_UTF8).lstrip()
+    text = _narrow(head).removeprefix(codecs.BOM_UTF8).lstrip()
     if text.startswith(b"<"):
         root = xml_root(head)
         return f"XML whose root element is <{root}>" if root else "XML without a root element in its first bytes"
