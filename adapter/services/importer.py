@@ -2,21 +2,21 @@
 
 Each file is read by an import format (``import_formats``: canonical voucher XML, or one a
 package installs), which turns it into canonical voucher XML; from there every format takes
-the same way: validation, attachments, storage.  A file is all or nothing: it is parsed, validated and its attachments resolved
-before anything of it is stored, so a file that fails leaves no trace while the
-other files go on.  Valid vouchers are stored in batches (``batch_size``, across
-file boundaries, files read one at a time): one transaction per batch holds the
-voucher versions and — real-time sync mode — each one's outbox delivery and QUEUED
-state, so a voucher and its delivery still commit together.  Importing the same
-content again changes nothing, within a batch as across batches.  A batch the
-database refuses is stored again one voucher at a time, so exactly the voucher at
-fault is reported and its batch mates are kept.
+the same way: validation, attachments, storage.  A file is all or nothing: it is parsed,
+validated and its attachments resolved before anything of it is stored, so a file that
+fails leaves no trace while the other files go on.  Valid vouchers are stored in batches
+(``batch_size``, across file boundaries, files read one at a time): one transaction per
+batch holds the voucher versions and — real-time sync mode — each one's outbox delivery
+and QUEUED state, so a voucher and its delivery still commit together.  Importing the
+same content again changes nothing, within a batch as across batches.  A batch the
+database refuses is stored again one voucher at a time, so exactly the voucher at fault
+is reported and its batch mates are kept.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import dataclasses
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
