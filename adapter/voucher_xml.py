@@ -42,6 +42,7 @@ class ParsedVoucher:
     voucher: Voucher
     embedded: dict[str, bytes] = field(default_factory=dict)  # attachment id -> bytes
     line: int | None = None  # where the Voucher element starts in its file
+    place: str = "/Voucher"  # its path in the document, e.g. /Vouchers/Voucher[3]
 
 
 # --- XML → domain ---------------------------------------------------------------------
@@ -55,9 +56,14 @@ def parse_vouchers(data: bytes, source: str, transforms) -> list[ParsedVoucher]:
     """
     root = parse_bytes(data, source=source).getroot()
     transforms.validate_voucher(root, source=source)
-    elements = [root] if root.tag == _NS + "Voucher" else list(root.iterchildren(_NS + "Voucher"))
+    batch = root.tag != _NS + "Voucher"
+    elements = list(root.iterchildren(_NS + "Voucher")) if batch else [root]
     parsed, issues, seen_attachments = [], [], {}
-    for element in elements:
+    for index, element in enumerate(elements, start=1):
+        # element_path would say the same, at the cost of a sibling scan per voucher of a batch
+        place = "/Voucher"
+        if batch:
+            place = f"/Vouchers/Voucher[{index}]" if len(elements) > 1 else "/Vouchers/Voucher"
         voucher, embedded = voucher_from_element(element)
         issues.extend(_check_embedded(element, voucher, embedded, source))
         for meta in voucher.attachments:
@@ -69,7 +75,7 @@ def parse_vouchers(data: bytes, source: str, transforms) -> list[ParsedVoucher]:
                     element.sourceline, source,
                 ))
             seen_attachments[meta.attachment_id] = voucher.voucher_id
-        parsed.append(ParsedVoucher(voucher, embedded, element.sourceline))
+        parsed.append(ParsedVoucher(voucher, embedded, element.sourceline, place))
     if issues:
         raise ValidationFailed(f"{source}: {issues[0].place}: {issues[0].message}", issues)
     return parsed

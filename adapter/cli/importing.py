@@ -1,4 +1,4 @@
-"""``archive-oa import PATH...``: load canonical voucher XML into the archive."""
+"""``archive-oa import PATH...``: load voucher files (canonical XML or an installed format) into the archive."""
 
 from __future__ import annotations
 
@@ -14,14 +14,22 @@ from .common import add_common, positive_int, settings_from
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "import",
-        help="import voucher XML files or folders (*.xml) into the archive",
+        help="import voucher files or folders (*.xml) into the archive",
         description=(
-            "Validate and import canonical voucher XML (a Voucher or a Vouchers batch). Attachment "
-            "files sit beside the XML or in an attachments/ subfolder, or are embedded. Importing "
+            "Validate and import voucher files: canonical voucher XML (a Voucher or a Vouchers batch) "
+            "or any installed import format, each turned into canonical XML first. Attachment "
+            "files sit beside the file or in an attachments/ subfolder, or are embedded. Importing "
             "the same voucher again changes nothing; changed content becomes a new version."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="voucher XML file or folder")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="voucher file or folder")
+    parser.add_argument(
+        "--format",
+        default="auto",
+        metavar="NAME",
+        help="auto (default): each file in the first installed format that recognises its content; "
+        "canonical: voucher XML (voucher.xsd); or another installed format (an unknown name lists them)",
+    )
     parser.add_argument(
         "--no-queue",
         action="store_true",
@@ -45,6 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..import_formats.registry import choose
     from ..services.importer import DEFAULT_BATCH_SIZE, import_paths
     from ..store.engine import open_store
     from ..transforms.pipeline import Transforms
@@ -55,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             f"[security] max_import_file_bytes = {settings.security.max_import_file_bytes}: "
             "give the largest file import may read, in bytes (1 or more)"
         )
+    formats = choose(args.format)  # an unknown name is refused before the database is opened
     store = open_store(settings)
     try:
         transforms = Transforms.from_settings(settings.workflow)
@@ -67,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
             on_progress=progress,
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
             max_file_bytes=settings.security.max_import_file_bytes,
+            formats=formats,
         )
         progress.finish()
     finally:
         store.dispose()
-    nothing = _nothing_imported(report, args.paths)
+    nothing = _nothing_imported(report, args.paths, formats.suffixes)
     if args.json:
         print(json.dumps(as_dict(report), ensure_ascii=False, indent=2))
     else:
@@ -117,14 +128,15 @@ class _Progress:
             self.stream.flush()
 
 
-def _nothing_imported(report, paths: list[str]) -> str | None:
+def _nothing_imported(report, paths: list[str], suffixes: tuple[str, ...]) -> str | None:
     """Why an import that failed no file still stored nothing, or None when it found vouchers."""
     if report.vouchers_seen or report.failed_files:
         return None
     where = ", ".join(paths)
     if report.files:
         return f"nothing imported: the {report.files} files in {where} hold no vouchers"
-    rule = "import reads *.xml files, searching folders recursively and leaving attachments/ folders out"
+    patterns = ", ".join(f"*{suffix}" for suffix in suffixes)
+    rule = f"import reads {patterns} files, searching folders recursively and leaving attachments/ folders out"
     if not report.other_files:
         return f"nothing imported: {where} holds no files ({rule})"
     shown = ", ".join(report.other_files[:3])

@@ -1,22 +1,23 @@
-"""Import canonical voucher XML files into the archive (and queue them for the OA).
+"""Import voucher files into the archive (and queue them for the OA).
 
-A file is all or nothing: it is parsed, validated and its attachments resolved
-before anything of it is stored, so a file that fails leaves no trace while the
-other files go on.  Valid vouchers are stored in batches (``batch_size``, across
-file boundaries, files read one at a time): one transaction per batch holds the
-voucher versions and — real-time sync mode — each one's outbox delivery and QUEUED
-state, so a voucher and its delivery still commit together.  Importing the same
-content again changes nothing, within a batch as across batches.  A batch the
-database refuses is stored again one voucher at a time, so exactly the voucher at
-fault is reported and its batch mates are kept.
+Each file is read by an import format (``import_formats``: canonical voucher XML, or one a
+package installs), which turns it into canonical voucher XML; from there every format takes
+the same way: validation, attachments, storage.  A file is all or nothing: it is parsed,
+validated and its attachments resolved before anything of it is stored, so a file that
+fails leaves no trace while the other files go on.  Valid vouchers are stored in batches
+(``batch_size``, across file boundaries, files read one at a time): one transaction per
+batch holds the voucher versions and — real-time sync mode — each one's outbox delivery
+and QUEUED state, so a voucher and its delivery still commit together.  Importing the
+same content again changes nothing, within a batch as across batches.  A batch the
+database refuses is stored again one voucher at a time, so exactly the voucher at fault
+is reported and its batch mates are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,10 +29,14 @@ from .. import voucher_xml
 from ..domain.delivery import idempotency_key
 from ..domain.model import Voucher, WorkflowState
 from ..errors import AdapterError, Issue, ValidationFailed
+from ..import_formats.choice import FormatChoice
+from ..import_formats.contract import HEAD_BYTES, CanonicalDocument
+from ..import_formats.registry import choose
 from ..settings import SecuritySettings
 from ..store import vouchers as repo
 from ..store.engine import Store
 from ..store.outbox import NewDelivery, enqueue_many
+from .bounded_file import TooLarge, open_bounded
 
 ATTACHMENT_FOLDER = "attachments"  # attachment files may sit beside the XML or in this subfolder
 DEFAULT_MAX_FILE_BYTES = SecuritySettings.max_import_file_bytes
@@ -40,7 +45,6 @@ DEFAULT_MAX_FILE_BYTES = SecuritySettings.max_import_file_bytes
 BATCH_CONTENT_BYTES = 64 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 500  # vouchers per transaction: past a few hundred, bigger batches gain little
 BLOB_THREADS = 4  # attachment writes in flight at once (each waits for its fsync, not for the CPU)
-_ROOT_TAG = re.compile(rb"<(?![?!])(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class ImportReport:
     failed_files: int = 0
     failed_paths: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
-    #: files found in the given folders that are not read as voucher XML (not *.xml, or
-    #: under an attachments/ folder): what an import that found nothing can point to
+    #: files found in the given folders that are not read: no suffix of the formats used
+    #: (not *.xml), or under an attachments/ folder; what an import that found nothing can point to
     other_files: list[str] = field(default_factory=list)
 
     @property
@@ -83,7 +87,7 @@ class _Ready:
     contents: dict[str, bytes]
     content_hash: str
     source: str  # its file
-    place: str  # its path in the file, e.g. /Vouchers/Voucher[3]
+    place: str  # its place in the file, e.g. /Vouchers/Voucher[3]
     line: int | None
     files_done: int  # files read when it was read (for progress)
     blob_writes: list[Future] = field(default_factory=list, compare=False)  # its attachments being written
@@ -99,8 +103,13 @@ def import_paths(
     on_progress: Callable[[ImportProgress], None] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    formats: FormatChoice | None = None,
 ) -> ImportReport:
-    """Import every voucher file in ``paths`` (files, or folders searched for ``*.xml``).
+    """Import every voucher file in ``paths`` (files, or folders searched for the formats'
+    suffixes: ``*.xml`` for canonical XML).
+
+    ``formats``: one named format (``--format NAME``), or by default every installed format,
+    each file read by the first that recognises its content (``--format auto``).
 
     A file (voucher XML or attachment) larger than ``max_file_bytes`` is refused before it
     is read, so one mistaken path cannot exhaust the machine's memory."""
@@ -108,8 +117,9 @@ def import_paths(
         raise ValueError(f"batch_size = {batch_size}: store at least 1 voucher per transaction")
     if max_file_bytes < 1:
         raise ValueError(f"max_file_bytes = {max_file_bytes}: allow at least 1 byte per file")
+    formats = formats or choose("auto")
     report = ImportReport()
-    files = list(_expand(paths, report.other_files))
+    files = list(_expand(paths, formats.suffixes, report.other_files))
     pending: list[_Ready] = []
     pending_bytes = 0
     with ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="import-blobs") as blob_pool:
@@ -117,7 +127,7 @@ def import_paths(
         for path in files:
             report.files += 1
             try:
-                ready = _read_file(path, transforms, report.files, max_file_bytes)
+                ready = _read_file(path, formats, transforms, report.files, max_file_bytes)
             except AdapterError as exc:  # the file's fault (invalid, too large …): report it, go on
                 if not exc.client_error:
                     raise
@@ -160,8 +170,8 @@ def _fail_file(report: ImportReport, source: str, issues: Iterable[Issue]) -> No
 # --- reading and checking a file --------------------------------------------------------
 
 
-def _expand(paths: Iterable[str | Path], others: list[str]) -> Iterator[Path]:
-    """Files as given; folders recursively for *.xml, skipping attachment folders (an
+def _expand(paths: Iterable[str | Path], suffixes: tuple[str, ...], others: list[str]) -> Iterator[Path]:
+    """Files as given; folders recursively for ``suffixes``, skipping attachment folders (an
     attachment may itself be XML, e.g. an electronic invoice).  The files of a folder
     that are not read go to ``others``."""
     for raw in paths:
@@ -171,7 +181,7 @@ def _expand(paths: Iterable[str | Path], others: list[str]) -> Iterator[Path]:
                 if not found.is_file():
                     continue
                 relative = found.relative_to(path).parts[:-1]
-                if found.suffix == ".xml" and ATTACHMENT_FOLDER not in relative:
+                if found.suffix in suffixes and ATTACHMENT_FOLDER not in relative:
                     yield found
                 else:
                     others.append(str(found))
@@ -179,43 +189,72 @@ def _expand(paths: Iterable[str | Path], others: list[str]) -> Iterator[Path]:
             yield path  # a missing file is reported by _read_file
 
 
-def _read_file(path: Path, transforms, files_done: int, max_file_bytes: int) -> list[_Ready]:
+def _read_file(path: Path, formats: FormatChoice, transforms, files_done: int, max_file_bytes: int) -> list[_Ready]:
+    """The validated vouchers of one file, or ``ValidationFailed`` naming every failing place in it."""
     source = str(path)
+    ready, issues = [], []
     try:
-        data = _read_bounded(path, max_file_bytes)
+        with open_bounded(path, max_file_bytes) as stream:
+            head = stream.read(HEAD_BYTES)
+            stream.seek(0)
+            fmt = formats.format_for(head, source)
+            # a format yields its documents lazily: the file is converted while it is read
+            for document in fmt.documents(stream, source):
+                found, failed = _read_document(document, path, transforms, files_done, max_file_bytes)
+                ready.extend(found)
+                issues.extend(failed)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ValidationFailed(
             f"{source}: cannot be read", [Issue("/", "file-readable", f"cannot read {source}: {reason}", None, source)]
         ) from exc
-    except _TooLarge as exc:
+    except TooLarge as exc:
         message = (f"{source} is {exc.size:,} bytes, more than the {max_file_bytes:,} one import file may have "
                    "([security] max_import_file_bytes); split the batch into smaller files or raise the limit")
         raise ValidationFailed(f"{source}: too large", [Issue("/", "file-size", message, None, source)]) from None
-    parsed = voucher_xml.parse_vouchers(data, source, transforms)
-    batch_root = _root_name(data) == "Vouchers"
+    if issues:
+        raise ValidationFailed(f"{source}: {issues[0].place}: {issues[0].message}", issues)
+    return ready
+
+
+def _read_document(document: CanonicalDocument, path: Path, transforms, files_done: int,
+                   max_file_bytes: int) -> tuple[list[_Ready], list[Issue]]:
+    """The vouchers of one canonical document, and the issues found in it."""
+    source = str(path)
+    try:
+        parsed = voucher_xml.parse_vouchers(document.xml, source, transforms)
+    except AdapterError as exc:
+        if not exc.client_error:
+            raise
+        return [], _in_input(document, getattr(exc, "issues", ()) or [Issue("/", exc.code, exc.message, None, source)])
     ready, issues = [], []
-    for index, item in enumerate(parsed, start=1):
-        voucher_path = "/Voucher"
-        if batch_root:
-            voucher_path = f"/Vouchers/Voucher[{index}]" if len(parsed) > 1 else "/Vouchers/Voucher"
+    for item in parsed:
         contents = {}
         for position, meta in enumerate(item.voucher.attachments, start=1):
-            place = f"{voucher_path}/attachments/attachment"
+            place = f"{item.place}/attachments/attachment"
             if len(item.voucher.attachments) > 1:
                 place += f"[{position}]"
             content = item.embedded.get(meta.attachment_id)
             if content is None:
                 content, issue = _attachment_file(path, meta, place, item.line, max_file_bytes)
                 if issue:
-                    issues.append(issue)
+                    issues.extend(_in_input(document, [issue]))
                     continue
             contents[meta.attachment_id] = content
+        place, line = item.place, item.line
+        if document.place is not None:
+            place, line = f"{document.place} → {place}", document.line
         ready.append(_Ready(item.voucher, contents, voucher_xml.canonical_hash(item.voucher),
-                            source, voucher_path, item.line, files_done))
-    if issues:
-        raise ValidationFailed(f"{source}: {issues[0].place}: {issues[0].message}", issues)
-    return ready
+                            source, place, line, files_done))
+    return ready, issues
+
+
+def _in_input(document: CanonicalDocument, issues: Iterable[Issue]) -> list[Issue]:
+    """Issues of a converted document placed in the input file, whose lines the converted XML's are not."""
+    if document.place is None:  # the document is the file itself: its places and lines stand
+        return list(issues)
+    return [dataclasses.replace(issue, place=f"{document.place} → {issue.place}", line=document.line)
+            for issue in issues]
 
 
 def _attachment_file(
@@ -241,11 +280,12 @@ def _attachment_file(
             line, source,
         )
     try:
-        data = _read_bounded(found, max_file_bytes)
+        with open_bounded(found, max_file_bytes) as handle:
+            data = handle.read()
     except OSError as exc:
         return None, Issue(place, "attachment-file-readable",
                            f"attachment {meta.attachment_id}: cannot read {found}: {exc.strerror or exc}", line, source)
-    except _TooLarge as exc:
+    except TooLarge as exc:
         return None, Issue(
             place, "file-size",
             f"attachment {meta.attachment_id}: file {found} is {exc.size:,} bytes, more than the "
@@ -262,29 +302,6 @@ def _attachment_file(
             line, source,
         )
     return data, None
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
-def _read_bounded(path: Path, limit: int) -> bytes:
-    """The file's bytes, or _TooLarge without reading them (a file growing while read is caught too)."""
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > limit:
-            raise _TooLarge(size)
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise _TooLarge(len(data))
-    return data
-
-
-def _root_name(data: bytes) -> str | None:
-    match = _ROOT_TAG.search(data)
-    return match.group(1).decode("ascii", "replace") if match else None
 
 
 # --- storing ------------------------------------------------------------------------------
