@@ -260,6 +260,13 @@ def test_on_postgresql_both_commands_print_the_pg_dump_way(tmp_path, capsys, mon
         assert "secret.key" in err and "umask 077" in err
         assert "postgresql://archive@db.example:5432/archive" in err and "s3cret" not in err
     assert not (tmp_path / "bk").exists()
+    monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", "postgresql+psycopg://archive@db.example/archive?password=q-s3cret")
+    assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "q-s3cret" not in err and "password=********" in err and "'postgresql://archive@db.example/archive'" in err
+    monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", "mysql://archive:my-s3cret@db.example/archive")
+    assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "my-s3cret" not in capsys.readouterr().err
     settings = load_settings(data_dir=tmp_path / "d", env={"ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://x@h/db"})
     with pytest.raises(ConfigurationError, match="PostgreSQL"):
         backup(settings, tmp_path / "bk")

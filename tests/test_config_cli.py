@@ -134,6 +134,21 @@ def test_config_show_masks_passwords_keys_and_the_database_url_password(show, tm
     assert "environment ARCHIVE_OA_OA_PASSWORD" in text and masked in text
 
 
+def test_config_show_masks_passwords_in_url_queries_and_in_the_oa_and_public_urls(show, tmp_path):
+    env = {
+        "ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://ops@db.internal/archive?sslmode=require&password=q-pass",
+        "ARCHIVE_OA_OA_URL": "https://svc:oa-userinfo@oa.example/ws?access_token=oa-token",
+        "ARCHIVE_OA_PUBLIC_URL": "https://gw:gw-userinfo@gateway.example",
+    }
+    text = show("--data-dir", str(tmp_path), **env)
+    out = json.loads(show("--json", "--data-dir", str(tmp_path)))
+    for secret in ("q-pass", "oa-userinfo", "oa-token", "gw-userinfo"):
+        assert secret not in text and secret not in json.dumps(out)
+    assert out["database_url"] == "postgresql+psycopg://ops@db.internal/archive?sslmode=require&password=********"
+    assert out["settings"]["oa"]["url"]["value"] == "https://svc:********@oa.example/ws?access_token=********"
+    assert out["settings"]["gateway"]["public_url"]["value"] == "https://gw:********@gateway.example"
+
+
 def test_config_show_with_a_missing_config_file_is_one_line_and_exit_2(show, tmp_path, capsys):
     assert main(["config", "show", "--config", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err

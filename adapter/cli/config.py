@@ -11,20 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 from pathlib import Path
 
+from ..masking import MASK, mask_url
 from ..settings import CONFIG_FILE_NAME, SECTIONS, Settings, example_config
 from .common import add_common, settings_from
 from .output import table
 
-MASK = "********"
 #: Keys whose whole value is a secret.
 SECRET_KEYS = frozenset({"oa.password", "security.secret_key"})
-#: Keys that are URLs which may carry a password (``scheme://user:password@host``).
-URL_KEYS = frozenset({"database.url"})
-# up to the last "@": a password with an unescaped "@" or "/" is masked whole, never in part
-_URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:).*@")
+#: Keys that are URLs which may carry a password (``scheme://user:password@host``, ``?password=``).
+URL_KEYS = frozenset({"database.url", "oa.url", "gateway.public_url"})
 
 
 def register(subparsers) -> None:
@@ -89,11 +86,6 @@ def effective(settings: Settings) -> list[tuple[str, str, object, str, str]]:
             name = f"{section}.{f.name}"
             rows.append((section, f.name, _masked(name, getattr(values, f.name)), *settings.source_of(name)))
     return rows
-
-
-def mask_url(url: str) -> str:
-    """The URL with the password between ``user:`` and ``@`` replaced by the mask."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", url, count=1)
 
 
 def _masked(name: str, value: object) -> object:

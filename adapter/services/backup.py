@@ -49,6 +49,7 @@ from sqlalchemy.engine import URL, make_url
 
 from .. import __version__
 from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
+from ..masking import is_secret_parameter, mask_url
 from ..private_files import create_private_file, make_private_dir, write_private_file
 from ..security.secrets import SETTING, KeyRing, SecretBox, key_id, missing_key_ids, read_key_file, write_key_file
 from ..settings import Settings
@@ -461,13 +462,14 @@ def _contents(database: Path, blob_dir: Path) -> list[str]:
 def _sqlite_path(settings: Settings, command: str) -> Path:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "postgresql":
+        query = {name: value for name, value in url.query.items() if not is_secret_parameter(name)}
         libpq = URL.create("postgresql", username=url.username, host=url.host, port=url.port,  # no password
-                           database=url.database, query=url.query).render_as_string(hide_password=False)
+                           database=url.database, query=query).render_as_string(hide_password=False)
         raise ConfigurationError(POSTGRES_WAY.format(
-            url=url.render_as_string(hide_password=True), libpq=libpq, blobs=settings.blob_dir,
+            url=mask_url(settings.database_url), libpq=libpq, blobs=settings.blob_dir,
             checkpoint=audit_verify.checkpoint_path(settings), key_file=KeyRing(settings).key_file))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
+        raise ConfigurationError(f"[database] url {mask_url(settings.database_url)!r} is not a SQLite file: {command} works "
                                  "on the SQLite file or, on PostgreSQL, with pg_dump")
     return Path(url.database).expanduser().absolute()
 
