@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 
@@ -53,6 +54,43 @@ def test_the_example_loads_to_the_built_in_defaults(tmp_path):
 def test_config_example_prints_the_shipped_file(capsys):
     assert main(["config", "example"]) == 0
     assert capsys.readouterr().out == example_config()
+
+
+def test_config_example_write_installs_it_owner_only_and_never_overwrites(tmp_path, capsys):
+    old_umask = os.umask(0o022)  # the common default: without care, 0644 and 0755
+    try:
+        home = tmp_path / "new" / "home"
+        assert main(["config", "example", "--write", "--data-dir", str(home)]) == 0
+    finally:
+        os.umask(old_umask)
+    written = home / "archive-oa.toml"
+    assert str(written) in capsys.readouterr().out
+    assert written.read_text(encoding="utf-8") == example_config()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+    written.write_text("[oa]\nurl = \"http://mine\"\n", encoding="utf-8")
+    assert main(["config", "example", "--write", "--config", str(written)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert written.read_text(encoding="utf-8") == "[oa]\nurl = \"http://mine\"\n"
+
+
+@pytest.mark.parametrize("text, mode, warned", [
+    ('[oa]\npassword = "pw-in-file"\n', 0o644, True),
+    ('[database]\nurl = "postgresql+psycopg://u:pw@h/db"\n', 0o640, True),
+    ('[oa]\npassword = "pw-in-file"\n', 0o600, False),
+    ('[oa]\nurl = "http://oa"\n', 0o644, False),
+])
+def test_a_configuration_file_holding_a_password_others_can_read_is_one_warning(tmp_path, caplog, text, mode, warned):
+    path = tmp_path / "archive-oa.toml"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="archive_oa.settings"):
+        load_settings(data_dir=tmp_path, env={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert str(path) in warnings[0] and f"chmod 600 {path}" in warnings[0] and "pw-in-file" not in warnings[0] and ":pw@" not in warnings[0]
 
 
 # --- the documentation ------------------------------------------------------------------------
