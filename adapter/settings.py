@@ -182,15 +182,17 @@ class Settings:
         gw = self.gateway
         return (gw.public_url or f"http://{gw.host}:{gw.port}").rstrip("/")
 
-    def replace(self, **sections: Any) -> "Settings":
-        """A copy with some sections' keys changed: ``replace(oa={"url": …})``."""
+    def replace(self, *, options: Mapping[str, str] | None = None, **sections: Any) -> "Settings":
+        """A copy with some sections' keys changed: ``replace(oa={"url": …})``.  ``options``: the
+        command-line option that set a key, which becomes its source (``{"gateway.port": "--port"}``)."""
         changed = {}
         for name, values in sections.items():
             if name == "data_dir":
                 changed[name] = Path(values)
             else:
                 changed[name] = dataclasses.replace(getattr(self, name), **values)
-        return dataclasses.replace(self, **changed)
+        sources = {**self.sources, **{name: ("option", option) for name, option in (options or {}).items()}}
+        return dataclasses.replace(self, **changed, sources=sources)
 
 
 #: The loader's sections, each a dataclass whose fields are its keys.

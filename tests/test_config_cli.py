@@ -187,6 +187,22 @@ def test_config_show_masks_passwords_in_url_queries_and_in_the_oa_and_public_url
     assert out["settings"]["gateway"]["public_url"]["value"] == "https://gw:********@gateway.example"
 
 
+def test_serve_records_its_host_port_and_threads_options_as_their_source(tmp_path, monkeypatch):
+    from archive_oa.cli.main import build_parser
+    from archive_oa.cli.serve import serve_settings
+
+    for var in [v for v in os.environ if v.startswith("ARCHIVE_OA_")]:
+        monkeypatch.delenv(var)
+    config = tmp_path / "archive-oa.toml"
+    config.write_text('[gateway]\nport = 9000\nhost = "0.0.0.0"\n', encoding="utf-8")
+    args = build_parser().parse_args(["serve", "--data-dir", str(tmp_path), "--port", "9100", "--threads", "3"])
+    settings = serve_settings(args)
+    assert (settings.gateway.port, settings.source_of("gateway.port")) == (9100, ("option", "--port"))
+    assert (settings.gateway.threads, settings.source_of("gateway.threads")) == (3, ("option", "--threads"))
+    assert (settings.gateway.host, settings.source_of("gateway.host")) == ("0.0.0.0", ("file", str(config)))
+    assert settings.source_of("data_dir") == ("option", "--data-dir")
+
+
 def test_config_show_with_a_missing_config_file_is_one_line_and_exit_2(show, tmp_path, capsys):
     assert main(["config", "show", "--config", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err
