@@ -45,6 +45,23 @@ def create_private_file(path: str | os.PathLike) -> Path:
 def write_private_file(path: str | os.PathLike, data: bytes, *, temp_prefix: str = ".tmp-") -> None:
     """Replace ``path`` atomically with ``data`` (mode 0600): a crash leaves the old file or the
     new one, never half; flushed to disk before the rename."""
+    _write_then(os.replace, path, data, temp_prefix)
+
+
+def write_new_private_file(path: str | os.PathLike, data: bytes, *, temp_prefix: str = ".tmp-") -> None:
+    """Create ``path`` with ``data`` (mode 0600), whole or not at all; ``FileExistsError`` when it
+    exists, which it then keeps (a hard link is atomic and never overwrites)."""
+    def link(tmp: str, target: Path) -> None:
+        try:
+            os.link(tmp, target)
+        finally:
+            os.unlink(tmp)
+
+    _write_then(link, path, data, temp_prefix)
+
+
+def _write_then(place, path: str | os.PathLike, data: bytes, temp_prefix: str) -> None:
+    """Write ``data`` to a 0600 temporary file beside ``path``, flushed to disk, then ``place(tmp, path)``."""
     path = Path(path)
     make_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix, dir=path.parent)
@@ -53,7 +70,7 @@ def write_private_file(path: str | os.PathLike, data: bytes, *, temp_prefix: str
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        place(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

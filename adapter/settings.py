@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import logging
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,9 @@ from typing import Any, Mapping
 
 from .domain.delivery import RetryPolicy
 from .errors import ConfigurationError
+from .masking import mask_url
 
+log = logging.getLogger(__name__)
 CONFIG_FILE_NAME = "archive-oa.toml"
 #: Every key at its default with a one-line comment; shipped inside the package.
 EXAMPLE_FILE_NAME = "archive-oa.toml.example"
@@ -178,15 +182,17 @@ class Settings:
         gw = self.gateway
         return (gw.public_url or f"http://{gw.host}:{gw.port}").rstrip("/")
 
-    def replace(self, **sections: Any) -> "Settings":
-        """A copy with some sections' keys changed: ``replace(oa={"url": …})``."""
+    def replace(self, *, options: Mapping[str, str] | None = None, **sections: Any) -> "Settings":
+        """A copy with some sections' keys changed: ``replace(oa={"url": …})``.  ``options``: the
+        command-line option that set a key, which becomes its source (``{"gateway.port": "--port"}``)."""
         changed = {}
         for name, values in sections.items():
             if name == "data_dir":
                 changed[name] = Path(values)
             else:
                 changed[name] = dataclasses.replace(getattr(self, name), **values)
-        return dataclasses.replace(self, **changed)
+        sources = {**self.sources, **{name: ("option", option) for name, option in (options or {}).items()}}
+        return dataclasses.replace(self, **changed, sources=sources)
 
 
 #: The loader's sections, each a dataclass whose fields are its keys.
@@ -201,13 +207,25 @@ SECTIONS = {
 _ALIASES = {"ARCHIVE_OA_PUBLIC_URL": ("gateway", "public_url")}
 
 
+def data_home(data_dir: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The data folder: ``--data-dir``, else ``ARCHIVE_OA_HOME``, else ``~/.archive-oa``."""
+    env = os.environ if env is None else env
+    return Path(data_dir or env.get("ARCHIVE_OA_HOME") or DEFAULT_HOME).expanduser()
+
+
+def config_file_path(data_dir: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None,
+                     env: Mapping[str, str] | None = None) -> Path:
+    """The configuration file the commands read: ``--config``, else ``archive-oa.toml`` in the data folder."""
+    return Path(config_file) if config_file else data_home(data_dir, env) / CONFIG_FILE_NAME
+
+
 def load_settings(
     data_dir: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
-    home = Path(data_dir or env.get("ARCHIVE_OA_HOME") or DEFAULT_HOME).expanduser()
+    home = data_home(data_dir, env)
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     sources: dict[str, Source] = {}
     if data_dir:
@@ -215,7 +233,7 @@ def load_settings(
     elif env.get("ARCHIVE_OA_HOME"):
         sources["data_dir"] = ("environment", "ARCHIVE_OA_HOME")
 
-    path = Path(config_file) if config_file else home / CONFIG_FILE_NAME
+    path = config_file_path(data_dir, config_file, env)
     if config_file and not path.is_file():
         raise ConfigurationError(f"configuration file {path} does not exist: check --config")
     if path.is_file():
@@ -230,6 +248,7 @@ def load_settings(
                 )
             values[section].update(keys)
             sources.update((f"{section}.{key}", ("file", str(path))) for key in keys)
+        _warn_if_secrets_are_readable(path, document)
 
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
@@ -244,6 +263,19 @@ def load_settings(
 
     sections = {name: _build(cls, values[name], name) for name, cls in SECTIONS.items()}
     return Settings(data_dir=home, sources=sources, **sections)
+
+
+def _warn_if_secrets_are_readable(path: Path, document: Mapping[str, Any]) -> None:
+    """One WARNING when the file holds a password or key and its group or others may read it."""
+    held = [f"[{section}] {key}" for section, key in (("oa", "password"), ("security", "secret_key"))
+            if document.get(section, {}).get(key)]
+    url = str(document.get("database", {}).get("url", ""))
+    if mask_url(url) != url:
+        held.append("the password in [database] url")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if held and os.name == "posix" and mode & 0o044:
+        log.warning("%s holds %s and is readable by %s (mode %03o): chmod 600 %s",
+                    path, " and ".join(held), "group and others" if mode & 0o004 else "its group", mode, path)
 
 
 def example_config() -> str:

@@ -448,7 +448,7 @@ def test_configured_keys_rotate_by_putting_the_new_key_first(tmp_path):
         assert after.authenticate_digest("alice", passwords.password_digest(nonce, "c", PASSWORD), nonce, "c")
         assert not (tmp_path / KEY_FILE_NAME).exists()  # configured keys: no key file
         bad = load_settings(data_dir=tmp_path, env={"ARCHIVE_OA_SECURITY_SECRET_KEY": "not-a-key"})
-        with pytest.raises(ConfigurationError, match="key 1 in security.secret_key"):
+        with pytest.raises(ConfigurationError, match=r"key 1 in \[security\] secret_key / ARCHIVE_OA_SECURITY_SECRET_KEY"):
             UserService(store, settings=bad).add_user("bob", PASSWORD, {"viewer"}, None)
     finally:
         store.dispose()

@@ -260,6 +260,13 @@ def test_on_postgresql_both_commands_print_the_pg_dump_way(tmp_path, capsys, mon
         assert "secret.key" in err and "umask 077" in err
         assert "postgresql://archive@db.example:5432/archive" in err and "s3cret" not in err
     assert not (tmp_path / "bk").exists()
+    monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", "postgresql+psycopg://archive@db.example/archive?password=q-s3cret")
+    assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "q-s3cret" not in err and "password=********" in err and "'postgresql://archive@db.example/archive'" in err
+    monkeypatch.setenv("ARCHIVE_OA_DATABASE_URL", "mysql://archive:my-s3cret@db.example/archive")
+    assert main(["backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "my-s3cret" not in capsys.readouterr().err
     settings = load_settings(data_dir=tmp_path / "d", env={"ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://x@h/db"})
     with pytest.raises(ConfigurationError, match="PostgreSQL"):
         backup(settings, tmp_path / "bk")
@@ -418,7 +425,8 @@ def test_restore_refuses_a_key_mismatch_unless_told_to_go_on_without_it(source, 
 
     # Keys configured in the setting are the only ones the adapter reads: the backup's key is not enough.
     other = load_settings(data_dir=tmp_path / "configured", env={"ARCHIVE_OA_SECURITY_SECRET_KEY": generate_key()})
-    with pytest.raises(ConfigurationError, match=f"need key id {source_key}, which is not among the keys of security"):
+    with pytest.raises(ConfigurationError, match=f"need key id {source_key}, which is not among the keys of "
+                       r"\[security\] secret_key / ARCHIVE_OA_SECURITY_SECRET_KEY"):
         restore(other, tmp_path / "bk")
 
     # A backup without the key, into a data folder that already made a key of its own.
@@ -437,6 +445,43 @@ def test_restore_refuses_a_key_mismatch_unless_told_to_go_on_without_it(source, 
     finally:
         store.dispose()
     assert f"key id {source_key}" in problem and "secret.key of the backup" in problem
+
+
+def test_a_key_copied_into_a_backup_taken_without_it_is_used_as_the_warning_says(source, tmp_path, capsys):
+    source_key = with_digest_user(source)
+    assert main(["backup", str(tmp_path / "bk"), "--without-key", "--data-dir", str(source.data_dir)]) == 0
+    assert "secret.key in the backup folder is fine" in capsys.readouterr().err
+    shutil.copy(source.data_dir / "secret.key", tmp_path / "bk" / "secret.key")  # "keep it with this backup"
+    assert verify_backup(tmp_path / "bk").key.reason == "--without-key"  # not taken for tampering
+
+    target = settings_in(tmp_path / "restored")
+    assert main(["restore", str(tmp_path / "bk"), "--data-dir", str(target.data_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"not in its manifest (copied in by hand); it holds key id {source_key}" in captured.err
+    assert "used" in captured.err and "encryption key restored to" in captured.out
+    assert digest_call(target).total == read_manifest(tmp_path / "bk").tables["vouchers"].rows
+
+
+def test_a_backup_from_before_keys_were_in_backups_restores_with_its_copied_in_key(source, tmp_path):
+    source_key = with_digest_user(source)
+    backup(source, tmp_path / "bk", without_key=True)
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    del manifest["key"]  # what an older version wrote
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(source.data_dir / "secret.key", tmp_path / "bk" / "secret.key")
+    result = restore(settings_in(tmp_path / "restored"), tmp_path / "bk")
+    assert result.unlisted_key_ids == (source_key,) and result.key_file is not None
+
+
+def test_a_copied_in_key_that_is_not_the_secrets_key_is_named_not_called_tampering(source, tmp_path):
+    source_key = with_digest_user(source)
+    backup(source, tmp_path / "bk", without_key=True)
+    stranger = generate_key()
+    (tmp_path / "bk" / "secret.key").write_text(stranger + "\n")
+    with pytest.raises(ConfigurationError, match=f"need key id {source_key}, which is neither in the backup "
+                       f"\\(its secret.key holds key ids {key_id(stranger)}, and its manifest does not list"):
+        restore(settings_in(tmp_path / "restored"), tmp_path / "bk")
+    assert not (tmp_path / "restored" / "secret.key").exists()
 
 
 def test_a_changed_key_file_is_refused(source, tmp_path):

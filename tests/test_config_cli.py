@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 
@@ -53,6 +54,43 @@ def test_the_example_loads_to_the_built_in_defaults(tmp_path):
 def test_config_example_prints_the_shipped_file(capsys):
     assert main(["config", "example"]) == 0
     assert capsys.readouterr().out == example_config()
+
+
+def test_config_example_write_installs_it_owner_only_and_never_overwrites(tmp_path, capsys):
+    old_umask = os.umask(0o022)  # the common default: without care, 0644 and 0755
+    try:
+        home = tmp_path / "new" / "home"
+        assert main(["config", "example", "--write", "--data-dir", str(home)]) == 0
+    finally:
+        os.umask(old_umask)
+    written = home / "archive-oa.toml"
+    assert str(written) in capsys.readouterr().out
+    assert written.read_text(encoding="utf-8") == example_config()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+    written.write_text("[oa]\nurl = \"http://mine\"\n", encoding="utf-8")
+    assert main(["config", "example", "--write", "--config", str(written)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert written.read_text(encoding="utf-8") == "[oa]\nurl = \"http://mine\"\n"
+
+
+@pytest.mark.parametrize("text, mode, warned", [
+    ('[oa]\npassword = "pw-in-file"\n', 0o644, True),
+    ('[database]\nurl = "postgresql+psycopg://u:pw@h/db"\n', 0o640, True),
+    ('[oa]\npassword = "pw-in-file"\n', 0o600, False),
+    ('[oa]\nurl = "http://oa"\n', 0o644, False),
+])
+def test_a_configuration_file_holding_a_password_others_can_read_is_one_warning(tmp_path, caplog, text, mode, warned):
+    path = tmp_path / "archive-oa.toml"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="archive_oa.settings"):
+        load_settings(data_dir=tmp_path, env={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert str(path) in warnings[0] and f"chmod 600 {path}" in warnings[0] and "pw-in-file" not in warnings[0] and ":pw@" not in warnings[0]
 
 
 # --- the documentation ------------------------------------------------------------------------
@@ -132,6 +170,37 @@ def test_config_show_masks_passwords_keys_and_the_database_url_password(show, tm
     assert out["settings"]["database"]["url"]["value"] == masked
     assert out["database_url"] == masked
     assert "environment ARCHIVE_OA_OA_PASSWORD" in text and masked in text
+
+
+def test_config_show_masks_passwords_in_url_queries_and_in_the_oa_and_public_urls(show, tmp_path):
+    env = {
+        "ARCHIVE_OA_DATABASE_URL": "postgresql+psycopg://ops@db.internal/archive?sslmode=require&password=q-pass",
+        "ARCHIVE_OA_OA_URL": "https://svc:oa-userinfo@oa.example/ws?access_token=oa-token",
+        "ARCHIVE_OA_PUBLIC_URL": "https://gw:gw-userinfo@gateway.example",
+    }
+    text = show("--data-dir", str(tmp_path), **env)
+    out = json.loads(show("--json", "--data-dir", str(tmp_path)))
+    for secret in ("q-pass", "oa-userinfo", "oa-token", "gw-userinfo"):
+        assert secret not in text and secret not in json.dumps(out)
+    assert out["database_url"] == "postgresql+psycopg://ops@db.internal/archive?sslmode=require&password=********"
+    assert out["settings"]["oa"]["url"]["value"] == "https://svc:********@oa.example/ws?access_token=********"
+    assert out["settings"]["gateway"]["public_url"]["value"] == "https://gw:********@gateway.example"
+
+
+def test_serve_records_its_host_port_and_threads_options_as_their_source(tmp_path, monkeypatch):
+    from archive_oa.cli.main import build_parser
+    from archive_oa.cli.serve import serve_settings
+
+    for var in [v for v in os.environ if v.startswith("ARCHIVE_OA_")]:
+        monkeypatch.delenv(var)
+    config = tmp_path / "archive-oa.toml"
+    config.write_text('[gateway]\nport = 9000\nhost = "0.0.0.0"\n', encoding="utf-8")
+    args = build_parser().parse_args(["serve", "--data-dir", str(tmp_path), "--port", "9100", "--threads", "3"])
+    settings = serve_settings(args)
+    assert (settings.gateway.port, settings.source_of("gateway.port")) == (9100, ("option", "--port"))
+    assert (settings.gateway.threads, settings.source_of("gateway.threads")) == (3, ("option", "--threads"))
+    assert (settings.gateway.host, settings.source_of("gateway.host")) == ("0.0.0.0", ("file", str(config)))
+    assert settings.source_of("data_dir") == ("option", "--data-dir")
 
 
 def test_config_show_with_a_missing_config_file_is_one_line_and_exit_2(show, tmp_path, capsys):

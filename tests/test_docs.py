@@ -36,6 +36,12 @@ def test_the_readme_names_as_many_demo_vouchers_as_the_bundled_samples_hold():
     assert int(stated.group(1)) == count
 
 
+def test_the_readme_tour_writes_the_configuration_file_owner_only():
+    text = README.read_text(encoding="utf-8")
+    assert "archive-oa config example --write" in text  # 0600 in a 0700 folder: it holds [oa] password
+    assert "config example >" not in text and "mkdir -p ~/.archive-oa" not in text
+
+
 def _anchors(page: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), flags=re.M)

@@ -151,6 +151,22 @@ def test_database_refusing_connections_names_the_database_url(tmp_path, command,
     assert "secret" not in run.stderr, "the password stays out of the message"
 
 
+def test_db_upgrade_against_a_refusing_database_masks_a_password_given_in_the_query(cli, refusing_port):
+    pytest.importorskip("psycopg")
+    url = f"postgresql+psycopg://archive@127.0.0.1:{refusing_port}/archive?password=q-secret"
+    code, err = cli("db", "upgrade", "--data-dir", "{tmp}/d", ARCHIVE_OA_DATABASE_URL=url)
+    assert_one_line(code, err, "db", DATABASE_URL)
+    assert "q-secret" not in err and "password=********" in err
+
+
+@pytest.mark.parametrize("url, shown", [("mysql://archive:s3cret-pw@db/archive", "mysql://archive:********@db/archive"),
+                                        ("archive:s3cret-pw@db/archive", "'********@db/archive'")])
+def test_a_database_url_the_adapter_cannot_use_is_named_without_its_password(cli, url, shown):
+    code, err = cli("db", "upgrade", "--data-dir", "{tmp}/d", ARCHIVE_OA_DATABASE_URL=url)
+    assert code == 2 and err.count("\n") == 1
+    assert "s3cret-pw" not in err and shown in err
+
+
 @pytest.mark.parametrize("command", [["serve", "--no-scheduler", "--port", "0"], ["worker"]])
 def test_sqlite_file_in_a_place_that_cannot_be_written_names_the_database_url(cli, command):
     code, err = cli(*command, "--data-dir", "{tmp}/d", ARCHIVE_OA_DATABASE_URL="sqlite:///{tmp}/a-file/x/archive.db")

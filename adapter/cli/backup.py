@@ -68,13 +68,16 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def _key_warnings(key) -> None:
+    from ..security.secrets import KEY_FILE_NAME
+
     ids = ", ".join(key.key_ids)
     if key.missing:
         print(f"warning: the stored secrets need key id {', '.join(key.missing)}, which {key.source} lacks: "
               "PasswordDigest already fails for those users", file=sys.stderr)
     elif key.reason == "--without-key" and key.key_ids:
         print(f"warning: the encryption key is NOT in the backup (--without-key): copy {key.source} (key id {ids}) "
-              f"by hand and keep it with the backup; without it restore refuses, and PasswordDigest fails for the "
+              f"by hand and keep it with the backup (into {KEY_FILE_NAME} in the backup folder is fine: restore "
+              f"uses it); without it restore refuses, and PasswordDigest fails for the "
               f"{sum(key.needed.values())} user(s) with a stored secret", file=sys.stderr)
     elif key.reason == "setting" and key.needed:
         print(f"note: the encryption keys come from {key.source} (key id {ids}) and are not in the backup: "
@@ -82,6 +85,7 @@ def _key_warnings(key) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    from ..security.secrets import KEY_FILE_NAME
     from ..services.backup import restore
 
     line = _Line(sys.stderr)
@@ -92,6 +96,13 @@ def run_restore(args: argparse.Namespace) -> int:
     replaced = " (the store's previous contents were replaced)" if result.replaced else ""
     print(f"restored {args.path} (taken {result.manifest.created_at}) into {result.database}{replaced} "
           f"in {result.seconds:.1f}s; schema revision {result.revision}; audit record #{result.audit_seq}")
+    unlisted = ", ".join(result.unlisted_key_ids)
+    if result.key_file and unlisted:
+        print(f"note: {KEY_FILE_NAME} in the backup is not in its manifest (copied in by hand); it holds key id "
+              f"{unlisted}, which the stored secrets need: used", file=sys.stderr)
+    elif unlisted:
+        print(f"note: {KEY_FILE_NAME} in the backup is not in its manifest (copied in by hand); it holds key id "
+              f"{unlisted}, which no restored secret needs here: not used", file=sys.stderr)
     if result.key_file:
         print(f"encryption key restored to {result.key_file}")
     status = 0

@@ -3,7 +3,8 @@
 ``show`` lists every key with its value and its source — the built-in default, the
 configuration file, an environment variable or a command-line option — with passwords,
 the secret key and the password inside a database URL masked.  ``example`` prints the
-shipped ``archive-oa.toml.example``, every key at its default with a one-line comment.
+shipped ``archive-oa.toml.example``, every key at its default with a one-line comment;
+``example --write`` puts it in place as the configuration file, readable by its owner only.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 from pathlib import Path
 
-from ..settings import CONFIG_FILE_NAME, SECTIONS, Settings, example_config
+from ..errors import Conflict
+from ..masking import MASK, mask_url
+from ..settings import SECTIONS, Settings, config_file_path, example_config
 from .common import add_common, settings_from
 from .output import table
 
-MASK = "********"
 #: Keys whose whole value is a secret.
 SECRET_KEYS = frozenset({"oa.password", "security.secret_key"})
-#: Keys that are URLs which may carry a password (``scheme://user:password@host``).
-URL_KEYS = frozenset({"database.url"})
-# up to the last "@": a password with an unescaped "@" or "/" is masked whole, never in part
-_URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:).*@")
+#: Keys that are URLs which may carry a password (``scheme://user:password@host``, ``?password=``).
+URL_KEYS = frozenset({"database.url", "oa.url", "gateway.public_url"})
 
 
 def register(subparsers) -> None:
@@ -48,21 +47,39 @@ def register(subparsers) -> None:
     show.set_defaults(func=run_show)
     example = commands.add_parser(
         "example",
-        help="print archive-oa.toml.example: every key at its default, with a comment",
-        description="Print the example configuration file shipped with the package, e.g. "
-        "`archive-oa config example > ~/.archive-oa/archive-oa.toml`, then keep the keys you change.",
+        help="print archive-oa.toml.example: every key at its default, with a comment (--write: install it)",
+        description="Print the example configuration file shipped with the package.  With --write, write it "
+        "to <data dir>/archive-oa.toml (or --config FILE) instead, readable by its owner only (it holds "
+        "[oa] password), in a folder created owner-only; an existing file is never overwritten.  Then keep "
+        "the keys you change.",
     )
+    example.add_argument("--write", action="store_true",
+                         help="write the configuration file (mode 600) instead of printing; refuses an existing one")
+    add_common(example)
     example.set_defaults(func=run_example)
 
 
 def run_example(args: argparse.Namespace) -> int:
-    print(example_config(), end="")
+    if not args.write:
+        print(example_config(), end="")
+        return 0
+    from ..environment import writable_folder
+    from ..private_files import write_new_private_file
+
+    path = config_file_path(args.data_dir, args.config).expanduser().absolute()
+    writable_folder(path.parent, fix="choose another --data-dir / --config")  # created 0700
+    try:
+        write_new_private_file(path, example_config().encode("utf-8"), temp_prefix=f".{path.name}.")
+    except FileExistsError:
+        raise Conflict(f"{path} already exists and was left as it is: edit it, or compare it with "
+                       "`archive-oa config example`") from None
+    print(f"wrote {path} (readable by you only): set [oa] url, user and password there")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    config_file = Path(args.config) if args.config else settings.data_dir / CONFIG_FILE_NAME
+    config_file = config_file_path(settings.data_dir, args.config)
     rows = effective(settings)
     if args.json:
         print(json.dumps(_as_json(settings, config_file, rows), ensure_ascii=False, indent=2))
@@ -89,11 +106,6 @@ def effective(settings: Settings) -> list[tuple[str, str, object, str, str]]:
             name = f"{section}.{f.name}"
             rows.append((section, f.name, _masked(name, getattr(values, f.name)), *settings.source_of(name)))
     return rows
-
-
-def mask_url(url: str) -> str:
-    """The URL with the password between ``user:`` and ``@`` replaced by the mask."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", url, count=1)
 
 
 def _masked(name: str, value: object) -> object:

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
+    from ..masking import mask_url
     from ..store import migrations
     from ..store.engine import open_store
 
@@ -34,7 +35,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
         reached = migrations.upgrade(store.engine, args.revision)
     finally:
         store.dispose()
-    url = store.engine.url.render_as_string(hide_password=True)
+    url = mask_url(settings.database_url)
     if before == reached:
         print(f"{url}: already at revision {reached}")
     else:

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from ..settings import setting_names
+from ..settings import Settings, setting_names
 from .common import add_common, positive_int, settings_from
 
 
@@ -39,13 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..gateway.server import serve_forever
     from ..services.audit_verify import CheckpointKeeper, checkpoint_path
 
-    base = settings_from(args)
-    gateway = {
-        "host": args.host or base.gateway.host,
-        "port": base.gateway.port if args.port is None else args.port,
-        "threads": args.threads or base.gateway.threads,
-    }
-    settings = base.replace(gateway=gateway)
+    settings = serve_settings(args)
+    gateway = settings.gateway
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with build(settings) as adapter:
         key_problem = adapter.users.key_problem()
@@ -64,12 +59,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             with listen_settings(host=setting_names("gateway", "host", "--host"),
                                  port=setting_names("gateway", "port", "--port")):
-                serve_forever(app, gateway["host"], gateway["port"], threads=gateway["threads"], on_ready=ready)
+                serve_forever(app, gateway.host, gateway.port, threads=gateway.threads, on_ready=ready)
         finally:
             if scheduler is not None:
                 scheduler.stop()
             keeper.stop()
     return 0
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings with --host, --port and --threads applied, each recorded as its key's source."""
+    given = {"host": args.host or None, "port": args.port, "threads": args.threads}
+    given = {key: value for key, value in given.items() if value is not None}
+    return settings_from(args).replace(gateway=given, options={f"gateway.{key}": f"--{key}" for key in given})
 
 
 def _stop_on_sigterm(signum, frame) -> None:

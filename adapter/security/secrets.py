@@ -12,19 +12,18 @@ not the key), so a missing key is named rather than guessed at.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from ..errors import ConfigurationError
-from ..private_files import make_private_dir, write_private_file
-from ..settings import Settings
+from ..private_files import write_new_private_file, write_private_file
+from ..settings import Settings, setting_names
 
 KEY_FILE_NAME = "secret.key"
-SETTING = "security.secret_key (ARCHIVE_OA_SECURITY_SECRET_KEY)"
+SETTING = setting_names("security", "secret_key")
 #: What to do when a stored secret's key is missing (ends the messages that say so).
 PUT_BACK = (f"put that key back (the secret.key of the backup the data came from into the data folder, or the "
              f"key into {SETTING} after the current one, then archive-oa users rotate-key), or set the "
@@ -39,6 +38,11 @@ def key_id(key: str | bytes) -> str:
     """A short public fingerprint of a key: tells keys apart without revealing them."""
     raw = key.encode("ascii") if isinstance(key, str) else key
     return hashlib.sha256(b"archive-oa key id:" + raw).hexdigest()[:16]
+
+
+def missing_key_ids(needed: Iterable[str], available: Iterable[str]) -> list[str]:
+    """The key ids stored secrets need (``needed``: ids, or id -> count) that no key at hand has, sorted."""
+    return sorted(set(needed) - set(available))
 
 
 class SecretBox:
@@ -126,7 +130,11 @@ class KeyRing:
             return SecretBox(self.configured, source=SETTING).key_ids
         if not self.key_file.exists():
             return ()
-        return tuple(key_id(key) for key in read_key_file(self.key_file))
+        return tuple(key_id(key) for key in self.file_keys())
+
+    def file_keys(self) -> list[str]:
+        """The keys in the key file now ([] when keys are configured or there is no file yet)."""
+        return read_key_file(self.key_file) if self.from_file and self.key_file.exists() else []
 
     @property
     def where(self) -> str:
@@ -167,17 +175,8 @@ def read_key_file(path: Path) -> list[str]:
 
 def _read_or_create(path: Path) -> list[str]:
     if not path.exists():
-        make_private_dir(path.parent)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(generate_key() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)  # atomic and refuses to overwrite: a concurrent first use keeps one key
+        try:  # a concurrent first use keeps one key
+            write_new_private_file(path, (generate_key() + "\n").encode("ascii"), temp_prefix=f".{path.name}.")
         except FileExistsError:
             pass
-        finally:
-            tmp.unlink()
     return read_key_file(path)

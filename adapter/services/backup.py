@@ -8,7 +8,9 @@ A backup is a folder::
     blobs/ab/cd/<sha256>    attachment bytes, the data folder's layout
     audit-checkpoint.json   the audit checkpoint, when there is one
     secret.key              the key of the stored PasswordDigest secrets (unless --without-key or the
-                            keys come from [security] secret_key); the manifest says which
+                            keys come from [security] secret_key); the manifest says which.  One the
+                            manifest does not list was copied in by hand: restore uses it when it
+                            holds a key the stored secrets need
 
 It is consistent while the adapter runs.  The online backup API copies the database
 as of one read transaction; in WAL mode writers carry on meanwhile.  Blobs are copied
@@ -47,8 +49,9 @@ from sqlalchemy.engine import URL, make_url
 
 from .. import __version__
 from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
+from ..masking import is_secret_parameter, mask_url
 from ..private_files import create_private_file, make_private_dir, write_private_file
-from ..security.secrets import SETTING, KeyRing, key_id, read_key_file, write_key_file
+from ..security.secrets import SETTING, KeyRing, SecretBox, key_id, missing_key_ids, read_key_file, write_key_file
 from ..settings import Settings
 from ..store.blobs import BlobStore
 from . import audit, audit_verify
@@ -116,6 +119,9 @@ class RestoreResult:
     seconds: float
     key_file: Path | None = None  # the key file restore wrote (None: the backup held no key, or keys are configured)
     missing_key_ids: tuple[str, ...] = ()  # needed by restored secrets, at hand nowhere (--force-without-key)
+    #: ids of a key file in the backup its manifest does not list (copied in by hand); used when
+    #: ``key_file`` is set and it holds a key the restored secrets need
+    unlisted_key_ids: tuple[str, ...] = ()
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -147,7 +153,7 @@ def backup(settings: Settings, destination: str | os.PathLike, *, without_key: b
         if has_checkpoint:  # before the snapshot: it must not name records the snapshot lacks
             write_private_file(work / CHECKPOINT, checkpoint.read_bytes())
         keys = KeyRing(settings)
-        keys_before = _file_keys(keys)
+        keys_before = keys.file_keys()
         progress("database", 0, 1)
         _snapshot(source, work / DATABASE, settings.database.sqlite_busy_timeout_ms / 1000.0)
         progress("database", 1, 1)
@@ -197,11 +203,6 @@ def _record_backup(settings: Settings, target: Path, manifest: Manifest, now: dt
         store.dispose()
 
 
-def _file_keys(keys: KeyRing) -> list[str]:
-    """The keys in the key file now ([] when keys are configured or there is no file yet)."""
-    return read_key_file(keys.key_file) if keys.from_file and keys.key_file.exists() else []
-
-
 def _copy_key(keys: KeyRing, before: list[str], needed: dict[str, int], work: Path, without_key: bool) -> KeyState:
     """Put the key file beside the snapshot, unless left out or the keys come from the setting.
 
@@ -209,7 +210,7 @@ def _copy_key(keys: KeyRing, before: list[str], needed: dict[str, int], work: Pa
     meanwhile replaced them: the snapshot may hold secrets under either)."""
     if keys.configured:
         return KeyState(False, keys.key_ids(), needed, SETTING, reason="setting")
-    found = list(dict.fromkeys(_file_keys(keys) + before))
+    found = list(dict.fromkeys(keys.file_keys() + before))
     ids = tuple(key_id(key) for key in found)
     if without_key or not found:
         return KeyState(False, ids, needed, str(keys.key_file), reason="--without-key" if without_key else "absent")
@@ -301,11 +302,11 @@ def verify_backup(folder: str | os.PathLike, *, progress: Progress = _no_progres
 
 
 def _verify_key(folder: Path, manifest: Manifest) -> None:
+    """A key file the manifest lists must be the one backed up.  One it does not list (the
+    manifest says the key was left out, or predates keys in backups) was copied in by hand, as
+    ``backup --without-key`` says to: restore checks its key ids against the stored secrets."""
     key_file = folder / KEY
     if manifest.key is None or not manifest.key.included:
-        if key_file.exists():
-            raise IntegrityError(f"backup {folder} holds {KEY}, which its manifest does not list: the backup "
-                                 "was altered; check where that key comes from")
         return
     if not key_file.is_file():
         raise IntegrityError(f"backup {folder}: its manifest lists {KEY} (key ids {', '.join(manifest.key.key_ids)}), "
@@ -337,7 +338,7 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
         raise IntegrityError(f"backup {source}: its audit chain was already broken when it was taken "
                              f"({manifest.audit['problem']}); pass --force to restore it anyway")
     keys = KeyRing(settings)
-    restored_keys, missing_key_ids = _keys_to_restore(keys, source, manifest, force_without_key)
+    restored_keys, missing, unlisted = _keys_to_restore(keys, source, manifest, force_without_key)
     if restored_keys:  # before the database: restored secrets are never there without their key
         write_key_file(keys.key_file, restored_keys)
     blobs = BlobStore(settings.blob_dir)
@@ -356,7 +357,7 @@ def restore(settings: Settings, source: str | os.PathLike, *, force: bool = Fals
     revision, audit_seq, problem = _after_restore(settings, source, manifest, now)
     return RestoreResult(target, manifest, bool(occupied), revision, audit_seq, problem,
                          time.monotonic() - started, keys.key_file if restored_keys else None,
-                         tuple(missing_key_ids))
+                         tuple(missing), unlisted)
 
 
 #: Why a backup holds no key file (KeyState.reason), for restore's refusal.
@@ -365,30 +366,42 @@ _NOT_IN_BACKUP = {"--without-key": "taken with --without-key", "setting": f"its 
 
 
 def _keys_to_restore(keys: KeyRing, folder: Path, manifest: Manifest,
-                     force_without_key: bool) -> tuple[list[str], list[str]]:
-    """The keys to write into the key file ([]: nothing to write), and the key ids the backup's
-    secrets need that no key at hand has (refused unless ``force_without_key``).
+                     force_without_key: bool) -> tuple[list[str], list[str], tuple[str, ...]]:
+    """The keys to write into the key file ([]: nothing to write), the key ids the backup's
+    secrets need that no key at hand has (refused unless ``force_without_key``), and the ids of
+    a key file in the backup that its manifest does not list (() when there is none).
 
     At hand: the backup's key file and this installation's keys (its key file, or the setting,
-    which then is the only place the adapter looks)."""
-    backed_up = read_key_file(folder / KEY) if manifest.key is not None and manifest.key.included else []
-    current = _file_keys(keys)
+    which then is the only place the adapter looks).  A key file the manifest does not list is
+    used only when it holds a key the secrets need."""
+    listed = manifest.key is not None and manifest.key.included
+    in_backup = read_key_file(folder / KEY) if listed or (folder / KEY).is_file() else []
+    in_backup_ids = tuple(key_id(key) for key in in_backup)
+    needed = secret_key_ids(folder / DATABASE)
+    if not listed and not set(in_backup_ids) & set(needed):
+        backed_up = []  # an unlisted key no stored secret needs is not put in place
+    else:
+        backed_up = in_backup
+        if not listed:  # nothing vouches for it: every line must be a key before it goes in place
+            SecretBox(backed_up, source=str(folder / KEY))
+    current = keys.file_keys()
     if keys.configured:
-        to_write, available = [], set(keys.key_ids())
+        to_write, available = [], keys.key_ids()
     else:
         to_write = list(dict.fromkeys(backed_up + current)) if backed_up else []
-        available = {key_id(key) for key in backed_up + current}
-    needed = secret_key_ids(folder / DATABASE)
-    missing = sorted(set(needed) - available)
+        available = [key_id(key) for key in backed_up + current]
+    missing = missing_key_ids(needed, available)
     if missing and not force_without_key:
         users = sum(needed[k] for k in missing)
-        have = f"ids {', '.join(sorted(available))}" if available else "no key"
+        have = f"ids {', '.join(sorted(set(available)))}" if available else "no key"
         if keys.configured:
+            held = set(missing) & set(in_backup_ids)
             where = (f"is not among the keys of {SETTING} ({have}), the only keys read when it is set: add that key "
-                     f"there after the current one{f' (the backup holds it in {folder / KEY})' if backed_up else ''}")
+                     f"there after the current one{f' (the backup holds it in {folder / KEY})' if held else ''}")
         else:
-            if backed_up:
-                kept = f"its {KEY} holds key ids {', '.join(manifest.key.key_ids)}"
+            if in_backup:
+                kept = (f"its {KEY} holds key ids {', '.join(in_backup_ids)}"
+                        f"{'' if listed else ', and its manifest does not list that file'}")
             else:
                 kept = _NOT_IN_BACKUP[manifest.key.reason if manifest.key is not None else None]
             where = (f"is neither in the backup ({kept}) nor in {keys.key_file} ({have}): copy the secret.key "
@@ -398,7 +411,7 @@ def _keys_to_restore(keys: KeyRing, folder: Path, manifest: Manifest,
             f"{', '.join(missing)}, which {where}, and restore again; or pass --force-without-key and set "
             "their passwords again (archive-oa users passwd)"
         )
-    return to_write, missing
+    return to_write, missing, () if listed else in_backup_ids
 
 
 def _after_restore(settings: Settings, source: Path, manifest: Manifest,
@@ -449,13 +462,14 @@ def _contents(database: Path, blob_dir: Path) -> list[str]:
 def _sqlite_path(settings: Settings, command: str) -> Path:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "postgresql":
+        query = {name: value for name, value in url.query.items() if not is_secret_parameter(name)}
         libpq = URL.create("postgresql", username=url.username, host=url.host, port=url.port,  # no password
-                           database=url.database, query=url.query).render_as_string(hide_password=False)
+                           database=url.database, query=query).render_as_string(hide_password=False)
         raise ConfigurationError(POSTGRES_WAY.format(
-            url=url.render_as_string(hide_password=True), libpq=libpq, blobs=settings.blob_dir,
+            url=mask_url(settings.database_url), libpq=libpq, blobs=settings.blob_dir,
             checkpoint=audit_verify.checkpoint_path(settings), key_file=KeyRing(settings).key_file))
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise ConfigurationError(f"[database] url {settings.database_url!r} is not a SQLite file: {command} works "
+        raise ConfigurationError(f"[database] url {mask_url(settings.database_url)!r} is not a SQLite file: {command} works "
                                  "on the SQLite file or, on PostgreSQL, with pg_dump")
     return Path(url.database).expanduser().absolute()
 

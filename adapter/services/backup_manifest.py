@@ -18,7 +18,7 @@ from typing import Iterator
 from sqlalchemy import NullPool, create_engine
 
 from ..errors import IntegrityError
-from ..security.secrets import KEY_FILE_NAME
+from ..security.secrets import KEY_FILE_NAME, missing_key_ids
 from . import audit_verify
 
 FORMAT = "archive-oa-backup/1"
@@ -53,7 +53,7 @@ class KeyState:
     @property
     def missing(self) -> list[str]:
         """Key ids the backed-up secrets need that none of the source's keys has."""
-        return sorted(set(self.needed) - set(self.key_ids))
+        return missing_key_ids(self.needed, self.key_ids)
 
     @property
     def note(self) -> str:
@@ -63,7 +63,8 @@ class KeyState:
             return f"NOT included: the keys come from {self.source}; keep that setting to restore"
         if self.reason == "absent":
             return f"NOT included: there was no key file at {self.source}"
-        return f"NOT included (backup --without-key): copy {self.source} by hand and keep it with this backup"
+        return (f"NOT included (backup --without-key): copy {self.source} by hand and keep it with this backup "
+                f"(into this folder as {KEY} is fine: restore uses it when it holds the key the secrets need)")
 
     def to_json(self) -> dict:
         return {"included": self.included, "note": self.note, "file": KEY if self.included else None,

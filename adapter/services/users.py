@@ -19,7 +19,7 @@ from typing import Iterable
 from ..errors import AuthenticationFailed, ConfigurationError, Conflict, Issue, NotFound, ValidationFailed
 from ..security.credential_cache import VerifiedCredentials
 from ..security.passwords import DUMMY_HASH, digest_matches, hash_password, verify_password
-from ..security.secrets import PUT_BACK, KeyRing
+from ..security.secrets import PUT_BACK, KeyRing, missing_key_ids
 from ..security.tokens import nonce_key
 from ..settings import SecuritySettings, Settings
 from ..store import users as user_repo
@@ -269,9 +269,9 @@ class UserService:
         keys = self._require_keys()
         old = keys.box()
         if keys.from_file:
-            from ..security.secrets import generate_key, read_key_file
+            from ..security.secrets import generate_key
 
-            current = read_key_file(keys.key_file)
+            current = keys.file_keys()
             new_key = generate_key()
             box = keys.replace_file_keys([new_key, *current])  # both decrypt while re-encrypting
         else:
@@ -294,7 +294,7 @@ class UserService:
             return None
         with self.store.transaction() as conn:
             needed = Counter(secret.key_id for secret in user_repo.list_secrets(conn))
-        missing = sorted(set(needed) - set(self.keys.key_ids()))
+        missing = missing_key_ids(needed, self.keys.key_ids())
         if not missing:
             return None
         have = ", ".join(self.keys.key_ids()) or "none: it does not exist"

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 
 from ..environment import data_folder, writable_folder
 from ..errors import ConfigurationError, DatabaseUnreachable
+from ..masking import mask_url
 from ..private_files import create_private_file
 from ..settings import DATA_DIR_SETTING, Settings, setting_names
 from .blobs import BlobStore
@@ -103,7 +104,7 @@ class Store:
         self.engine.dispose()
 
     def __repr__(self) -> str:
-        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+        return f"Store({mask_url(self.engine.url.render_as_string(hide_password=False))!r})"
 
 
 def holds_write_lock(conn: Connection) -> bool:
@@ -146,15 +147,15 @@ def _check_connects(engine: Engine, settings: Settings) -> None:
             fix = f"check the database is up and accepts these credentials, or change {_URL_SETTING}"
         else:
             fix = f"the SQLite file lives in the data folder: choose another ({DATA_DIR_SETTING})"
-        url = engine.url.render_as_string(hide_password=True)
+        url = mask_url(settings.database_url)
         reason = str(exc.orig or exc).strip().splitlines()[0]
         raise DatabaseUnreachable(f"cannot connect to the database {url}: {reason}", fix=fix, url=url) from exc
 
 
 def create_store_engine(settings: Settings) -> Engine:
-    url_text = settings.database_url
+    url_text = mask_url(settings.database_url)  # what messages show
     try:
-        url = make_url(url_text)
+        url = make_url(settings.database_url)
     except ArgumentError as exc:
         raise ConfigurationError(
             f"[database] url = {url_text!r} is not a database URL; "
