@@ -269,6 +269,13 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime,
     return claims
 
 
+def due(conn: sa.Connection, now: dt.datetime) -> bool:
+    """Whether some delivery is claimable at ``now``: the read an idle worker polls on SQLite
+    (``sync/wakeup.py``), the claim's own condition without its write lock."""
+    plain, _ = _DUE[False]
+    return conn.execute(plain, {"now": now, "limit": 1}).first() is not None
+
+
 #: The lease fence of every settle: the row is still IN_FLIGHT under this very claim
 #: (``_claim_params`` fills it in).
 _OURS = (
@@ -397,6 +404,8 @@ def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
                 next_attempt_at=now, updated_at=now),
         _claim_params(claim),
     )
+    if result.rowcount:
+        new_work(conn)  # another instance may take it at once
     return result.rowcount == 1
 
 
@@ -408,6 +417,8 @@ def release_owner(conn: sa.Connection, owner: str, *, now: dt.datetime) -> int:
         .where(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_owner == owner)
         .values(state=S.UNCERTAIN.value, lease_owner=None, lease_until=None, next_attempt_at=now, updated_at=now)
     )
+    if result.rowcount:
+        new_work(conn)
     return result.rowcount
 
 
@@ -527,6 +538,8 @@ def retry_dead(conn: sa.Connection, ids: Sequence[int] | None, *, now: dt.dateti
             .where(deliveries.c.id == row.id, deliveries.c.state == S.DEAD.value)
             .values(state=target.value, attempts=0, next_attempt_at=now, updated_at=now)
         ).rowcount
+    if changed:
+        new_work(conn)
     return changed
 
 
