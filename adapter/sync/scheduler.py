@@ -6,6 +6,8 @@ before running, an instance must move the job's ``schedule_locks`` row to that
 tick with a conditional update, which only one instance can do.  Delivery is not
 exclusive — every instance drains the outbox, the leased claims keep them apart —
 but the scheduled enqueue (when real-time queueing is off) and polling are.
+In real-time mode the delivery job also runs between its ticks, as soon as new work
+or a retry coming due wakes it (``wakeup.py``); its ticks remain the fallback.
 """
 
 from __future__ import annotations
