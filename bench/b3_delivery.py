@@ -60,15 +60,15 @@ def envelopes(adapter, count: int) -> list[bytes]:
 
 
 class RawPoster:
-    """The floor: ``requests.Session``, ``WORKERS`` threads, envelopes posted as they are."""
+    """The floor: ``requests.Session``, ``threads`` threads, envelopes posted as they are."""
 
     headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"CreateWorkflowRequest"'}
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, threads: int = WORKERS) -> None:
         self.url = url
         self.session = requests.Session()
-        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=WORKERS))
-        self.pool = ThreadPoolExecutor(WORKERS)
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads))
+        self.pool = ThreadPoolExecutor(threads)
 
     def post(self, body: bytes) -> None:
         answer = self.session.post(self.url, data=body, headers=self.headers, timeout=30)

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, Figure, require_wrk  # noqa: E402
 
-BENCHES = {"B1": "b1_gateway", "B2": "b2_transforms", "B3": "b3_delivery", "B4": "b4_scale", "B5": "b5_attachments"}
+BENCHES = {"B1": "b1_gateway", "B2": "b2_transforms", "B3": "b3_delivery", "B4": "b4_scale", "B5": "b5_attachments",
+           "B6": "b6_worker"}
 
 
 def parse_args(argv=None):

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import threading
+from contextlib import nullcontext
 from decimal import Decimal
 
 import pytest
@@ -223,6 +224,41 @@ def test_enqueue_many_writes_what_enqueue_writes(store):
     different = {"id", "voucher_id", "version", "idempotency_key"}
     by_enqueue = {k: v for k, v in rows[0].items() if k not in different}
     assert all({k: v for k, v in row.items() if k not in different} == by_enqueue for row in rows[1:])
+
+
+@pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
+def test_concurrent_enqueues_of_one_key_make_one_delivery(store, first_commits):
+    """A second enqueuer of a key waits for the first one's transaction: nothing when it
+    committed, the delivery when it rolled back — never a second delivery, never an error."""
+    from archive_oa.store import outbox
+    from archive_oa.store.sync_tables import deliveries
+
+    answers: dict[str, bool] = {}
+    second_started = threading.Event()
+
+    def second() -> None:
+        second_started.set()
+        with store.transaction(immediate=True) as conn:
+            answers["second"] = outbox.enqueue(conn, voucher_id="V-1", version=2, idempotency_key="V-1:a", now=NOW)
+
+    class Rollback(Exception):
+        pass
+
+    thread = threading.Thread(target=second)
+    with pytest.raises(Rollback) if not first_commits else nullcontext():
+        with store.transaction(immediate=True) as conn:
+            answers["first"] = outbox.enqueue(conn, voucher_id="V-1", version=1, idempotency_key="V-1:a", now=NOW)
+            thread.start()
+            second_started.wait(5)
+            thread.join(0.3)  # the second enqueuer is now waiting for this transaction
+            assert thread.is_alive()
+            if not first_commits:
+                raise Rollback
+    thread.join(10)
+    assert answers == {"first": True, "second": not first_commits}
+    with store.transaction() as conn:
+        rows = conn.execute(select(deliveries.c.version).where(deliveries.c.idempotency_key == "V-1:a")).all()
+    assert [r.version for r in rows] == [1 if first_commits else 2]
 
 
 def test_naive_datetimes_are_refused(store):

@@ -97,27 +97,30 @@ def short_error(text: object, limit: int = 480) -> str:
 
 @dataclass(frozen=True)
 class NewDelivery:
-    """One delivery for ``enqueue_many``: which voucher version, under which key."""
+    """One delivery to queue: which voucher version, under which key (and sync job).
+
+    ``ask_first`` queues it UNCERTAIN: its first attempt asks the OA for the key before
+    sending, for a voucher that may have been sent before (e.g. re-queued by reconciliation).
+    """
 
     voucher_id: str
     version: int
     idempotency_key: str
+    job_id: str | None = None
+    ask_first: bool = False
 
-
-def _new_row(voucher_id: str, version: int, idempotency_key: str, now: dt.datetime, *,
-             job_id: str | None = None, ask_first: bool = False) -> dict:
-    """The row of a new delivery, for ``enqueue`` and ``enqueue_many`` alike."""
-    return {
-        "voucher_id": voucher_id,
-        "version": version,
-        "idempotency_key": idempotency_key,
-        "state": (S.UNCERTAIN if ask_first else S.PENDING).value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "job_id": job_id,
-        "created_at": now,
-        "updated_at": now,
-    }
+    def row(self, now: dt.datetime) -> dict:
+        return {
+            "voucher_id": self.voucher_id,
+            "version": self.version,
+            "idempotency_key": self.idempotency_key,
+            "state": (S.UNCERTAIN if self.ask_first else S.PENDING).value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "job_id": self.job_id,
+            "created_at": now,
+            "updated_at": now,
+        }
 
 
 def enqueue(
@@ -130,51 +133,54 @@ def enqueue(
     job_id: str | None = None,
     ask_first: bool = False,
 ) -> bool:
-    """Queue a delivery in the caller's transaction; False when the key is already queued.
-
-    ``ask_first`` queues it UNCERTAIN: its first attempt asks the OA for the key before
-    sending, for a voucher that may have been sent before (e.g. re-queued by reconciliation).
-    """
-    stmt = (
-        _insert(conn)
-        .values(_new_row(voucher_id, version, idempotency_key, now, job_id=job_id, ask_first=ask_first))
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(deliveries.c.id)  # rowcount of an INSERT is not reliable on every driver (psycopg: -1)
-    )
-    return conn.execute(stmt).first() is not None
-
-
-_IN_CHUNK = 500  # keys per IN (...) list: far below every driver's parameter limit
-_QUEUED_KEYS = sa.select(deliveries.c.idempotency_key).where(
-    deliveries.c.idempotency_key.in_(sa.bindparam("keys", expanding=True))
-)
+    """``enqueue_many`` of one delivery: False when the key is already queued."""
+    item = NewDelivery(voucher_id, version, idempotency_key, job_id=job_id, ask_first=ask_first)
+    return enqueue_many(conn, [item], now)[0]
 
 
 def enqueue_many(conn: sa.Connection, items: Sequence[NewDelivery], now: dt.datetime) -> list[bool]:
-    """Queue each delivery in the caller's transaction; False for a key already queued.
+    """Queue each delivery in the caller's transaction, due ``now``; per item, in order,
+    False for a key already queued — before, by a concurrent transaction, or earlier in
+    ``items`` (content A, B, then A again).
 
-    The same rows and the same answers as ``enqueue`` once per item, in order — PENDING,
-    due ``now``, and False for a key already queued, also earlier in the same batch
-    (content A, B, then A again) — in two statements instead of one per delivery: a read
-    of the keys already queued and one ``executemany`` insert (the importer's batches).
-    A concurrent enqueuer of the same key between the read and the insert makes the
-    insert fail on the unique key (``IntegrityError``): the caller's transaction rolls
-    back and is retried, and the retry reads that key as queued.
+    One strategy, right under concurrency on both databases: insert, and let the unique
+    key decide (``ON CONFLICT DO NOTHING``).  PostgreSQL makes a second enqueuer of a key
+    wait for the first one's transaction and then skip the row (or insert it, had the
+    first rolled back); SQLite's write lock serialises enqueuers.  So a voucher version
+    gets one delivery, and no caller sees an ``IntegrityError`` for a key.  SQLAlchemy
+    sends the rows as multi-row ``INSERT … RETURNING`` statements ("insertmanyvalues"),
+    a few per batch of the importer, not one per delivery.
     """
-    keys = sorted({item.idempotency_key for item in items})
-    taken: set[str] = set()
-    for start in range(0, len(keys), _IN_CHUNK):
-        taken.update(conn.execute(_QUEUED_KEYS, {"keys": keys[start : start + _IN_CHUNK]}).scalars())
-    queued, rows = [], []
-    for item in items:
-        new = item.idempotency_key not in taken
-        if new:
-            taken.add(item.idempotency_key)
-            rows.append(_new_row(item.voucher_id, item.version, item.idempotency_key, now))
-        queued.append(new)
-    if rows:
-        conn.execute(sa.insert(deliveries), rows)
-    return queued
+    fresh: dict[str, int] = {}  # key → index of its first item
+    for n, item in enumerate(items):
+        fresh.setdefault(item.idempotency_key, n)
+    inserted: set[str] = set()
+    if fresh:
+        stmt = (
+            _insert(conn)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(deliveries.c.idempotency_key)  # rowcount is not reliable here (psycopg: -1)
+        )
+        inserted.update(conn.execute(stmt, [items[n].row(now) for n in fresh.values()]).scalars())
+        if inserted:
+            new_work(conn)
+    # the first item of an inserted key is the one that was queued
+    return [fresh[item.idempotency_key] == n and item.idempotency_key in inserted for n, item in enumerate(items)]
+
+
+#: PostgreSQL channel told of every change that makes a delivery due (``sync/wakeup.py``).
+CHANNEL = "archive_oa_outbox"
+
+
+def new_work(conn: sa.Connection) -> None:
+    """Tell idle workers, once the caller's transaction commits, that a delivery is due.
+
+    PostgreSQL: ``NOTIFY`` is transactional — sent at commit, dropped on rollback, and
+    repeats within one transaction fold into one — so no worker wakes for work it cannot
+    see yet.  SQLite has no notifications: its workers poll ``due`` instead.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
 
 
 # --- claim ---------------------------------------------------------------------------
@@ -261,6 +267,13 @@ def claim(store, owner: str, limit: int, lease_seconds: float, now: dt.datetime,
                     )
                 )
     return claims
+
+
+def due(conn: sa.Connection, now: dt.datetime) -> bool:
+    """Whether some delivery is claimable at ``now``: the read an idle worker polls on SQLite
+    (``sync/wakeup.py``), the claim's own condition without its write lock."""
+    plain, _ = _DUE[False]
+    return conn.execute(plain, {"now": now, "limit": 1}).first() is not None
 
 
 #: The lease fence of every settle: the row is still IN_FLIGHT under this very claim
@@ -363,6 +376,9 @@ def mark_failed(
     return conn.execute(sa.update(deliveries).where(*_OURS).values(**values), _claim_params(claim)).rowcount == 1
 
 
+_IN_CHUNK = 500  # ids per IN (...) list: far below every driver's parameter limit
+
+
 def move_to_job(conn: sa.Connection, delivery_ids: Sequence[int], job_id: str) -> int:
     """Open deliveries → sync job ``job_id`` (a new job takes over what is still waiting);
     their state, attempts and lease stay as they are.  Returns how many moved."""
@@ -388,6 +404,8 @@ def release(conn: sa.Connection, claim: Claim, *, now: dt.datetime) -> bool:
                 next_attempt_at=now, updated_at=now),
         _claim_params(claim),
     )
+    if result.rowcount:
+        new_work(conn)  # another instance may take it at once
     return result.rowcount == 1
 
 
@@ -399,6 +417,8 @@ def release_owner(conn: sa.Connection, owner: str, *, now: dt.datetime) -> int:
         .where(deliveries.c.state == S.IN_FLIGHT.value, deliveries.c.lease_owner == owner)
         .values(state=S.UNCERTAIN.value, lease_owner=None, lease_until=None, next_attempt_at=now, updated_at=now)
     )
+    if result.rowcount:
+        new_work(conn)
     return result.rowcount
 
 
@@ -518,6 +538,8 @@ def retry_dead(conn: sa.Connection, ids: Sequence[int] | None, *, now: dt.dateti
             .where(deliveries.c.id == row.id, deliveries.c.state == S.DEAD.value)
             .values(state=target.value, attempts=0, next_attempt_at=now, updated_at=now)
         ).rowcount
+    if changed:
+        new_work(conn)
     return changed
 
 

@@ -6,6 +6,8 @@ before running, an instance must move the job's ``schedule_locks`` row to that
 tick with a conditional update, which only one instance can do.  Delivery is not
 exclusive — every instance drains the outbox, the leased claims keep them apart —
 but the scheduled enqueue (when real-time queueing is off) and polling are.
+In real-time mode the delivery job also runs between its ticks, as soon as new work
+or a retry coming due wakes it (``wakeup.py``); its ticks remain the fallback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import OaError
 from ..settings import Settings
 from ..store import jobs as job_store
 from .schedule import Schedule, parse_schedule
+from .wakeup import work_signal
 from .worker import DeliveryWorker, default_owner, utcnow
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ class ScheduledJob:
     schedule: Schedule
     run: Callable[[dt.datetime], object]  # called with the tick it runs for
     exclusive: bool = True  # once per tick across instances
+    #: Waits up to the given seconds for a reason to run before the tick (True: run now);
+    #: None: the job runs on its ticks only.
+    wake: Callable[[float], bool] | None = None
 
 
 class Scheduler:
@@ -99,7 +105,10 @@ class Scheduler:
         while not self._stop.is_set():
             wait = (tick - self.clock()).total_seconds()
             if wait > 0:
-                self._stop.wait(min(wait, 60.0))  # re-check the clock at least once a minute
+                if job.wake is None:
+                    self._stop.wait(min(wait, 60.0))  # re-check the clock at least once a minute
+                elif job.wake(min(wait, 60.0)) and not self._stop.is_set():
+                    self.run_tick(job, tick)  # early, for the coming tick, which still runs: the fallback
                 continue
             self.run_tick(job, tick)
             tick = job.schedule.next_after(max(self.clock(), tick))  # missed ticks are skipped, not queued
@@ -123,7 +132,9 @@ def sync_scheduler(
 
     sync = settings.sync
     owner = owner or default_owner()
-    worker = DeliveryWorker(store, oa, transforms, sync, owner=owner, clock=clock)
+    # real-time mode: new work and retries coming due start delivery at once, between ticks
+    wake = work_signal(store, clock) if sync.realtime else None
+    worker = DeliveryWorker(store, oa, transforms, sync, owner=owner, clock=clock, wake=wake)
     poller = Poller(store, oa, sync, clock=clock)
     service = SyncService(store, oa, clock=clock)
     delivery_schedule = parse_schedule(sync.delivery_schedule)
@@ -149,7 +160,8 @@ def sync_scheduler(
 
     scheduler = Scheduler(
         [
-            ScheduledJob("delivery", delivery_schedule, deliver, exclusive=False),
+            ScheduledJob("delivery", delivery_schedule, deliver, exclusive=False,
+                         wake=worker.wait_for_work if sync.realtime else None),
             ScheduledJob("poll", poll_schedule, poll, exclusive=True),
         ],
         store,

@@ -43,6 +43,7 @@ from ..store.outbox import Claim
 from .failures import error_text, failure_class
 from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
+from .wakeup import WorkSignal
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         rng: random.Random | None = None,
+        wake: WorkSignal | None = None,
     ) -> None:
         self.store = store
         self.oa = oa
@@ -133,6 +135,8 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
+        self.wake = wake  # real-time mode: new work ends an idle wait (sync/wakeup.py)
+        self._left_due: dt.datetime | None = None  # when what the last run left comes due
         self._attempt_local = threading.local()  # the failure class of the attempt on this thread
         self._settles = store.group_commit
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
@@ -177,13 +181,31 @@ class DeliveryWorker:
                 break
             with self.store.transaction() as conn:
                 due = outbox.next_due(conn, job_id=job_id)
+            self._left_due = due
             if due is None:
                 break
             wait = max((due - self.clock()).total_seconds(), 0.05)
             if deadline is not None and time.monotonic() + wait > deadline:
                 break
-            self._stopping.wait(min(wait, 5.0))
+            self._sleep(min(wait, 5.0))
         return total
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Idle up to ``timeout`` seconds; True as soon as new work is signalled or what the
+        last ``run_until_idle`` left (a retry) comes due, False when the time passed first."""
+        if self._left_due is not None:
+            until_due = (self._left_due - self.clock()).total_seconds()
+            if until_due <= timeout:
+                self._sleep(max(until_due, 0.0))
+                self._left_due = None
+                return True
+        return self._sleep(timeout)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, cut short by stop() and — with a ``wake`` signal — by new work (True)."""
+        if self.wake is None:
+            return self._stopping.wait(seconds)
+        return self.wake.wait(seconds)
 
     def _drain(
         self,
@@ -233,6 +255,8 @@ class DeliveryWorker:
     def stop(self) -> None:
         """Stop claiming; deliveries already sent are settled, unsent ones are released."""
         self._stopping.set()
+        if self.wake is not None:
+            self.wake.close()  # ends an idle wait at once
 
     @property
     def uncertain_wait(self) -> float:
