@@ -113,8 +113,8 @@ def _services(store, users) -> GatewayServices:
 
 def _spyne_only(app):
     """The same gateway with its direct path switched off: spyne answers everything."""
-    app._direct = lambda environ, respond, envelope: None
-    app._soap12._direct = lambda environ, respond, envelope: None
+    for path in ("/soap/archive", "/soap12/archive"):
+        app._routes[path]._direct = lambda environ, respond, envelope: None
     return app
 
 
@@ -404,9 +404,10 @@ class _Recorder:
 
 @pytest.fixture
 def spyne_calls(gw, monkeypatch):
-    soap11, soap12 = _Recorder(gw["app"]._soap), _Recorder(gw["app"]._soap12._soap)
-    monkeypatch.setattr(gw["app"], "_soap", soap11)
-    monkeypatch.setattr(gw["app"]._soap12, "_soap", soap12)
+    endpoint11, endpoint12 = gw["app"]._routes["/soap/archive"], gw["app"]._routes["/soap12/archive"]
+    soap11, soap12 = _Recorder(endpoint11._soap), _Recorder(endpoint12._soap)
+    monkeypatch.setattr(endpoint11, "_soap", soap11)
+    monkeypatch.setattr(endpoint12, "_soap", soap12)
     return lambda: soap11.calls + soap12.calls
 
 

@@ -21,7 +21,6 @@ audit record and faults, the faults written in spyne's shape for each SOAP versi
 from __future__ import annotations
 
 import binascii
-import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ from ..services import audit as audit_service
 from ..services.call_audit import CallAudit, client_address
 from . import mapping, wire_text
 from . import types as wire
-from .context import CORRELATION_KEY, GatewayCall
-from .faults import SOAP11_ENV, GatewayFault
+from ..wsgi_keys import CORRELATION_KEY
+from .context import GatewayCall
+from .faults import GatewayFault, fault_envelope
 from . import service
 from .service import AUDIT_TARGETS, perform_call
 from .types import NAMESPACE
@@ -56,31 +56,6 @@ _OWN_TEXT = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=T
 
 
 @dataclass(frozen=True)
-class SoapVersion:
-    """What differs between the SOAP 1.1 and 1.2 answers spyne writes."""
-
-    envelope_ns: str
-    prefix: str  # the envelope prefix spyne's answers use
-    fault_element: Callable[[GatewayFault], etree._Element]
-    finish_fault: Callable[[etree._Element], None]  # once the fault is in its envelope
-    http_status: Callable[[GatewayFault], str]
-
-
-def _soap11_fault(fault: GatewayFault) -> etree._Element:
-    element = etree.Element(f"{{{SOAP11_ENV}}}Fault")
-    etree.SubElement(element, "faultcode").text = f"soap11env:{fault.faultcode}"
-    etree.SubElement(element, "faultstring").text = fault.faultstring
-    etree.SubElement(element, "faultactor").text = ""
-    etree.SubElement(element, "detail").append(copy.deepcopy(fault.detail))
-    return element
-
-
-SOAP11 = SoapVersion(SOAP11_ENV, "soap11env", _soap11_fault, lambda element: None,
-                     lambda fault: fault.http_status)
-#: (SOAP 1.2's is ``soap12.SOAP12``: its fault is written there.)
-
-
-@dataclass(frozen=True)
 class Answer:
     """What a direct operation hands back: the response element as text (for a streamed
     file, ``_MARK`` where its content goes) and the open file with its size."""
@@ -97,13 +72,13 @@ class DirectAnswers:
     and its reading of argument text (``from_unicode``) are used as they are;
     ``charset`` and ``content_type`` are those of spyne's answers on the endpoint."""
 
-    def __init__(self, services, version: SoapVersion, *, protocol, charset: str, content_type: str) -> None:
+    def __init__(self, services, version, *, protocol, charset: str, content_type: str) -> None:
         self.services = services
         self._version = version
         self._protocol = protocol
         self._charset = charset
         self._content_type = content_type
-        ns, prefix = version.envelope_ns, version.prefix
+        ns, prefix = version.envelope_ns, version.answer_prefix
         self._head = (f"<?xml version='1.0' encoding='{charset}'?>\n<{prefix}:Envelope xmlns:{prefix}=\"{ns}\" "
                       f'xmlns:{wire_text.PREFIX}="{NAMESPACE}"><{prefix}:Body>')
         self._tail = f"</{prefix}:Body></{prefix}:Envelope>"
@@ -157,12 +132,8 @@ class DirectAnswers:
         return [body]
 
     def _fault(self, respond, fault: GatewayFault) -> list[bytes]:
-        ns, prefix = self._version.envelope_ns, self._version.prefix
-        envelope = etree.Element(f"{{{ns}}}Envelope", nsmap={prefix: ns, "tns": NAMESPACE})
-        element = self._version.fault_element(fault)
-        etree.SubElement(envelope, f"{{{ns}}}Body").append(element)
-        self._version.finish_fault(element)
-        body = etree.tostring(envelope, xml_declaration=True, encoding=self._charset)
+        ns, prefix = self._version.envelope_ns, self._version.answer_prefix
+        body = fault_envelope(fault, self._charset, envelope_ns=ns, nsmap={prefix: ns, "tns": NAMESPACE})
         return self._respond(respond, body, self._version.http_status(fault))
 
 

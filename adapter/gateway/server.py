@@ -23,7 +23,7 @@ from waitress.server import create_server
 from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import RequestEntityTooLarge
 
-from .app import SOAP_PATH
+from .soap import SOAP11_PATH as SOAP_PATH
 from .request_body import BODY_REFUSED_KEY
 
 log = logging.getLogger(__name__)
