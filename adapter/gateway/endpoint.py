@@ -5,8 +5,8 @@ Whatever arrives is answered in SOAP — too large, not XML, a DTD, the wrong en
 not an envelope, no Body, an unknown operation: a fault with a stable code, never an
 HTML error page.  ``GET ?wsdl`` is the version's WSDL, its address the configured
 public URL rather than whatever host name the first caller used.  A checked request is
-answered by the operation's declared way: ``direct.py`` for the operations answered
-beside spyne, spyne for the others.
+answered the one way its operation declares (``service.py``): a ``@written`` operation by
+``answers.py``, the others by spyne — never by the request's shape.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
 from ..wsgi_keys import CORRELATION_KEY  # noqa: E402
-from .direct import DirectAnswers  # noqa: E402
+from .answers import WrittenAnswers  # noqa: E402
 from .faults import GatewayFault, fault_envelope, fault_from_error  # noqa: E402
 from .intake import ForeignEnvelope, read_request  # noqa: E402
 from .protocol import build_application, record_refusal  # noqa: E402
+from .service import GatewayService, is_written  # noqa: E402
 from .soap import SoapVersion  # noqa: E402
 from .wsdl import generate_wsdl  # noqa: E402
 
@@ -44,8 +45,8 @@ class SoapEndpoint:
             build_application(version.protocol, services, content_type=content_type, response_encoding=charset),
             max_content_length=max_body_bytes,
         )
-        self._direct = DirectAnswers(services, version, protocol=self._soap.app.in_protocol, charset=charset,
-                                     content_type=content_type)
+        self._written = WrittenAnswers(services, version, protocol=self._soap.app.in_protocol, charset=charset,
+                                       content_type=content_type)
         self._wsdl: tuple[str, bytes] | None = None
 
     def wsdl(self) -> bytes:
@@ -66,9 +67,9 @@ class SoapEndpoint:
             fault = fault_from_error(exc.error if foreign else exc, environ[CORRELATION_KEY])
             record_refusal(self._services, environ, fault, "intake")
             return self.fault(respond, fault, version=foreign)
-        answered = self._direct(environ, respond, request.envelope)
-        if answered is not None:
-            return answered
+        descriptor = GatewayService.public_methods[request.operation]
+        if is_written(descriptor):
+            return self._written(environ, respond, request.envelope, descriptor)
         environ = dict(environ)
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))

@@ -41,6 +41,7 @@ class ForeignEnvelope(Exception):
 class Request:
     body: bytes  # UTF-8, its declaration (if any) saying so
     envelope: etree._Element
+    operation: str  # the operation element's local name, one of ``OPERATION_ACCESS``
 
 
 def read_request(environ: dict, version: SoapVersion, *, limit: int, policy: safexml.XmlPolicy) -> Request:
@@ -55,7 +56,7 @@ def read_request(environ: dict, version: SoapVersion, *, limit: int, policy: saf
         raise
 
 
-def _checked(environ: dict, body: bytes, version: SoapVersion, policy) -> tuple[bytes, etree._Element]:
+def _checked(environ: dict, body: bytes, version: SoapVersion, policy) -> tuple[bytes, etree._Element, str]:
     media_type, charset = encoding.parse_content_type(environ.get("CONTENT_TYPE"))
     if version.refused_media_type and media_type == version.refused_media_type[0]:
         raise ValidationFailed(version.refused_media_type[1])
@@ -82,5 +83,5 @@ def _checked(environ: dict, body: bytes, version: SoapVersion, policy) -> tuple[
             f"unknown operation {operation}: use one of {', '.join(sorted(OPERATION_ACCESS))} "
             f"in namespace {NAMESPACE}"
         )
-    environ[OPERATION_KEY] = etree.QName(operation).localname
-    return body, envelope
+    environ[OPERATION_KEY] = name = etree.QName(operation).localname
+    return body, envelope, name

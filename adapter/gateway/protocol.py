@@ -50,21 +50,21 @@ class _GatewayProtocol:
     _validation_lock = threading.Lock()
 
     def validate_body(self, ctx, message):
+        if ctx.in_body_doc is not None:
+            self.check(ctx.in_body_doc, _correlation_of(ctx))
+
+    def check(self, element, correlation_id: str) -> None:
+        """The schema check of an operation element, its forgiven indentation dropped first;
+        a refusal is raised as the ``Validation`` fault (``schema_check.refusal``)."""
         schema = self.validation_schema
-        if schema is None or ctx.in_body_doc is None:
+        if schema is None:
             return
-        cls = self._prepare(ctx.in_body_doc)
+        cls = self._prepare(element)
         with self._validation_lock:
-            if schema.validate(ctx.in_body_doc):
+            if schema.validate(element):
                 return
             errors = [(e.path, e.message, e.line) for e in schema.error_log]
-        raise schema_check.refusal(errors, ctx.in_body_doc, cls, _correlation_of(ctx))
-
-    def is_valid(self, element) -> bool:
-        """The check ``validate_body`` makes, as a yes or no (for the direct answers)."""
-        self._prepare(element)
-        with self._validation_lock:
-            return bool(self.validation_schema.validate(element))
+        raise schema_check.refusal(errors, element, cls, correlation_id)
 
     def _prepare(self, element):
         """The wire class of the operation ``element`` calls (``None`` if unknown), with

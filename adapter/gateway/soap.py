@@ -27,7 +27,7 @@ class SoapVersion:
     envelope_ns: str
     media_type: str  # of requests and answers
     protocol: type  # the gateway's spyne protocol for this version
-    #: the envelope prefix of spyne's answers (the direct answers write the same)
+    #: the envelope prefix of spyne's answers (``answers.py`` writes the same)
     answer_prefix: str
     #: the namespace declarations of the fault envelopes written before spyne sees a request
     intake_nsmap: dict
