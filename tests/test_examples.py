@@ -14,8 +14,8 @@ import zeep
 from lxml import etree
 
 from archive_oa.gateway.auth import OPERATION_ACCESS
-from archive_oa.gateway.soapui_project import CHECKS, CON, XPATH_PROLOGUE, build_project, project_path
-from archive_oa.gateway.wsdl_file import checked_in_path
+from archive_oa.devtools.soapui_project import CHECKS, CON, XPATH_PROLOGUE, build_project, project_path
+from archive_oa.devtools.wsdl_file import checked_in_path
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.safexml import parse_bytes
 
@@ -98,7 +98,7 @@ def c(name: str) -> str:
 
 def test_project_file_is_current():
     assert project_path().read_bytes() == build_project(), (
-        "wsdl/soapui/ drifted from wsdl/examples or the WSDL: run python -m archive_oa.gateway.soapui_project")
+        "wsdl/soapui/ drifted from wsdl/examples or the WSDL: run python -m archive_oa.devtools.soapui_project")
 
 
 def test_project_is_a_soapui_project_with_the_gateway_interface(project):

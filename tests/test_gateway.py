@@ -28,7 +28,7 @@ from archive_oa.domain.model import (
 )
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
-from archive_oa.gateway.wsdl_file import checked_in_path, normalise_address
+from archive_oa.devtools.wsdl_file import checked_in_path, normalise_address
 from archive_oa.services.sync import SyncService
 from archive_oa.services.users import UserService
 from archive_oa.settings import load_settings
@@ -586,7 +586,7 @@ def test_served_wsdl_equals_the_checked_in_file(env):
     assert served.status_code == 200
     assert f'location="{env["handle"].url}"'.encode() in served.content
     assert normalise_address(served.content) == normalise_address(checked_in_path().read_bytes()), (
-        "wsdl/archive-gateway.wsdl drifted from the service: run python -m archive_oa.gateway.wsdl_file"
+        "wsdl/archive-gateway.wsdl drifted from the service: run python -m archive_oa.devtools.wsdl_file"
     )
 
 

@@ -31,7 +31,7 @@ from archive_oa.gateway.faults import INTERNAL_MESSAGE, fault_envelope, fault_fr
 from archive_oa.gateway.mapping import plain
 from archive_oa.gateway.service import GatewayService
 from archive_oa.gateway.types import NAMESPACE
-from archive_oa.gateway.wsdl_file import checked_in_path
+from archive_oa.devtools.wsdl_file import checked_in_path
 from archive_oa.services.archive import (
     ArchiveDocumentCommand,
     ArchiveService,

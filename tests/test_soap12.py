@@ -25,7 +25,7 @@ from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.username import UsernameToken
 
 from archive_oa import safexml
-from archive_oa.gateway.wsdl_file import FILE_NAME, SOAP12_FILE_NAME, checked_in_path, normalise_address
+from archive_oa.devtools.wsdl_file import FILE_NAME, SOAP12_FILE_NAME, checked_in_path, normalise_address
 from archive_oa.samples import samples_dir
 from archive_oa.store.vouchers import lookup_request
 from archive_oa.transforms.pipeline import Transforms
@@ -93,7 +93,7 @@ def test_served_soap12_wsdl_equals_the_checked_in_file(demo, wsdl12):
     normal = "http://127.0.0.1:8080/soap12/archive"
     assert normalise_address(served.content, normal) == normalise_address(
         checked_in_path(SOAP12_FILE_NAME).read_bytes(), normal
-    ), "wsdl/archive-gateway-soap12.wsdl drifted from the service: run python -m archive_oa.gateway.wsdl_file"
+    ), "wsdl/archive-gateway-soap12.wsdl drifted from the service: run python -m archive_oa.devtools.wsdl_file"
 
 
 def test_soap12_wsdl_has_only_a_soap12_binding():

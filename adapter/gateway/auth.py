@@ -25,6 +25,7 @@ from ..security.throttle import Throttle
 from ..security.transport import LOCAL, Origin, ProxyPolicy, plaintext_allowed
 from ..services.users import Account, Principal, record_audit
 from ..settings import SecuritySettings
+from ..wsgi_keys import ORIGIN_KEY
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -34,9 +35,6 @@ PASSWORD_DIGEST = _TOKEN_PROFILE + "#PasswordDigest"
 
 ANONYMOUS = Principal("anonymous", frozenset(), frozenset())
 
-#: WSGI environ key of the request's ``Origin`` (trusted proxies applied): the gateway app
-#: works it out once on arrival; without it ``authenticate_call`` asks the authenticator.
-ORIGIN_KEY = "archive_oa.origin"
 
 
 @dataclass(frozen=True)

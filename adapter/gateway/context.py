@@ -8,10 +8,9 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..services.users import Principal
+from ..wsgi_keys import CORRELATION_KEY  # noqa: F401 (read here by the gateway's modules)
 from .auth import Authenticator
 
-#: WSGI environ key of the request's correlation id (set by the WSGI layer).
-CORRELATION_KEY = "archive_oa.correlation_id"
 
 
 def utc_now() -> dt.datetime:

@@ -26,6 +26,7 @@ import codecs
 import re
 
 from ..errors import ConfigurationError, Issue, ValidationFailed
+from ..safexml import declared_encoding
 
 #: canonical wire names of the charsets the gateway reads and writes
 UTF8, GBK, GB18030 = "UTF-8", "GBK", "GB18030"
@@ -40,10 +41,9 @@ _LABELS = {
 }
 _PYTHON_CODEC = {UTF8: "utf-8", GBK: "gbk", GB18030: "gb18030"}
 
-#: the XML declaration's encoding pseudo-attribute; the declaration is ASCII in every
-#: charset we read, so it can be found in the raw bytes
-_DECLARATION = re.compile(rb"^(\s*<\?xml\b[^>]*?\bencoding\s*=\s*)([\"'])([A-Za-z0-9._:-]*)\2", re.IGNORECASE)
-_DECLARATION_TEXT = re.compile(_DECLARATION.pattern.decode("ascii"), re.IGNORECASE)
+#: the XML declaration's encoding pseudo-attribute, rewritten once the body is UTF-8
+#: (``safexml.declared_encoding`` reads it from the raw bytes)
+_DECLARATION_TEXT = re.compile(r"^(\s*<\?xml\b[^>]*?\bencoding\s*=\s*)([\"'])([A-Za-z0-9._:-]*)\2", re.IGNORECASE)
 _UTF8_BOM = codecs.BOM_UTF8
 
 
@@ -63,12 +63,6 @@ def parse_content_type(header: str | None) -> tuple[str, str | None]:
 def canonical(label: str) -> str | None:
     """``"gb2312"`` → ``"GBK"``, ``"utf8"`` → ``"UTF-8"``; None for a charset we do not read."""
     return _LABELS.get(label.strip().strip("\"'").lower())
-
-
-def declared_encoding(body: bytes) -> str | None:
-    """The encoding named in the XML declaration, as written (None without one)."""
-    match = _DECLARATION.match(body.removeprefix(_UTF8_BOM))
-    return match.group(3).decode("ascii") if match else None
 
 
 def request_as_utf8(body: bytes, header_charset: str | None) -> bytes:

@@ -7,8 +7,6 @@ from typing import Any, Iterable
 
 from .. import compat  # noqa: F401  (before any spyne import)
 
-from spyne.model.complex import Array  # noqa: E402
-
 from ..domain import model  # noqa: E402
 from ..services.archive import NewFile  # noqa: E402
 from . import types as wire  # noqa: E402
@@ -23,10 +21,6 @@ def amount(value: Decimal | None) -> Decimal | None:
 def plain(value: Decimal | None) -> Decimal | None:
     """xs:decimal has no exponent: ``Decimal("1E+1")`` must go out as ``10``."""
     return None if value is None else Decimal(format(Decimal(value), "f"))
-
-
-def summary_to_wire(s: model.VoucherSummary) -> wire.VoucherSummary:
-    return to_wire(wire.VoucherSummary, summary_fields(s))
 
 
 def summary_fields(s: model.VoucherSummary) -> dict[str, Any]:
@@ -45,13 +39,9 @@ def summary_fields(s: model.VoucherSummary) -> dict[str, Any]:
     )
 
 
-def voucher_to_wire(v: model.Voucher) -> wire.Voucher:
-    return to_wire(wire.Voucher, voucher_fields(v))
-
-
 def voucher_fields(v: model.Voucher) -> dict[str, Any]:
-    """The voucher by wire name (nested parts as dicts and lists of dicts): what
-    ``to_wire`` makes spyne objects of, and ``wire_text`` writes directly."""
+    """The voucher by wire name (nested parts as dicts and lists of dicts), as the
+    ``wire.Voucher`` value of ``GetVoucher``'s answer."""
     return dict(
         voucherId=v.voucher_id,
         orgCode=v.org_code,
@@ -124,21 +114,6 @@ def _workflow(w: model.WorkflowInfo) -> dict[str, Any]:
 
 def _approval(a: model.Approval) -> dict[str, Any]:
     return dict(step=a.step, approver=a.approver, action=a.action, comment=a.comment, time=a.time)
-
-
-def to_wire(cls, fields: dict[str, Any]):
-    """A spyne wire object of ``cls`` from its fields by wire name; nested dicts and lists
-    of dicts become the nested wire objects and arrays ``cls`` declares."""
-    values = {}
-    for name, value in fields.items():
-        kind = cls._type_info[name]
-        if value is not None and issubclass(kind, Array):
-            (member,) = kind._type_info.values()
-            value = [to_wire(member, item) if isinstance(item, dict) else item for item in value]
-        elif isinstance(value, dict):
-            value = to_wire(kind, value)
-        values[name] = value
-    return cls(**values)
 
 
 def approvals_from_wire(items: Iterable[wire.Approval] | None) -> tuple[model.Approval, ...]:

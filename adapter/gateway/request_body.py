@@ -14,10 +14,8 @@ import hashlib
 import zlib
 
 from ..errors import RequestTooLarge, ValidationFailed
+from ..wsgi_keys import BODY_REFUSED_KEY
 
-#: WSGI environ key set by the server when it refused the body as too large before the
-#: application ran (``server._BodyRefusedTask``): there is no body to read, only a fault to answer.
-BODY_REFUSED_KEY = "archive_oa.body_refused"
 _CHUNK = 64 * 1024
 _PREFIX_BYTES = 48
 #: Content-Encoding → zlib window bits (gzip header; zlib header).  Raw deflate is

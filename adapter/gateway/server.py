@@ -24,8 +24,8 @@ from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import RequestEntityTooLarge
 
 from ..environment import listening
-from .app import SOAP_PATH
 from .request_body import BODY_REFUSED_KEY
+from .soap import SOAP11_PATH as SOAP_PATH
 
 log = logging.getLogger(__name__)
 

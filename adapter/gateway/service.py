@@ -1,9 +1,14 @@
 """The gateway's SOAP operations (PRODUCT.md §4).
 
-Each ``@rpc`` method only translates: wire arguments → a domain command, one service
-call, the result → wire types.  Authentication, the role check, the organisation
-scope of the caller and the mapping of errors to faults happen once, in
-``GatewayService.call_wrapper``.  Argument names are the wire names (camelCase).
+Each operation is one method, declared with its wire types, and answered one way,
+declared beside it: ``@written`` operations (every read) are read, called and answered by
+the gateway itself (``answers.py``, its writer driven by these declarations), the others
+(the writes) by spyne.  A method only translates: wire arguments → a domain command, one
+service call, the result as the declared out message — complex values as dicts by wire
+name, which both spyne and the gateway's writer write.  Its first argument is the
+``GatewayCall``: authentication, the role check, the organisation scope of the caller and
+the mapping of errors to faults happen once, in ``perform_call``, whoever answers.
+Argument names are the wire names (camelCase).
 """
 
 from __future__ import annotations
@@ -26,11 +31,21 @@ from . import types as wire  # noqa: E402
 from .auth import authenticate_call, authorize, claim_from  # noqa: E402
 from .context import CORRELATION_KEY, GatewayCall  # noqa: E402
 from .faults import fault_from_error  # noqa: E402
+from .streamed import FileContent  # noqa: E402
 
 T = TypeVar("T")
 
 #: Every operation declares the one fault it can answer with (WS-I: faults in the WSDL).
 rpc = functools.partial(rpc, _throws=[wire.FaultDetail])  # noqa: F811
+#: An operation answered by the gateway's own writer (``answers.py``) whatever the
+#: request's shape; spyne's object model never touches its answer.
+written = functools.partial(rpc, _udd={"written": True})
+
+
+def is_written(descriptor) -> bool:
+    """Whether the operation of ``descriptor`` (spyne's, from ``public_methods``) is ``@written``."""
+    return bool(descriptor.udd.get("written"))
+
 
 Opt = Unicode(min_occurs=0)
 Req = wire.Required
@@ -58,60 +73,60 @@ class GatewayService(Service):
 
     @classmethod
     def call_wrapper(cls, ctx, args=None):
-        def run(call: GatewayCall):
-            ctx.udc = call
-            return super(GatewayService, cls).call_wrapper(ctx, args)
-
+        """How spyne runs an operation: through ``perform_call``, with the ``GatewayCall``
+        as the method's first argument."""
         environ = getattr(ctx.transport, "req_env", None) or {}
-        return perform_call(ctx.app.gateway_services, environ, ctx.descriptor.name, _Arguments(ctx.in_object),
-                            ctx.in_header_doc, run)
+        arguments = tuple(ctx.in_object)
+        names = ctx.descriptor.in_message._type_info.keys()
+        return perform_call(ctx.app.gateway_services, environ, ctx.descriptor.name, dict(zip(names, arguments)),
+                            ctx.in_header_doc, lambda call: ctx.descriptor.function(call, *arguments))
 
-    @rpc(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
-    def Ping(ctx):  # noqa: N802,N805
+    @written(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
+    def Ping(call):  # noqa: N802,N805
         """Liveness check, no credentials needed / 连通性检查，无需认证."""
-        return ctx.udc.services.version, ctx.udc.services.clock()
+        return call.services.version, call.services.clock()
 
-    @rpc(
+    @written(
         Opt, wire.Period, wire.Period, Opt, Integer, Integer, wire.WorkflowStateType, Opt,
         wire.Amount, wire.Amount, Integer(min_occurs=1, nillable=False), Integer(min_occurs=1, nillable=False),
         _returns=(Long, Integer, Integer, SummaryList),
         _out_variable_names=("total", "page", "pageSize", "items"),
     )
-    def QueryVouchers(ctx, orgCode, periodFrom, periodTo, voucherWord, voucherNoFrom, voucherNoTo,  # noqa: N802,N803,N805
+    def QueryVouchers(call, orgCode, periodFrom, periodTo, voucherWord, voucherNoFrom, voucherNoTo,  # noqa: N802,N803,N805
                       state, keyword, amountMin, amountMax, page, pageSize):
         """Query vouchers in your organisation scope, page by page (pageSize 1-500)
         / 按条件分页查询凭证（仅限授权组织，每页 1-500 条）."""
         q = voucher_query(
-            ctx.udc.scope, orgCode=orgCode, periodFrom=periodFrom, periodTo=periodTo, voucherWord=voucherWord,
+            call.scope, orgCode=orgCode, periodFrom=periodFrom, periodTo=periodTo, voucherWord=voucherWord,
             voucherNoFrom=voucherNoFrom, voucherNoTo=voucherNoTo, state=state, keyword=keyword,
             amountMin=amountMin, amountMax=amountMax, page=page, pageSize=pageSize,
         )
-        result = ctx.udc.services.archive.query_vouchers(q)
-        return result.total, result.page, result.page_size, [mapping.summary_to_wire(s) for s in result.items]
+        result = call.services.archive.query_vouchers(q)
+        return result.total, result.page, result.page_size, [mapping.summary_fields(s) for s in result.items]
 
-    @rpc(Req, _returns=wire.Voucher, _out_variable_name="voucher")
-    def GetVoucher(ctx, voucherId):  # noqa: N802,N803,N805
+    @written(Req, _returns=wire.Voucher, _out_variable_name="voucher")
+    def GetVoucher(call, voucherId):  # noqa: N802,N803,N805
         """A voucher with entries, attachment metadata, archive and workflow parts
         / 获取凭证：分录、附件信息、归档与审批信息."""
-        return mapping.voucher_to_wire(ctx.udc.services.archive.get_voucher(voucherId, ctx.udc.scope))
+        return mapping.voucher_fields(call.services.archive.get_voucher(voucherId, call.scope))
 
-    @rpc(Req, _returns=Unicode, _out_variable_name="document")
-    def GetVoucherDocument(ctx, voucherId):  # noqa: N802,N803,N805
+    @written(Req, _returns=Unicode, _out_variable_name="document")
+    def GetVoucherDocument(call, voucherId):  # noqa: N802,N803,N805
         """The canonical voucher XML (voucher.xsd, urn:archive-oa:voucher:1) as a string
         / 以字符串返回标准凭证 XML（符合 voucher.xsd）."""
-        return ctx.udc.services.archive.get_voucher_document(voucherId, ctx.udc.scope)
+        return call.services.archive.get_voucher_document(voucherId, call.scope)
 
-    @rpc(
+    @written(
         Req,
         _returns=(Unicode, Unicode, Unicode, Long, Unicode, ByteArray),
         _out_variable_names=("attachmentId", "fileName", "mimeType", "size", "sha256", "content"),
     )
-    def GetAttachment(ctx, attachmentId):  # noqa: N802,N803,N805
+    def GetAttachment(call, attachmentId):  # noqa: N802,N803,N805
         """An attachment's bytes (base64Binary), checked against its sha256
         / 下载附件内容（base64Binary，已校验 sha256）."""
-        found = ctx.udc.services.archive.get_attachment(attachmentId, ctx.udc.scope)
-        meta = found.meta
-        return meta.attachment_id, meta.file_name, meta.mime_type, meta.size, meta.sha256, [found.content]
+        # the blob checked and open, not read: the answer streams it (``streamed.py``)
+        meta, file = call.services.archive.open_attachment(attachmentId, call.scope)
+        return meta.attachment_id, meta.file_name, meta.mime_type, meta.size, meta.sha256, FileContent(file, meta.size)
 
     @rpc(
         Req, Req, wire.required(wire.DocTypeType), Req,
@@ -120,7 +135,7 @@ class GatewayService(Service):
         _returns=(Unicode, Unicode, Boolean),
         _out_variable_names=("archiveId", "archivalCode", "duplicate"),
     )
-    def ArchiveDocument(ctx, sourceSystem, sourceId, docType, orgCode, period, title, amount,  # noqa: N802,N803,N805
+    def ArchiveDocument(call, sourceSystem, sourceId, docType, orgCode, period, title, amount,  # noqa: N802,N803,N805
                         oaRequestId, fields, attachments):
         """Archive an approved business document (报销单, 付款单, 合同, 报表) with its files;
         a repeat of (sourceSystem, sourceId) returns the first result with duplicate=true
@@ -129,9 +144,9 @@ class GatewayService(Service):
             source_system=sourceSystem, source_id=sourceId, doc_type=docType, org_code=orgCode,
             period=period, title=title, amount=amount, oa_request_id=oaRequestId,
             fields=mapping.fields_from_wire(fields), attachments=mapping.files_from_wire(attachments),
-            archived_by=ctx.udc.principal.username,
+            archived_by=call.principal.username,
         )
-        result = ctx.udc.services.archive.archive_document(cmd, ctx.udc.scope)
+        result = call.services.archive.archive_document(cmd, call.scope)
         return result.archive_id, result.archival_code, result.duplicate
 
     @rpc(
@@ -140,7 +155,7 @@ class GatewayService(Service):
         _returns=(Boolean, Unicode, wire.WorkflowStateType, Boolean),
         _out_variable_names=("accepted", "voucherId", "voucherState", "duplicate"),
     )
-    def SubmitWorkflowResult(ctx, oaRequestId, externalKey, state, finishedAt, approvals):  # noqa: N802,N803,N805
+    def SubmitWorkflowResult(call, oaRequestId, externalKey, state, finishedAt, approvals):  # noqa: N802,N803,N805
         """The OA reports a decision (APPROVED / REJECTED / WITHDRAWN) with its approval
         trail; name the request by oaRequestId or externalKey; repeats change nothing
         / OA 回写审批结果及审批记录；重复提交不产生变化."""
@@ -149,46 +164,46 @@ class GatewayService(Service):
             approvals=mapping.approvals_from_wire(approvals),
             oa_request_id=oaRequestId, external_key=externalKey,
         )
-        result = ctx.udc.services.archive.submit_workflow_result(outcome, ctx.udc.scope)
+        result = call.services.archive.submit_workflow_result(outcome, call.scope)
         state_out = result.voucher_state.value if result.voucher_state else None
         return result.accepted, result.voucher_id, state_out, result.duplicate
 
     @rpc(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
-    def TriggerSync(ctx, orgCode, periodFrom, periodTo, voucherIds):  # noqa: N802,N803,N805
+    def TriggerSync(call, orgCode, periodFrom, periodTo, voucherIds):  # noqa: N802,N803,N805
         """Queue vouchers for delivery to the OA now (manual sync)
         / 手动触发同步：将凭证加入待推送队列."""
-        result = _sync(ctx).trigger(
+        result = _sync(call).trigger(
             org_code=orgCode, period_from=periodFrom, period_to=periodTo,
-            voucher_ids=list(voucherIds) if voucherIds else None, org_codes=ctx.udc.scope,
+            voucher_ids=list(voucherIds) if voucherIds else None, org_codes=call.scope,
         )
         return result.job_id, result.queued
 
-    @rpc(
+    @written(
         Opt,
         _returns=(Unicode, Unicode, Integer, Integer, Integer, Integer, DateTime, DateTime),
         _out_variable_names=("jobId", "state", "queued", "delivered", "failed", "dead", "startedAt", "finishedAt"),
     )
-    def GetSyncStatus(ctx, jobId):  # noqa: N802,N803,N805
+    def GetSyncStatus(call, jobId):  # noqa: N802,N803,N805
         """Progress of a sync job (the latest when jobId is empty)
         / 查询同步任务进度（不填 jobId 则为最近一次）."""
-        s = _sync(ctx).status(jobId or None, org_codes=ctx.udc.scope)
+        s = _sync(call).status(jobId or None, org_codes=call.scope)
         state = getattr(s.state, "value", s.state)
         return s.job_id, state, s.queued, s.delivered, s.failed, s.dead, s.started_at, s.finished_at
 
-    @rpc(
+    @written(
         Req, wire.required(wire.Period),
         _returns=(Unicode, Unicode, Integer, Integer, Integer, IdList, IdList,
                   Array(wire.StateMismatch, member_name="mismatch")),
         _out_variable_names=("orgCode", "period", "missingCount", "orphanedCount", "mismatchCount",
                              "missingInOa", "orphanedInOa", "stateMismatches"),
     )
-    def ReconcilePeriod(ctx, orgCode, period):  # noqa: N802,N803,N805
+    def ReconcilePeriod(call, orgCode, period):  # noqa: N802,N803,N805
         """Compare archive and OA for one organisation and period
         / 对账：比较档案系统与 OA 中某组织某期间的凭证."""
-        r = _sync(ctx).reconcile(orgCode, period, org_codes=ctx.udc.scope)
+        r = _sync(call).reconcile(orgCode, period, org_codes=call.scope)
         mismatches = [
-            wire.StateMismatch(voucherId=m.voucher_id, archiveState=getattr(m.archive_state, "value", m.archive_state),
-                               oaState=getattr(m.oa_state, "value", m.oa_state), oaRequestId=m.oa_request_id)
+            dict(voucherId=m.voucher_id, archiveState=getattr(m.archive_state, "value", m.archive_state),
+                 oaState=getattr(m.oa_state, "value", m.oa_state), oaRequestId=m.oa_request_id)
             for m in r.state_mismatches
         ]
         return (orgCode, period, len(r.missing_in_oa), len(r.orphaned_in_oa), len(mismatches),
@@ -199,8 +214,8 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
                  run: Callable[[GatewayCall], T]) -> T:
     """One operation call with everything around it: authentication, the role and scope
     check, the call's audit record (committed with any change ``run`` makes) and every
-    error turned into a ``GatewayFault`` (raised).  spyne's call wrapper and the direct
-    answers (``direct.py``) both call this, so the rules live once.
+    error turned into a ``GatewayFault`` (raised).  spyne's call wrapper and the
+    gateway's own answers (``answers.py``) both call this, so the rules live once.
 
     ``arguments`` answers ``get(wire_name)``; ``header_elements`` are the SOAP Header's
     children (None without a Header), where a UsernameToken would be."""
@@ -241,20 +256,9 @@ def voucher_query(scope: frozenset[str] | None, *, orgCode=None, periodFrom=None
     )
 
 
-def _sync(ctx):
-    sync = ctx.udc.services.sync
+def _sync(call):
+    sync = call.services.sync
     if sync is None:
         raise Unavailable("the sync engine is not running in this gateway; use archive-oa serve")
     return sync
 
-
-
-
-class _Arguments:
-    """Read access to the request's arguments by wire name (for the access check)."""
-
-    def __init__(self, in_object) -> None:
-        self._in = in_object
-
-    def get(self, name, default=None):
-        return getattr(self._in, name, default) if self._in is not None else default

@@ -21,16 +21,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import InternalError
 from ..store.engine import write_hook
+from ..wsgi_keys import CLIENT_ADDRESS_KEY, STARTED_KEY  # noqa: F401 (STARTED_KEY: read by callers)
 from . import audit
 
 log = logging.getLogger(__name__)
 
-#: WSGI environ key of the caller's address as resolved by the gateway (trusted proxies);
-#: REMOTE_ADDR when not set.
-CLIENT_ADDRESS_KEY = "archive_oa.client_address"
-#: WSGI environ key of ``time.monotonic()`` when the request arrived: durations count from
-#: there (reading and parsing a large body included), else from the call wrapper.
-STARTED_KEY = "archive_oa.started"
 
 
 def client_address(environ: Mapping[str, Any]) -> str | None:

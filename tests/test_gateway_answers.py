@@ -1,10 +1,11 @@
-"""Operations the gateway answers beside spyne (``gateway/direct.py``): the very answer spyne
-gives — the same bytes, status, headers, faults and audit records — for every request the
-direct path takes; everything else still reaches spyne.  spyne is the reference: each
-request is sent to the gateway and to a second gateway whose direct path is switched off.
+"""The operations the gateway answers with its own writer (``@written``, ``gateway/answers.py``):
+the very answer spyne gives — the same bytes, status, headers, faults and audit records —
+whatever the request's shape, and spyne's serializer never runs for them.  spyne is the
+reference: each request is also answered by spyne's own WSGI application over the same
+service (``SpyneReference``), which serializes the same answer objects.
 
 GetAttachment streams its file in base64 pieces instead of building the answer in memory;
-GetVoucher is written as text from the mapping's fields (``wire_text``)."""
+the other answers are written as text from the declared types (``wire_text``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import datetime as dt
 import hashlib
 import io
 import os
+import time
 from decimal import Decimal
 
 import pytest
@@ -20,7 +22,10 @@ import requests
 import zeep
 from lxml import etree
 from requests.auth import HTTPBasicAuth
+from spyne.server.wsgi import WsgiApplication
 from zeep.transports import Transport
+
+from archive_oa import safexml
 
 from archive_oa.domain.model import (
     Approval,
@@ -34,11 +39,14 @@ from archive_oa.domain.model import (
     WorkflowState,
 )
 from archive_oa.errors import IntegrityError, NotFound
-from archive_oa.gateway import direct
+from archive_oa.gateway import encoding, streamed
 from archive_oa.gateway.app import make_gateway_app
 from archive_oa.gateway.auth import PasswordAuthenticator
 from archive_oa.gateway.context import GatewayServices
+from archive_oa.gateway.intake import read_request
+from archive_oa.gateway.protocol import GatewaySoap11, GatewaySoap12, build_application
 from archive_oa.gateway.server import start_gateway
+from archive_oa.gateway.soap import SOAP11 as V11, SOAP12 as V12
 from archive_oa.services import audit
 from archive_oa.services.archive import ArchiveDocumentCommand, ArchiveService, NewFile
 from archive_oa.services.users import UserService
@@ -47,6 +55,7 @@ from archive_oa.store import vouchers as voucher_repo
 from archive_oa.store.blobs import BlobStore
 from archive_oa.store.engine import open_store
 from archive_oa.voucher_xml import canonical_hash
+from archive_oa.wsgi_keys import CLIENT_ADDRESS_KEY, CORRELATION_KEY, ORIGIN_KEY, STARTED_KEY
 
 NOW = dt.datetime(2024, 3, 5, 8, 0, tzinfo=dt.timezone.utc)
 GW = "urn:archive-oa:gateway:1"
@@ -54,7 +63,7 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 INVOICE = "%PDF-1.4 invoice 增值税专用发票 0001".encode("utf-8")
 #: over two streamed pieces and not a multiple of 3: padding only at the very end
-BIG = os.urandom(2 * direct.CHUNK_BYTES + 1)
+BIG = os.urandom(2 * streamed.CHUNK_BYTES + 1)
 #: failed logins here (two gateways per case) must not lock the test client out
 UNLOCKED = {"ARCHIVE_OA_SECURITY_LOCKOUT_AFTER": "1000"}
 USERS = {"viewer1": ({"viewer"}, {"ORG1"}), "viewer-all": ({"viewer"}, None), "auditor": ({"auditor"}, None)}
@@ -107,15 +116,44 @@ def _state_vouchers() -> list[tuple[Voucher, WorkflowState]]:
 
 
 def _services(store, users) -> GatewayServices:
-    return GatewayServices(store=store, archive=ArchiveService(store),
-                           authenticator=PasswordAuthenticator(users, sleep=lambda seconds: None))
+    return GatewayServices(store=store, archive=ArchiveService(store),  # a fixed clock: Ping's serverTime
+                           authenticator=PasswordAuthenticator(users, sleep=lambda seconds: None), clock=lambda: NOW)
 
 
-def _spyne_only(app):
-    """The same gateway with its direct path switched off: spyne answers everything."""
-    app._direct = lambda environ, respond, envelope: None
-    app._soap12._direct = lambda environ, respond, envelope: None
-    return app
+class _Reference11(GatewaySoap11):
+    """The gateway's SOAP 1.1 protocol, in the reference (told apart by ``spyne_calls``)."""
+
+
+class _Reference12(GatewaySoap12):
+    """The gateway's SOAP 1.2 protocol, in the reference."""
+
+
+class SpyneReference:
+    """spyne's own answer to a request: the router's environ keys and the gateway's intake,
+    then spyne's WSGI application over the same service and services, so every operation
+    is run by spyne and its answer — the same answer object — written by spyne's serializer."""
+
+    def __init__(self, settings, services) -> None:
+        charset = encoding.response_charset(settings.gateway.response_encoding)
+        self._services = services
+        self._limit = settings.gateway.max_body_bytes
+        self._policy = safexml.XmlPolicy.soap_message(settings.security)
+        self._spyne = {
+            version.path: (version, WsgiApplication(build_application(
+                protocol, services, content_type=version.content_type(charset), response_encoding=charset)))
+            for version, protocol in ((V11, _Reference11), (V12, _Reference12))
+        }
+
+    def __call__(self, environ, start_response):
+        version, spyne = self._spyne[environ["PATH_INFO"]]
+        correlation_id = environ["HTTP_X_CORRELATION_ID"]
+        origin = self._services.authenticator.origin(environ)
+        environ.update({CORRELATION_KEY: correlation_id, STARTED_KEY: time.monotonic(), ORIGIN_KEY: origin,
+                        CLIENT_ADDRESS_KEY: origin.address})
+        request = read_request(environ, version, limit=self._limit, policy=self._policy)
+        environ.update({"wsgi.input": io.BytesIO(request.body), "CONTENT_LENGTH": str(len(request.body))})
+        return spyne(environ, lambda status, headers, exc_info=None: start_response(
+            status, list(headers) + [("X-Correlation-Id", correlation_id)], exc_info))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +198,7 @@ def gw(tmp_path_factory):
     yield {
         "settings": settings, "store": store, "users": users, "services": services,
         "app": make_gateway_app(settings, services),
-        "spyne": _spyne_only(make_gateway_app(settings, services)),
+        "spyne": SpyneReference(settings, services),
         "document_file": f"{archived.archive_id}-1", "blob_path": blob_path,
     }
     store.dispose()
@@ -293,7 +331,7 @@ def test_gbk_answers_equal_spyne(gw):
     settings = load_settings(data_dir=gw["settings"].data_dir, env=gbk_env)
     assert settings.gateway.response_encoding.upper() == "GBK"
     gbk = dict(gw, app=make_gateway_app(settings, gw["services"]),
-               spyne=_spyne_only(make_gateway_app(settings, gw["services"])))
+               spyne=SpyneReference(settings, gw["services"]))
     for version in ("1.1", "1.2"):
         answer = assert_same_as_spyne(gbk, get_attachment("ATT-BIG", version), version=version,
                                       correlation_id=f"gbk-{version}")
@@ -337,7 +375,7 @@ def test_get_voucher_in_gbk_equals_spyne(gw):
     gbk_env = {**UNLOCKED, "ARCHIVE_OA_GATEWAY_RESPONSE_ENCODING": "GBK"}
     settings = load_settings(data_dir=gw["settings"].data_dir, env=gbk_env)
     gbk = dict(gw, app=make_gateway_app(settings, gw["services"]),
-               spyne=_spyne_only(make_gateway_app(settings, gw["services"])))
+               spyne=SpyneReference(settings, gw["services"]))
     for version in ("1.1", "1.2"):
         assert_same_as_spyne(gbk, get_voucher("V-FX-1", version), version=version, correlation_id=f"gbk-v-{version}")
 
@@ -383,31 +421,26 @@ def test_query_vouchers_answer_equals_spyne(gw, spyne_calls, version, case, argu
     ("<g:amountMin>1.234</g:amountMin>", *PAGE),  # three fraction digits
     ("<g:page>1</g:page>", "<g:page>2</g:page>", "<g:pageSize>1</g:pageSize>"),
 ])
-def test_query_vouchers_refused_by_the_schema_is_left_to_spyne(gw, spyne_calls, arguments):
-    answer = call(gw["app"], query(*arguments), correlation_id="q-left")
-    assert spyne_calls() == 1 and ">Validation<" in answer.body.decode()
+def test_query_vouchers_refused_by_the_schema_is_refused_as_spyne_refuses(gw, spyne_calls, arguments):
+    # was "…_is_left_to_spyne": since issue 10 no request shape picks another way to answer
+    answer = assert_same_as_spyne(gw, query(*arguments), correlation_id=f"q-refused-{len(arguments)}")
+    assert spyne_calls() == 0 and ">Validation<" in answer.body.decode()
 
 
-# --- which requests the direct path takes ---------------------------------------------------
-
-
-class _Recorder:
-    """Wraps the spyne WSGI application of an endpoint and counts the requests it gets."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls = inner, 0
-
-    def __call__(self, environ, respond):
-        self.calls += 1
-        return self.inner(environ, respond)
+# --- every request of a written operation is answered without spyne's serializer ----------------
 
 
 @pytest.fixture
-def spyne_calls(gw, monkeypatch):
-    soap11, soap12 = _Recorder(gw["app"]._soap), _Recorder(gw["app"]._soap12._soap)
-    monkeypatch.setattr(gw["app"], "_soap", soap11)
-    monkeypatch.setattr(gw["app"]._soap12, "_soap", soap12)
-    return lambda: soap11.calls + soap12.calls
+def spyne_calls(monkeypatch):
+    """How many answers spyne's serializer wrote for the gateway (the reference's not counted)."""
+    calls = []
+    for protocol in (GatewaySoap11, GatewaySoap12):
+        def counting(self, ctx, message, _serialize=protocol.serialize):
+            if type(self) in (GatewaySoap11, GatewaySoap12):
+                calls.append(ctx.descriptor and ctx.descriptor.name)
+            return _serialize(self, ctx, message)
+        monkeypatch.setattr(protocol, "serialize", counting)
+    return lambda: len(calls)
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
@@ -416,32 +449,53 @@ def test_plain_get_attachment_is_streamed_without_spyne(gw, spyne_calls, version
     assert answer.status == "200 OK" and spyne_calls() == 0
     # the file travels in pieces of at most CHUNK_BYTES (base64: 4/3 of it), never whole
     assert len(answer.chunks) == 2 + 3
-    assert max(len(c) for c in answer.chunks) == direct.CHUNK_BYTES * 4 // 3
+    assert max(len(c) for c in answer.chunks) == streamed.CHUNK_BYTES * 4 // 3
 
 
-@pytest.mark.parametrize("operation_xml", [
-    "<g:GetAttachment/>",  # the schema needs attachmentId: spyne's Validation fault
-    "<g:GetAttachment><g:attachmentId/></g:GetAttachment>",  # empty: schema (min length 1)
-    "<g:GetAttachment><g:attachmentId>ATT-1</g:attachmentId><g:extra/></g:GetAttachment>",
-    '<g:GetAttachment><g:attachmentId xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:nil="true"/>'
-    "</g:GetAttachment>",
-    '<g:GetAttachment id="a"><g:attachmentId>ATT-1</g:attachmentId></g:GetAttachment>',
-    "<g:GetVoucherDocument><g:voucherId>V-ORG1-1</g:voucherId></g:GetVoucherDocument>",  # other operations
+@pytest.mark.parametrize("case, operation_xml", [
+    ("no argument", "<g:GetAttachment/>"),  # the schema needs attachmentId: spyne's Validation fault
+    ("empty", "<g:GetAttachment><g:attachmentId/></g:GetAttachment>"),  # empty: schema (min length 1)
+    ("extra", "<g:GetAttachment><g:attachmentId>ATT-1</g:attachmentId><g:extra/></g:GetAttachment>"),
+    ("nil", '<g:GetAttachment><g:attachmentId xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xsi:nil="true"/></g:GetAttachment>'),
+    ("id", '<g:GetAttachment id="a"><g:attachmentId>ATT-1</g:attachmentId></g:GetAttachment>'),
+    ("document", "<g:GetVoucherDocument><g:voucherId>V-ORG1-1</g:voucherId></g:GetVoucherDocument>"),
+    ("document missing", "<g:GetVoucherDocument><g:voucherId>V-NONE</g:voucherId></g:GetVoucherDocument>"),
+    ("ping", "<g:Ping/>"),
+    ("ping indented", "<g:Ping>\n  </g:Ping>"),
+    ("sync status", "<g:GetSyncStatus/>"),  # no sync engine here: Unavailable
+    ("reconcile", "<g:ReconcilePeriod><g:orgCode>ORG1</g:orgCode><g:period>2024-03</g:period></g:ReconcilePeriod>"),
 ])
-def test_other_requests_are_left_to_spyne(gw, spyne_calls, operation_xml):
-    before = spyne_calls()
-    answer = call(gw["app"], envelope(operation_xml), correlation_id="left")
-    assert spyne_calls() == before + 1
-    assert answer.body == call(gw["spyne"], envelope(operation_xml), correlation_id="left").body
+def test_every_shape_of_a_written_operation_is_answered_as_spyne_answers_without_spyne(
+        gw, spyne_calls, case, operation_xml):
+    # was "test_other_requests_are_left_to_spyne": schema refusals, xsi:nil and ids were
+    # spyne's to answer; now the operation decides, not the request's shape
+    assert_same_as_spyne(gw, envelope(operation_xml), correlation_id=f"shape-{case.replace(' ', '_')}")
+    assert spyne_calls() == 0
+
+
+def test_write_operations_are_answered_by_spyne(gw, spyne_calls):
+    body = envelope("<g:TriggerSync><g:orgCode>ORG1</g:orgCode></g:TriggerSync>")
+    answer = assert_same_as_spyne(gw, body, user="viewer-all", correlation_id="write")
+    assert spyne_calls() == 1 and answer.status != "200 OK"  # no sync engine here: Unavailable
 
 
 @pytest.mark.parametrize("attribute", ['id="r1"', 'xml:id="r1"'])
-def test_an_id_anywhere_leaves_the_request_to_spyne(gw, spyne_calls, attribute):
+def test_an_id_anywhere_is_read_as_spyne_reads_it(gw, spyne_calls, attribute):
     """spyne resolves SOAP-encoding references (``href`` to an ``id``) all over the envelope."""
+    # was "…_leaves_the_request_to_spyne"
     body = envelope("<g:GetAttachment><g:attachmentId>ATT-1</g:attachmentId></g:GetAttachment>",
                     header_xml=f'<x:ref xmlns:x="urn:example"><x:deeper {attribute}>ATT-1</x:deeper></x:ref>')
-    answer = call(gw["app"], body, correlation_id="id-header")
-    assert spyne_calls() == 1 and answer.status == "200 OK"
+    answer = assert_same_as_spyne(gw, body, correlation_id=f"id-header-{attribute[0]}")
+    assert spyne_calls() == 0 and answer.status == "200 OK"
+
+
+def test_a_soap_encoding_reference_is_resolved_as_spyne_resolves_it(gw, spyne_calls):
+    """spyne copies the referenced element in, ``href`` stays: the schema refuses the attribute."""
+    body = envelope('<g:GetVoucher><g:voucherId href="#v"/></g:GetVoucher>',
+                    header_xml='<x:value xmlns:x="urn:example" id="v">V-FX-1</x:value>')
+    answer = assert_same_as_spyne(gw, body, correlation_id="href")
+    assert spyne_calls() == 0 and ">Validation<" in answer.body.decode() and "href" in answer.body.decode()
 
 
 def test_comments_are_gone_before_either_path_reads_the_request(gw, spyne_calls):
@@ -494,7 +548,7 @@ def test_a_blob_cut_short_while_streaming_breaks_the_answer_and_is_audited(gw, t
         path = store.blobs.root / meta.sha256[:2] / meta.sha256[2:4] / meta.sha256
         os.chmod(path, 0o644)
         with open(path, "r+b") as damaged:
-            damaged.truncate(direct.CHUNK_BYTES + 7)
+            damaged.truncate(streamed.CHUNK_BYTES + 7)
         with pytest.raises(IntegrityError, match="changed on disk while it was sent"):
             list(pieces)
         iterable.close()

@@ -7,8 +7,8 @@ operation — the envelope of ``wsdl/examples/<Operation>.xml`` — pointed at t
 requests in order with three assertions each: SOAP Response, Not SOAP Fault and an XPath
 Match on the answer.  Regenerate after changing an example or the WSDL::
 
-    python -m archive_oa.gateway.soapui_project            # writes the project file
-    python -m archive_oa.gateway.soapui_project --check    # exit 1 when it drifted
+    python -m archive_oa.devtools.soapui_project            # writes the project file
+    python -m archive_oa.devtools.soapui_project --check    # exit 1 when it drifted
 
 Ids are derived from names (uuid5), so regenerating changes nothing that did not change.
 """

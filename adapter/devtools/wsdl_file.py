@@ -3,8 +3,8 @@
 
 Regenerate after changing an operation or a wire type::
 
-    python -m archive_oa.gateway.wsdl_file            # writes both files in wsdl/
-    python -m archive_oa.gateway.wsdl_file --check    # exit 1 when one drifted
+    python -m archive_oa.devtools.wsdl_file            # writes both files in wsdl/
+    python -m archive_oa.devtools.wsdl_file --check    # exit 1 when one drifted
 
 The file is generated with the public URL ``http://127.0.0.1:8080`` (the default of
 ``archive-oa serve``); a served WSDL equals it once its ``soap:address`` is normalised.
@@ -18,13 +18,13 @@ import re
 import sys
 from pathlib import Path
 
-from .app import generate_wsdl
-from .soap12 import generate_soap12_wsdl
+from ..gateway.soap import SOAP11, SOAP12
+from ..gateway.wsdl import generate_wsdl
 
 FILE_NAME = "archive-gateway.wsdl"
 SOAP12_FILE_NAME = "archive-gateway-soap12.wsdl"
-#: file name → the generator of its content
-GENERATORS = {FILE_NAME: generate_wsdl, SOAP12_FILE_NAME: generate_soap12_wsdl}
+#: file name → the SOAP version whose WSDL it holds
+VERSIONS = {FILE_NAME: SOAP11, SOAP12_FILE_NAME: SOAP12}
 CHECKED_IN_PUBLIC_URL = "http://127.0.0.1:8080"
 _ADDRESS = re.compile(rb'(<[A-Za-z0-9_]+:address location=")[^"]*(")')
 
@@ -34,7 +34,7 @@ def checked_in_path(name: str = FILE_NAME) -> Path:
 
 
 def expected_wsdl(name: str = FILE_NAME) -> bytes:
-    return GENERATORS[name](CHECKED_IN_PUBLIC_URL)
+    return generate_wsdl(CHECKED_IN_PUBLIC_URL, VERSIONS[name])
 
 
 def normalise_address(wsdl: bytes, location: str = CHECKED_IN_PUBLIC_URL + "/soap/archive") -> bytes:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write into this folder instead of the package's wsdl/")
     args = parser.parse_args(argv)
     drifted = 0
-    for name in GENERATORS:
+    for name in VERSIONS:
         target = args.output / name if args.output else checked_in_path(name)
         expected = expected_wsdl(name)
         if args.check:
