@@ -241,13 +241,13 @@ class DeliveryWorker:
         A timeout (or a dropped connection) is only the adapter's patience: the OA may still
         be working on the call and commit its request a moment later.  A ``FindWorkflowRequests`` sent before that
         finds nothing and the resend makes a duplicate — the fault runs met exactly this
-        under latency spikes.  ``[sync] uncertain_wait_seconds``, or twice the OA client's
-        call timeout when that is -1.
+        under latency spikes.  ``[sync] uncertain_wait_seconds``, or twice the OA driver's
+        ``call_timeout`` when that is -1.
         """
         configured = self.settings.uncertain_wait_seconds
         if configured >= 0:
             return configured
-        timeout = getattr(getattr(self.oa, "settings", None), "timeout", None)  # OaClient's OaSettings
+        timeout = getattr(self.oa, "call_timeout", None)  # the tests' fake OAs answer at once and have none
         return 2.0 * timeout if isinstance(timeout, (int, float)) else 0.0
 
     @property
