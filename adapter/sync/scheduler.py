@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..errors import OaError
-from ..settings import Settings
+from ..settings import SyncSettings
 from ..store import jobs as job_store
 from .schedule import Schedule, parse_schedule
 from .worker import DeliveryWorker, default_owner, utcnow
@@ -106,26 +106,19 @@ class Scheduler:
 
 
 def sync_scheduler(
-    store,
-    oa,
-    transforms,
-    settings: Settings,
+    worker: DeliveryWorker,
+    poller,
+    service,
+    sync: SyncSettings,
     *,
-    owner: str | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
-) -> tuple[Scheduler, DeliveryWorker]:
-    """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run, and its worker.
+) -> Scheduler:
+    """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run (through the Adapter,
+    which owns ``worker``, ``poller`` and the sync ``service``).
 
-    Stopping the scheduler stops the worker from claiming; the caller closes the worker.
+    Stopping the scheduler stops the worker from claiming; the owner closes the worker.
     """
-    from ..services.sync import SyncService
-    from .poller import Poller
-
-    sync = settings.sync
-    owner = owner or default_owner()
-    worker = DeliveryWorker(store, oa, transforms, sync, owner=owner, clock=clock)
-    poller = Poller(store, oa, sync, clock=clock)
-    service = SyncService(store, oa, clock=clock)
+    store, owner = worker.store, worker.owner
     delivery_schedule = parse_schedule(sync.delivery_schedule)
     poll_schedule = parse_schedule(sync.poll_schedule)
 
@@ -147,7 +140,7 @@ def sync_scheduler(
         if counts.fetched:
             log.info("poll round: %s", counts)
 
-    scheduler = Scheduler(
+    return Scheduler(
         [
             ScheduledJob("delivery", delivery_schedule, deliver, exclusive=False),
             ScheduledJob("poll", poll_schedule, poll, exclusive=True),
@@ -157,4 +150,3 @@ def sync_scheduler(
         clock=clock,
         on_stop=[worker.stop],
     )
-    return scheduler, worker

@@ -37,6 +37,7 @@ from ..errors import (
     OaUnreachable,
     ValidationFailed,
 )
+from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import outbox
 from ..store.outbox import Claim
@@ -121,6 +122,7 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.oa = oa
@@ -131,6 +133,7 @@ class DeliveryWorker:
         self.policy = policy or settings.retry_policy
         self.clock = clock
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()  # the Adapter's; a worker of its own counts apart
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
         self._attempt_local = threading.local()  # the failure class of the attempt on this thread
@@ -217,6 +220,7 @@ class DeliveryWorker:
                 more = len(claims) == free  # fewer than asked: nothing else is due now
                 claimed += len(claims)
                 counts.claimed += len(claims)
+                self.metrics.delivery_claims.inc(len(claims))
                 running.update(self._pool.submit(self._attempt, claim) for claim in claims)
             if not running:
                 return claimed
@@ -227,6 +231,7 @@ class DeliveryWorker:
                 counts.anomalies += anomaly
                 if failure is not None and result in ("retrying", "dead"):
                     counts.failures[failure] += 1
+                self.metrics.delivery_settled(result, anomaly, failure)
             if on_progress:
                 on_progress(counts)
 
