@@ -25,18 +25,23 @@ class Metrics:
             ["result"], registry=r,
         )
         self.delivery_failures = Counter(
-            "archive_oa_delivery_failures", "Failed attempts (retrying or dead) by failure class", ["failure"], registry=r,
+            "archive_oa_delivery_failures", "Failed attempts (retrying or dead) by failure class",
+            ["failure"], registry=r,
         )
         self.delivery_anomalies = Counter(
             "archive_oa_delivery_anomalies", "Keys the OA held more than one request for", registry=r,
         )
         self.poll_batches = Counter(
-            "archive_oa_poll_batches", "Batches fetched from the OA's completed queue: ok, or conflict (another poller moved the cursor)", ["result"], registry=r,
+            "archive_oa_poll_batches",
+            "Batches fetched from the OA's completed queue: ok, or conflict (another poller moved the cursor)",
+            ["result"], registry=r,
         )
         self.poll_items = Counter(
             "archive_oa_poll_items", "Fetched decisions by what applying them did", ["result"], registry=r,
         )
-        self.poll_cursor = Gauge("archive_oa_poll_cursor", "The completed queue's cursor after the last poll", registry=r)
+        self.poll_cursor = Gauge(
+            "archive_oa_poll_cursor", "The completed queue's cursor after the last poll", registry=r,
+        )
         self.gateway_calls = Counter(
             "archive_oa_gateway_calls", "Gateway operation calls by operation and outcome (OK or the fault code)",
             ["operation", "outcome"], registry=r,

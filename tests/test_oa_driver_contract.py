@@ -32,7 +32,8 @@ from archive_oa.settings import OaSettings
 @dataclass(frozen=True)
 class DriverCase:
     name: str  # [oa] driver
-    simulator: Callable[[SimulatorConfig, object], object]  # (config, data folder) -> handle with .url, .db, .set_faults
+    #: (config, data folder) -> a running simulator with .url, .db, .set_faults() and .stop()
+    simulator: Callable[[SimulatorConfig, object], object]
 
 
 DRIVERS = [
@@ -45,7 +46,9 @@ def workflow_document(key: str, amount: str = "1200.00") -> bytes:
     return f"""<WorkflowRequest xmlns="urn:archive-oa:oa-workflow:1">
   <workflowCode>FIN_VOUCHER_APPROVAL</workflowCode><title>华东公司 记字第1号 报销差旅费</title>
   <creator>archive-oa</creator><level>1</level><externalKey>{key}</externalKey>
-  <mainFields><field><name>pzbh</name><value>V-1</value></field><field><name>je</name><value>{amount}</value></field></mainFields>
+  <mainFields>
+    <field><name>pzbh</name><value>V-1</value></field><field><name>je</name><value>{amount}</value></field>
+  </mainFields>
 </WorkflowRequest>""".encode("utf-8")
 
 
