@@ -20,8 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from .app import Adapter, build
-from .cli.output import display_width
+from .bootstrap import Adapter, bootstrap
 from .domain.model import WorkflowState
 from .environment import data_folder, listen_settings
 from .errors import OaError
@@ -29,8 +28,6 @@ from .oa.simulator import SimulatorConfig, start_simulator
 from .samples import samples_dir
 from .services.importer import import_paths
 from .settings import Settings, load_settings
-from .sync.poller import Poller
-from .sync.worker import DeliveryWorker
 
 DEMO_ROLES = ("viewer", "archivist", "operator", "admin")
 CALLBACK_USER = "demo-archivist"
@@ -140,7 +137,7 @@ class Demo:
         from .gateway.server import start_gateway
 
         data_folder(self.data_dir, setting="--data-dir")
-        self.adapter = build(self.settings)
+        self.adapter = bootstrap(self.settings)
         for role in DEMO_ROLES:
             name = f"demo-{role}"
             self.adapter.users.add_user(name, name, {role}, None, password_policy=False)  # password = name
@@ -205,37 +202,35 @@ class Demo:
             f"all queued for approval (real-time mode)"
         )
 
-        worker = DeliveryWorker(adapter.store, adapter.oa, adapter.transforms, self.settings.sync, owner="demo")
-        poller = Poller(adapter.store, adapter.oa, self.settings.sync)
-        retries = adopted = delivered = repeats = 0
+        # the adapter's own worker and poller (the scheduler of --keep-running uses them too);
+        # retries, adoptions and repeats are read from the adapter's metrics
         last_line = 0.0
-        try:
-            while time.monotonic() < deadline:
-                counts = worker.run_once()
-                delivered += counts.delivered
-                adopted += counts.adopted
-                retries += counts.retrying
-                try:
-                    repeats += poller.run_once().duplicates
-                except OaError as exc:  # the simulator dropped or failed the poll: next round
-                    self.say(f"poll failed ({type(exc).__name__}); trying again next round")
-                states = self.archive_states()
-                open_work = states.get(WorkflowState.QUEUED, 0) + states.get(WorkflowState.SUBMITTED, 0)
-                if time.monotonic() - last_line >= 1.0 or not open_work:
-                    last_line = time.monotonic()
-                    self.say(self._progress_line(states, retries, time.monotonic() - started))
-                if not open_work:
-                    break
-                if not counts.claimed:
-                    time.sleep(0.2)
-        finally:
-            worker.close()
+        while time.monotonic() < deadline:
+            counts = adapter.worker.run_once()
+            try:
+                adapter.poller.run_once()
+            except OaError as exc:  # the simulator dropped or failed the poll: next round
+                self.say(f"poll failed ({type(exc).__name__}); trying again next round")
+            states = self.archive_states()
+            open_work = states.get(WorkflowState.QUEUED, 0) + states.get(WorkflowState.SUBMITTED, 0)
+            if time.monotonic() - last_line >= 1.0 or not open_work:
+                last_line = time.monotonic()
+                self.say(self._progress_line(states, self._attempts("retrying"), time.monotonic() - started))
+            if not open_work:
+                break
+            if not counts.claimed:
+                time.sleep(0.2)
+        repeats = int(adapter.metrics.value("archive_oa_poll_items_total", result="duplicates"))
         # the approvers are done; wait for pending callbacks to land
         if self._callback is not None:
             self._callback.drain(30.0)
             # a callback that arrived after polling had applied the decision was a repeat too
             repeats += self._callback.sent - self._first_by_callback()
-        return self.summary(report.created, retries, adopted, repeats, time.monotonic() - started)
+        return self.summary(report.created, self._attempts("retrying"), self._attempts("adopted"), repeats,
+                            time.monotonic() - started)
+
+    def _attempts(self, result: str) -> int:
+        return int(self.adapter.metrics.value("archive_oa_delivery_attempts_total", result=result))
 
     def _progress_line(self, states, retries: int, seconds: float) -> str:
         faults = self.simulator.injector.counts() if hasattr(self.simulator.injector, "counts") else {}
@@ -316,31 +311,3 @@ def _outcome_sources(conn) -> dict[str, int]:
 
     query = sa.select(workflow_results.c.via, sa.func.count()).group_by(workflow_results.c.via)
     return {via: count for via, count in conn.execute(query)}
-
-
-def format_summary(summary: DemoSummary) -> str:
-    rows = [
-        ("vouchers imported", summary.vouchers),
-        ("delivered to the OA", summary.delivered),
-        ("  adopted after an ambiguous failure", summary.adopted),
-        ("  retries", summary.retries),
-        ("OA requests in the simulator", summary.oa_requests),
-        ("approved (审批通过)", summary.approved),
-        ("rejected (驳回)", summary.rejected),
-        ("withdrawn (撤回)", summary.withdrawn),
-        ("pending", summary.pending),
-        ("outcomes via polling", summary.via_poll),
-        ("outcomes via callback", summary.via_callback),
-        ("repeated outcomes ignored", summary.repeats_ignored),
-        ("dead letters", summary.dead),
-        ("duplicates (must be 0)", summary.duplicates),
-        ("lost (must be 0)", summary.lost),
-        ("archive ≠ OA (must be 0)", summary.mismatched),
-        ("seconds", f"{summary.seconds:.1f}"),
-        ("vouchers per second", f"{summary.vouchers_per_second:.1f}"),
-    ]
-    width = max(display_width(label) for label, _ in rows)
-    lines = [f"{label}{' ' * (width - display_width(label))}  {value:>8}" for label, value in rows]
-    rule = "-" * (width + 10)
-    verdict = "OK: nothing lost, nothing doubled" if summary.ok else "FAILED: see the counts above"
-    return "\n".join([rule, *lines, rule, verdict])

@@ -67,6 +67,7 @@ class GatewaySettings:
 
 @dataclass(frozen=True)
 class OaSettings:
+    driver: str = "generic"  # an entry point of group archive_oa.oa_drivers (archive_oa.oa.drivers)
     url: str = "http://127.0.0.1:8090/soap/workflow"
     user: str = "archive-oa"
     password: str = "archive-oa"

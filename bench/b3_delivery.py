@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 from lxml import etree
 
-from archive_oa.app import build
+from archive_oa.bootstrap import bootstrap
 from archive_oa.safexml import parse_bytes
 from archive_oa.samples import catalog
 from archive_oa.samples.generate import build_batch
@@ -96,7 +96,7 @@ def run(work: Path, quick: bool, full: bool) -> list[Figure]:
     seconds = {"delivery": 0.0, "floor": 0.0}
     try:
         settings = settings_for(data_dir, port)
-        with build(settings.replace(sync={"batch_size": per_round})) as adapter:
+        with bootstrap(settings.replace(sync={"batch_size": per_round})) as adapter:
             bodies = envelopes(adapter, count + 1)  # built before anything is timed
             poster = RawPoster(f"http://127.0.0.1:{floor_port}/soap/workflow")
             worker = DeliveryWorker(adapter.store, adapter.oa, adapter.transforms, adapter.settings.sync, owner="bench")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from archive_oa.app import build
+from archive_oa.bootstrap import bootstrap
 from archive_oa.domain.model import VoucherQuery
 from archive_oa.samples import catalog
 from archive_oa.store.tables import entries, vouchers
@@ -108,7 +108,7 @@ def run(work: Path, quick: bool, full: bool) -> list[Figure]:
     base_dir = data_dir if n_import == small else import_in_child(work, small)[1]
     large_dir = work / "b4-large"
     shutil.copytree(base_dir, large_dir)
-    with build(bench_settings(base_dir)) as small_store, build(bench_settings(large_dir)) as large_store:
+    with bootstrap(bench_settings(base_dir)) as small_store, bootstrap(bench_settings(large_dir)) as large_store:
         t0 = time.perf_counter()
         stored = grow_store(large_store, n_store)
         grow_seconds = time.perf_counter() - t0

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from archive_oa.app import build
+from archive_oa.bootstrap import bootstrap
 from archive_oa.settings import SyncSettings
 
 from b3_delivery import RawPoster, envelopes, settings_for, start_sim
@@ -46,7 +46,7 @@ def floor_rate(work: Path, count: int, threads: int) -> float:
     port = free_port()
     sim = start_sim(work / "b6-sim-floor", port, work / "b6-sim-floor.log")
     try:
-        with build(settings_for(work / "b6-floor-data", port)) as adapter:
+        with bootstrap(settings_for(work / "b6-floor-data", port)) as adapter:
             bodies = envelopes(adapter, count + 1)
         poster = RawPoster(f"http://127.0.0.1:{port}/soap/workflow", threads=threads)
         try:

@@ -46,11 +46,11 @@ def bench_settings(data_dir: Path):
 
 def prepare_store(data_dir: Path, voucher_dir: Path | None, *, enqueue: bool = False):
     """A data folder with the bench user and (optionally) the vouchers of ``voucher_dir``; the import report."""
-    from archive_oa.app import build
+    from archive_oa.bootstrap import bootstrap
     from archive_oa.services.importer import import_paths
 
     report = None
-    with build(bench_settings(data_dir)) as adapter:
+    with bootstrap(bench_settings(data_dir)) as adapter:
         adapter.users.add_user(BENCH_USER, BENCH_PASSWORD, {"viewer"}, None)
         if voucher_dir is not None:
             report = import_paths(adapter.store, adapter.transforms, [str(voucher_dir)], enqueue=enqueue)

@@ -58,13 +58,13 @@ def in_process(data_dir: Path, action: str, body: bytes, calls: int) -> str:
     """CPU time per call and the statements of one call, through the WSGI app in this process."""
     from sqlalchemy import event
 
-    from archive_oa.app import build
+    from archive_oa.bootstrap import bootstrap
     from archive_oa.gateway.app import make_gateway_app
     from dataset import bench_settings
 
     auth = basic_auth()
 
-    with build(bench_settings(data_dir)) as adapter:
+    with bootstrap(bench_settings(data_dir)) as adapter:
         app = make_gateway_app(adapter)
 
         def call() -> None:

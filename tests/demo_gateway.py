@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from archive_oa.app import Adapter
+from archive_oa.bootstrap import Adapter
 from archive_oa.demo import Demo, DemoOptions
 from archive_oa.gateway.app import make_gateway_app
 from archive_oa.gateway.server import GatewayHandle, start_gateway

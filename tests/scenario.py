@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from archive_oa.app import Adapter, build
+from archive_oa.bootstrap import Adapter, bootstrap
 from archive_oa.domain.delivery import DeliveryState
 from archive_oa.domain.model import AttachmentKind, AttachmentMeta, WorkflowState
 from archive_oa.errors import OaError

@@ -709,3 +709,14 @@ def test_a_read_whose_record_fails_to_commit_is_answered_with_a_fault(gateway, s
     monkeypatch.undo()
     assert client(gateway, "viewer1", correlation_id="c-after").QueryVouchers(page=1, pageSize=5).total == 0
     assert [r.outcome for r in records_of(store, "c-after")] == ["OK"]
+
+
+def test_gateway_calls_are_counted_by_operation_and_outcome_in_the_registry_given(store):
+    from archive_oa.metrics import Metrics
+
+    metrics = Metrics()
+    CallAudit(store, operation="GetVoucher", source=None, correlation_id="c1", metrics=metrics).succeeded()
+    CallAudit(store, operation="GetVoucher", source=None, correlation_id="c2", metrics=metrics).failed("NotFound")
+    CallAudit(store, operation="GetVoucher", source=None, correlation_id="c3", metrics=metrics).succeeded()
+    assert metrics.value("archive_oa_gateway_calls_total", operation="GetVoucher", outcome="OK") == 2
+    assert metrics.value("archive_oa_gateway_calls_total", operation="GetVoucher", outcome="NotFound") == 1

@@ -137,7 +137,7 @@ def crash_run(tmp_path, request):
     # a short lease: a killed worker's claims come back within seconds (and are asked about first)
     settings = sc.run_settings(tmp_path / "data", simulator.url, lease_seconds=4.0, batch_size=24, workers=8,
                                poll_batch_size=25, database_url=database_url)
-    adapter = sc.build(settings)
+    adapter = sc.bootstrap(settings)
     yield seed, count, poison, simulator, adapter, settings, request.param
     adapter.close()
     simulator.stop()
@@ -214,7 +214,7 @@ def test_sigterm_drains_or_releases_what_the_worker_holds(tmp_path, capsys):
     simulator = sc.start_simulator(sc.simulator_config(seed, latency_ms=150), tmp_path / "oa")
     # a long lease: a claim left behind would still be held when we look
     settings = sc.run_settings(tmp_path / "data", simulator.url, lease_seconds=300.0, batch_size=40, workers=4)
-    adapter = sc.build(settings)
+    adapter = sc.bootstrap(settings)
     worker = Child("worker", [sys.executable, "-m", "archive_oa.cli.main", "worker"],
                    sc.child_env(settings, ARCHIVE_OA_SYNC_DELIVERY_SCHEDULE="every 1s",
                                 ARCHIVE_OA_SYNC_POLL_SCHEDULE=NEVER), tmp_path, "SIGTERM or Ctrl-C stops")

@@ -31,7 +31,7 @@ def run(tmp_path):
     poison = sc.write_poison(poison_folder)
     simulator = sc.start_simulator(sc.simulator_config(11, decide_after=0.2), tmp_path / "oa")
     settings = sc.run_settings(tmp_path / "data", simulator.url, workers=1, batch_size=1)
-    adapter = sc.build(settings)
+    adapter = sc.bootstrap(settings)
     sc.import_vouchers(adapter, [poison_folder])  # queued first: they are claimed before the others
     sc.import_vouchers(adapter, [load])
     sc.break_attachments(adapter, poison)
@@ -158,7 +158,7 @@ def test_retrying_a_dead_letter_that_reached_the_oa_adopts_its_request(tmp_path,
                                                        decide_after=600), tmp_path / "oa")
     settings = sc.run_settings(tmp_path / "data", simulator.url, max_attempts=2, retry_base_seconds=0.01,
                                retry_max_seconds=0.05, workers=6).replace(oa={"timeout": 0.5})
-    adapter = sc.build(settings)
+    adapter = sc.bootstrap(settings)
     try:
         sc.import_vouchers(adapter, [folder])
         deliver(adapter)

@@ -28,7 +28,7 @@ import pytest
 
 import archive_oa
 from archive_oa import safexml
-from archive_oa.app import build
+from archive_oa.bootstrap import bootstrap
 from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, VoucherQuery, WorkflowState
 from archive_oa.gateway.app import make_gateway_app
 from archive_oa.gateway.server import start_gateway
@@ -119,7 +119,7 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     data = tmp_path_factory.mktemp("compat-gateway")
-    adapter = build(load_settings(data_dir=data, env={}))
+    adapter = bootstrap(load_settings(data_dir=data, env={}))
     report = import_paths(adapter.store, adapter.transforms, [str(samples_dir())], enqueue=False)
     assert report.ok, report.issues[:3]
     batch = data / "compat-vouchers.xml"

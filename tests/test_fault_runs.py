@@ -54,7 +54,7 @@ def test_fault_run(name, backend, voucher_folder, tmp_path, capsys, request):
     database_url = sc.database_for(backend, request)
     started = time.monotonic()
     simulator = sc.start_simulator(sc.simulator_config(seed, **faults), tmp_path / "oa")
-    adapter = sc.build(sc.run_settings(tmp_path / "data", simulator.url, database_url=database_url))
+    adapter = sc.bootstrap(sc.run_settings(tmp_path / "data", simulator.url, database_url=database_url))
     spikes = None
     try:
         imported = sc.import_vouchers(adapter, [folder])

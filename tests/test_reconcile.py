@@ -47,7 +47,7 @@ def run(tmp_path, monkeypatch):
     simulator = sc.start_simulator(sc.simulator_config(21, decide_after=0.2), tmp_path / "oa")
     settings = sc.run_settings(tmp_path / "data", simulator.url, max_attempts=2, retry_base_seconds=0.01,
                                retry_max_seconds=0.05)
-    adapter = sc.build(settings)
+    adapter = sc.bootstrap(settings)
     monkeypatch.setenv("ARCHIVE_OA_OA_URL", simulator.url)
     yield adapter, simulator, folder
     adapter.close()

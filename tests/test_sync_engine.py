@@ -890,3 +890,27 @@ def test_failure_after_an_outcome_named_the_request_adopts_it(store, transforms,
     d = delivery(store, key)
     assert d.state is S.DELIVERED and d.oa_request_id == str(rid) and "named by an OA outcome" in d.last_error
     assert voucher_state(store, "HD01-2024-03-J-0001").state is WorkflowState.APPROVED
+
+
+# --- metrics: the worker's and poller's counts in the registry they are given ------------------
+
+
+def test_worker_and_poller_count_into_their_adapters_registry_and_no_other(store, transforms, clock):
+    from archive_oa.metrics import Metrics
+
+    ours, other = Metrics(), Metrics()
+    keys = add_vouchers(store, 3)
+    oa = FakeOa(create_faults=["ok", "rejected", "ok"])
+    counts = worker_for(store, oa, transforms, clock, metrics=ours).run_once()
+    assert (counts.delivered, counts.dead) == (2, 1)
+    assert ours.value("archive_oa_delivery_claims_total") == 3
+    assert ours.value("archive_oa_delivery_attempts_total", result="delivered") == 2
+    assert ours.value("archive_oa_delivery_attempts_total", result="dead") == 1
+    assert ours.value("archive_oa_delivery_failures_total", failure="rejected by the OA") == 1
+    rid = next(int(delivery(store, k).oa_request_id) for k in keys if delivery(store, k).oa_request_id)
+    oa.decide(rid, WorkflowState.APPROVED, T0)
+    polled = Poller(store, oa, SYNC, clock=clock, metrics=ours).run_once()
+    assert polled.applied == 1
+    assert ours.value("archive_oa_poll_items_total", result="applied") == 1
+    assert ours.value("archive_oa_poll_cursor") == polled.cursor
+    assert other.value("archive_oa_delivery_claims_total") == 0  # a second adapter's registry stays apart

@@ -10,7 +10,8 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
-from ..demo import DEMO_ROLES, Demo, DemoOptions, format_summary
+from ..demo import DEMO_ROLES, Demo, DemoOptions, DemoSummary
+from .output import display_width
 
 
 def register(subparsers) -> None:
@@ -91,11 +92,39 @@ def _stay_up(demo: Demo) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    scheduler = demo.adapter.start_scheduler()
+    demo.adapter.start_sync()
     try:
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        scheduler.stop()
+        demo.adapter.stop_sync()
+
+
+def format_summary(summary: DemoSummary) -> str:
+    rows = [
+        ("vouchers imported", summary.vouchers),
+        ("delivered to the OA", summary.delivered),
+        ("  adopted after an ambiguous failure", summary.adopted),
+        ("  retries", summary.retries),
+        ("OA requests in the simulator", summary.oa_requests),
+        ("approved (审批通过)", summary.approved),
+        ("rejected (驳回)", summary.rejected),
+        ("withdrawn (撤回)", summary.withdrawn),
+        ("pending", summary.pending),
+        ("outcomes via polling", summary.via_poll),
+        ("outcomes via callback", summary.via_callback),
+        ("repeated outcomes ignored", summary.repeats_ignored),
+        ("dead letters", summary.dead),
+        ("duplicates (must be 0)", summary.duplicates),
+        ("lost (must be 0)", summary.lost),
+        ("archive ≠ OA (must be 0)", summary.mismatched),
+        ("seconds", f"{summary.seconds:.1f}"),
+        ("vouchers per second", f"{summary.vouchers_per_second:.1f}"),
+    ]
+    width = max(display_width(label) for label, _ in rows)
+    lines = [f"{label}{' ' * (width - display_width(label))}  {value:>8}" for label, value in rows]
+    rule = "-" * (width + 10)
+    verdict = "OK: nothing lost, nothing doubled" if summary.ok else "FAILED: see the counts above"
+    return "\n".join([rule, *lines, rule, verdict])

@@ -53,10 +53,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bootstrap import bootstrap
     from ..import_formats.registry import choose
     from ..services.importer import DEFAULT_BATCH_SIZE, import_paths
-    from ..store.engine import open_store
-    from ..transforms.pipeline import Transforms
 
     settings = settings_from(args)
     if settings.security.max_import_file_bytes < 1:
@@ -65,13 +64,11 @@ def run(args: argparse.Namespace) -> int:
             "give the largest file import may read, in bytes (1 or more)"
         )
     formats = choose(args.format)  # an unknown name is refused before the database is opened
-    store = open_store(settings)
-    try:
-        transforms = Transforms.from_settings(settings.workflow)
+    with bootstrap(settings) as adapter:
         progress = _Progress(sys.stderr)
         report = import_paths(
-            store,
-            transforms,
+            adapter.store,
+            adapter.transforms,
             args.paths,
             enqueue=settings.sync.realtime and not args.no_queue,
             on_progress=progress,
@@ -80,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
             formats=formats,
         )
         progress.finish()
-    finally:
-        store.dispose()
     nothing = _nothing_imported(report, args.paths, formats.suffixes)
     if args.json:
         print(json.dumps(as_dict(report), ensure_ascii=False, indent=2))

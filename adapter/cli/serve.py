@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..app import build
+    from ..bootstrap import bootstrap
     from ..environment import listen_settings
     from ..gateway.app import make_gateway_app
     from ..gateway.server import serve_forever
@@ -42,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     gateway = settings.gateway
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    with build(settings) as adapter:
+    with bootstrap(settings) as adapter:
         key_problem = adapter.users.key_problem()
         if key_problem:  # once, clearly, rather than an authentication failure per PasswordDigest call
             logging.getLogger(__name__).error("%s", key_problem)
         app = make_gateway_app(adapter)
-        scheduler = None if args.no_scheduler else adapter.start_scheduler()
+        if not args.no_scheduler:
+            adapter.start_sync()
         # The audit chain's head, kept outside the database, so a cut tail shows in `audit verify`.
         keeper = CheckpointKeeper(adapter.store, checkpoint_path(settings), settings.security.audit_checkpoint_seconds)
         keeper.start()
@@ -60,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
             with listen_settings(host=setting_names("gateway", "host", "--host"),
                                  port=setting_names("gateway", "port", "--port")):
                 serve_forever(app, gateway.host, gateway.port, threads=gateway.threads, on_ready=ready)
-        finally:
-            if scheduler is not None:
-                scheduler.stop()
+        finally:  # leaving the with block stops delivery and polling (Adapter.close)
             keeper.stop()
     return 0
 

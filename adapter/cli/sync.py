@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
@@ -88,50 +87,30 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_reconcile)
 
 
-@contextlib.contextmanager
-def _wired(args, *, oa: bool = True):
-    from ..store.engine import open_store
+def _adapter(args):
+    from ..bootstrap import bootstrap
 
-    settings = settings_from(args)
-    store = open_store(settings)
-    client = None
-    try:
-        if oa:
-            from ..oa.client import OaClient
-
-            client = OaClient(settings.oa)
-        yield settings, store, client
-    finally:
-        if client is not None:
-            client.close()
-        store.dispose()
+    return bootstrap(settings_from(args))
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from ..services.sync import SyncService
-    from ..sync.worker import DeliveryCounts, DeliveryWorker
-    from ..transforms.pipeline import Transforms
+    from ..sync.worker import DeliveryCounts
     from .sync_output import sync_text
 
-    with _wired(args) as (settings, store, oa):
-        service = SyncService(store, oa)
+    with _adapter(args) as adapter:
+        service = adapter.sync
         job = service.trigger(org_code=args.org, period_from=args.period_from, period_to=args.period_to,
                               voucher_ids=args.vouchers, kind="manual", take_over=True, strict=True)
         print(f"job {job.job_id}: {job.selected} vouchers selected, {job.queued} to deliver "
               f"({job.queued - job.taken_over} queued now, {job.taken_over} already waiting)", file=sys.stderr)
         counts = DeliveryCounts()
         if job.queued:
-            worker = DeliveryWorker(store, oa, Transforms.from_settings(settings.workflow), settings.sync,
-                                    owner=None)
             progress = _Line(sys.stderr)
-            try:
-                counts = worker.run_until_idle(
-                    time.monotonic() + args.timeout, job_id=job.job_id, stop_on_outage=True,
-                    on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
-                                                   f"{c.dead} dead, {c.retrying} failed attempts to retry"),
-                )
-            finally:
-                worker.close()
+            counts = adapter.worker.run_until_idle(
+                time.monotonic() + args.timeout, job_id=job.job_id, stop_on_outage=True,
+                on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
+                                               f"{c.dead} dead, {c.retrying} failed attempts to retry"),
+            )
             progress.end()
         status = service.status(job.job_id)
     print(sync_text(job, status, counts, args.json))
@@ -170,10 +149,8 @@ def _sync_notes(job, status, counts, timeout: float) -> list[str]:
 
 
 def run_poll(args: argparse.Namespace) -> int:
-    from ..sync.poller import Poller
-
-    with _wired(args) as (settings, store, oa):
-        counts = Poller(store, oa, settings.sync).run_once()
+    with _adapter(args) as adapter:
+        counts = adapter.poller.run_once()
     print(_table(["fetched", "applied", "duplicates", "stale", "unknown", "invalid", "cursor"],
                  [[counts.fetched, counts.applied, counts.duplicates, counts.stale, counts.unknown,
                    counts.invalid, counts.cursor]]))
@@ -183,27 +160,19 @@ def run_poll(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from ..store import outbox
-    from ..sync.scheduler import sync_scheduler
-    from ..sync.worker import utcnow
-    from ..transforms.pipeline import Transforms
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _wired(args) as (settings, store, oa):
-            scheduler, worker = sync_scheduler(store, oa, Transforms.from_settings(settings.workflow), settings)
-            scheduler.start()
-            print(f"worker {worker.owner}: delivery {settings.sync.delivery_schedule}, "
-                  f"polling {settings.sync.poll_schedule}; SIGTERM or Ctrl-C stops", file=sys.stderr)
+        with _adapter(args) as adapter:
+            adapter.start_sync()
+            sync = adapter.settings.sync
+            print(f"worker {adapter.owner}: delivery {sync.delivery_schedule}, "
+                  f"polling {sync.poll_schedule}; SIGTERM or Ctrl-C stops", file=sys.stderr)
             while not stop.wait(1.0):
                 pass
             print("stopping: finishing deliveries in flight …", file=sys.stderr)
-            scheduler.stop(timeout=settings.sync.lease_seconds)
-            worker.close()
-            with store.transaction(immediate=True) as conn:  # anything still leased: next holder asks first
-                left = outbox.release_owner(conn, worker.owner, now=utcnow())
+            left = adapter.stop_sync()
             print(f"stopped ({left} leases handed back)", file=sys.stderr)
     finally:
         for sig, handler in previous.items():
@@ -216,7 +185,8 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     from ..store import outbox
     from ..sync.worker import utcnow
 
-    with _wired(args, oa=False) as (settings, store, _):
+    with _adapter(args) as adapter:
+        store = adapter.store
         if args.action == "list":
             from .sync_output import dead_letters_text
 
@@ -305,11 +275,10 @@ def _show_delivery(store, delivery_id: int) -> int:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    from ..services.sync import SyncService
     from .reconcile_output import render
 
-    with _wired(args) as (settings, store, oa):
-        service = SyncService(store, oa)
+    with _adapter(args) as adapter:
+        service = adapter.sync
         report = service.reconcile(args.org, args.period, strict=True)
         requeued = service.requeue_missing(report) if args.requeue_missing else None
     print(render(report, requeued, args.format))

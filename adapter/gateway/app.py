@@ -117,7 +117,7 @@ def make_gateway_app(settings, services: GatewayServices | None = None) -> Gatew
     """The gateway as a WSGI callable (``/soap/archive``, ``/soap12/archive``, ``?wsdl``, ``/healthz``).
 
     ``make_gateway_app(settings, services)``, or ``make_gateway_app(adapter)`` with the
-    wired ``archive_oa.app.Adapter`` (its settings, store, archive, users and sync).
+    wired ``archive_oa.bootstrap.Adapter`` (its settings, store, archive, users, sync and metrics).
     """
     if services is None:
         adapter = settings
@@ -127,6 +127,7 @@ def make_gateway_app(settings, services: GatewayServices | None = None) -> Gatew
             archive=adapter.archive,
             authenticator=PasswordAuthenticator(adapter.users),
             sync=_LazySync(adapter),
+            metrics=adapter.metrics,
         )
     return GatewayApp(settings, services)
 

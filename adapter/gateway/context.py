@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import __version__
+from ..metrics import Metrics
 from ..services.users import Principal
 from ..wsgi_keys import CORRELATION_KEY  # noqa: F401 (read here by the gateway's modules)
 from .auth import Authenticator
@@ -27,6 +28,7 @@ class GatewayServices:
     sync: Any | None = None  # archive_oa.services.sync.SyncService; None: sync operations unavailable
     clock: Callable[[], dt.datetime] = field(default=utc_now)
     version: str = __version__
+    metrics: Metrics = field(default_factory=Metrics)  # the Adapter's; calls counted by operation and outcome
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
         services.store, operation=operation, source=client_address(environ), correlation_id=correlation_id,
         targets=audit_service.targets_from(arguments, AUDIT_TARGETS.get(operation, ())),
         actor=claim.username, clock=services.clock,
-        started=environ.get(STARTED_KEY),
+        started=environ.get(STARTED_KEY), metrics=services.metrics,
     )
     audit.details["authenticated"] = False  # until proven: the actor is only the name claimed
     try:

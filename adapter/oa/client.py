@@ -1,6 +1,7 @@
-"""The OA workflow client: zeep over wsdl/legacy-oa-workflow.wsdl.
+"""The OA driver ``generic``: zeep over wsdl/legacy-oa-workflow.wsdl.
 
-Implements ``archive_oa.domain.ports.OaWorkflowPort``.  It only translates: a
+Implements ``archive_oa.domain.ports.OaWorkflowPort``, registered under the entry-point
+group ``archive_oa.oa_drivers`` as a third party's driver would be.  It only translates: a
 WorkflowRequest document (oa-workflow.xsd) into the OA's wire type, the OA's answers
 into domain objects, and every failure into the adapter's ``OaError`` tree, chosen by
 what the failure says about the request's fate:
@@ -13,7 +14,7 @@ what the failure says about the request's fate:
 
 The WSDL is parsed once per process; each client holds one pooled HTTP session with
 explicit (connect, read) timeouts on every call — zeep has none by default.
-Deployments whose OA differs subclass this and override the ``_…`` translation hooks.
+An OA that differs is another driver (``archive_oa.oa.drivers``), not a subclass of this.
 """
 
 from __future__ import annotations
@@ -98,9 +99,6 @@ def load_wsdl(name: str = WSDL_NAME) -> Document:
 class OaClient:
     """``OaWorkflowPort`` over SOAP.  Thread-safe; ``close()`` releases the HTTP pool."""
 
-    wsdl_name = WSDL_NAME
-    binding = BINDING
-
     def __init__(self, settings: OaSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
         self.url = settings.url
@@ -111,12 +109,16 @@ class OaClient:
             operation_timeout=(settings.connect_timeout, settings.timeout),
         )
         self._client = zeep.Client(
-            load_wsdl(self.wsdl_name),
+            load_wsdl(WSDL_NAME),
             wsse=UsernameToken(settings.user, settings.password, use_digest=False),
             transport=transport,
             settings=_zeep_settings(),
         )
-        self._service = self._client.create_service(self.binding, settings.url)
+        self._service = self._client.create_service(BINDING, settings.url)
+
+    @property
+    def call_timeout(self) -> float:
+        return self.settings.timeout
 
     def close(self) -> None:
         self._session.close()
@@ -130,7 +132,7 @@ class OaClient:
     # --- OaWorkflowPort ------------------------------------------------------------
 
     def create_request(self, workflow_xml: bytes) -> int:
-        request = self._request_from_document(workflow_xml)
+        request = request_from_document(workflow_xml)
         request_id = self._call("CreateWorkflowRequest", request=request)
         if not isinstance(request_id, int) or request_id <= 0:
             raise OaAmbiguous(
@@ -149,9 +151,9 @@ class OaClient:
         return OaRequest(
             request_id=int(record.requestId),
             external_key=record.externalKey,
-            status=self._state(record.status, "GetWorkflowRequest"),
+            status=_state(record.status, "GetWorkflowRequest"),
             finished_at=record.finishedAt,
-            logs=self._approvals(record.logs),
+            logs=_approvals(record.logs),
         )
 
     def fetch_completed(self, after_cursor: int, max_items: int) -> CompletedBatch:
@@ -161,9 +163,9 @@ class OaClient:
                 cursor=int(item.cursor),
                 request_id=int(item.requestId),
                 external_key=item.externalKey,
-                status=self._state(item.status, "FetchCompletedRequests"),
+                status=_state(item.status, "FetchCompletedRequests"),
                 finished_at=item.finishedAt,
-                logs=self._approvals(item.logs),
+                logs=_approvals(item.logs),
             )
             for item in ((answer.items.item or ()) if answer.items else ())
         )
@@ -171,59 +173,6 @@ class OaClient:
 
     def acknowledge(self, up_to_cursor: int) -> None:
         self._call("AcknowledgeCompleted", upToCursor=up_to_cursor)
-
-    # --- translation hooks (override for an OA that differs) ------------------------
-
-    def _request_from_document(self, workflow_xml: bytes) -> dict[str, Any]:
-        """A WorkflowRequest document (urn:archive-oa:oa-workflow:1) as the OA's wire value."""
-        try:
-            root = etree.fromstring(workflow_xml, _DOCUMENT_PARSER)
-        except etree.XMLSyntaxError as exc:
-            raise ValidationFailed(
-                "the workflow document is not well-formed XML",
-                [Issue("/", "well-formed", str(exc), getattr(exc, "lineno", None))],
-            ) from exc
-        if root.tag != _w("WorkflowRequest"):
-            raise ValidationFailed(
-                f"the workflow document's root is {root.tag}, expected {_w('WorkflowRequest')}",
-                [Issue(f"/{etree.QName(root).localname}", "root-element", "produce a WorkflowRequest document (oa-workflow.xsd)")],
-            )
-        request: dict[str, Any] = {
-            "workflowCode": _text(root, "workflowCode"),
-            "title": _text(root, "title"),
-            "creator": _text(root, "creator"),
-            "level": int(_text(root, "level") or 0),
-            "externalKey": _text(root, "externalKey"),
-            "mainFields": {"field": _fields(root.find(_w("mainFields")))},
-            "remark": _text(root, "remark"),
-        }
-        tables = root.find(_w("detailTables"))
-        if tables is not None:
-            request["detailTables"] = {
-                "table": [
-                    {"name": table.get("name"), "row": [{"field": _fields(row)} for row in table.iterfind(_w("row"))]}
-                    for table in tables.iterfind(_w("table"))
-                ]
-            }
-        attachments = root.find(_w("attachments"))
-        if attachments is not None:
-            request["attachments"] = {
-                "attachment": [_attachment(a, i) for i, a in enumerate(attachments.iterfind(_w("attachment")), 1)]
-            }
-        return request
-
-    def _state(self, status: str, operation: str) -> WorkflowState:
-        try:
-            return _STATES[status]
-        except KeyError:
-            raise OaAmbiguous(
-                f"the OA answered {operation} with unknown status {status!r}; expected one of {', '.join(_STATES)}",
-                operation=operation,
-            ) from None
-
-    def _approvals(self, logs) -> tuple[Approval, ...]:
-        entries = (logs.log or ()) if logs is not None else ()
-        return tuple(Approval(int(e.step), e.approver, e.action, e.comment, e.time) for e in entries)
 
     # --- the one place calls go out and errors come back -----------------------------
 
@@ -277,6 +226,58 @@ class OaClient:
                 operation=operation,
             )
         return exc  # a bug of ours: keep it as it is
+
+
+def request_from_document(workflow_xml: bytes) -> dict[str, Any]:
+    """A WorkflowRequest document (urn:archive-oa:oa-workflow:1) as the OA's wire value."""
+    try:
+        root = etree.fromstring(workflow_xml, _DOCUMENT_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValidationFailed(
+            "the workflow document is not well-formed XML",
+            [Issue("/", "well-formed", str(exc), getattr(exc, "lineno", None))],
+        ) from exc
+    if root.tag != _w("WorkflowRequest"):
+        raise ValidationFailed(
+            f"the workflow document's root is {root.tag}, expected {_w('WorkflowRequest')}",
+            [Issue(f"/{etree.QName(root).localname}", "root-element", "produce a WorkflowRequest document (oa-workflow.xsd)")],
+        )
+    request: dict[str, Any] = {
+        "workflowCode": _text(root, "workflowCode"),
+        "title": _text(root, "title"),
+        "creator": _text(root, "creator"),
+        "level": int(_text(root, "level") or 0),
+        "externalKey": _text(root, "externalKey"),
+        "mainFields": {"field": _fields(root.find(_w("mainFields")))},
+        "remark": _text(root, "remark"),
+    }
+    tables = root.find(_w("detailTables"))
+    if tables is not None:
+        request["detailTables"] = {
+            "table": [
+                {"name": table.get("name"), "row": [{"field": _fields(row)} for row in table.iterfind(_w("row"))]}
+                for table in tables.iterfind(_w("table"))
+            ]
+        }
+    attachments = root.find(_w("attachments"))
+    if attachments is not None:
+        request["attachments"] = {
+            "attachment": [_attachment(a, i) for i, a in enumerate(attachments.iterfind(_w("attachment")), 1)]
+        }
+    return request
+
+def _state(status: str, operation: str) -> WorkflowState:
+    try:
+        return _STATES[status]
+    except KeyError:
+        raise OaAmbiguous(
+            f"the OA answered {operation} with unknown status {status!r}; expected one of {', '.join(_STATES)}",
+            operation=operation,
+        ) from None
+
+def _approvals(logs) -> tuple[Approval, ...]:
+    entries = (logs.log or ()) if logs is not None else ()
+    return tuple(Approval(int(e.step), e.approver, e.action, e.comment, e.time) for e in entries)
 
 
 def _map_fault(where: str, operation: str, exc: zeep.exceptions.Fault) -> OaError:

@@ -50,6 +50,7 @@ class CallAudit:
         actor: str = "anonymous",
         clock: Callable[[], dt.datetime] = _utc_now,
         started: float | None = None,  # time.monotonic() when the request arrived
+        metrics=None,  # archive_oa.metrics.Metrics: the call is counted there by operation and outcome
     ) -> None:
         self.store = store
         self.operation = operation
@@ -62,6 +63,7 @@ class CallAudit:
         self.committed: list[int] = []  # sequence numbers committed with the call's changes
         self._started = time.monotonic() if started is None else started
         self._pending: int | None = None
+        self._metrics = metrics
 
     def watching(self) -> AbstractContextManager[None]:
         """Inside, the call's write transactions carry its audit record."""
@@ -83,19 +85,24 @@ class CallAudit:
     def succeeded(self) -> None:
         """A call that changed nothing is recorded now; returns once the record is
         committed, raises when it cannot be (fail closed)."""
-        if self.committed:
-            return
-        commit_record(self.store, self._fields(audit.OK))
+        if not self.committed:
+            commit_record(self.store, self._fields(audit.OK))
+        self._count(audit.OK)
 
     def failed(self, code: str) -> None:
         """Record a denied or failed call; never raises (the caller's fault must still go out)."""
         self._pending = None  # a record appended to a rolled-back transaction is gone with it
+        self._count(code)
         extra = {"after_committed": list(self.committed)} if self.committed else {}
         try:
             commit_record(self.store, self._fields(code, extra))
         except Exception:  # noqa: BLE001 - logged; the original fault matters more to the caller
             log.exception("audit record of %s [%s] (outcome %s) could not be written",
                           self.operation, self.correlation_id, code)
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.gateway_call(self.operation, outcome)
 
     def _append(self, conn, outcome: str, extra: Mapping[str, Any] = {}) -> int:  # noqa: B006 - read only
         return audit.record(conn, **self._fields(outcome, extra))

@@ -18,6 +18,7 @@ from typing import Callable
 from ..domain.model import WorkflowOutcome
 from ..domain.ports import CompletedItem, OaWorkflowPort
 from ..errors import NotFound, OaError, ValidationFailed
+from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import cursors
 from ..services.outcomes import apply_outcome
@@ -64,6 +65,7 @@ class Poller:
         clock: Callable[[], dt.datetime] = utcnow,
         cursor_name: str = CURSOR_NAME,
         max_batches: int = 20,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.oa = oa
@@ -72,6 +74,7 @@ class Poller:
         self.clock = clock
         self.cursor_name = cursor_name
         self.max_batches = max_batches
+        self.metrics = metrics or Metrics()  # the Adapter's; a poller of its own counts apart
 
     def run_once(self) -> PollCounts:
         """One poll round: batches until the queue is drained (at most ``max_batches``)."""
@@ -84,6 +87,11 @@ class Poller:
         return total
 
     def poll_batch(self) -> PollCounts:
+        counts = self._poll_batch()
+        self.metrics.polled(counts)
+        return counts
+
+    def _poll_batch(self) -> PollCounts:
         with self.store.transaction() as conn:
             start = cursors.get_cursor(conn, self.cursor_name)
         batch = self.oa.fetch_completed(start, self.settings.poll_batch_size)

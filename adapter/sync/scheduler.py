@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..errors import OaError
-from ..settings import Settings
+from ..settings import SyncSettings
 from ..store import jobs as job_store
 from .schedule import Schedule, parse_schedule
-from .wakeup import work_signal
 from .worker import DeliveryWorker, default_owner, utcnow
 
 log = logging.getLogger(__name__)
@@ -115,28 +114,19 @@ class Scheduler:
 
 
 def sync_scheduler(
-    store,
-    oa,
-    transforms,
-    settings: Settings,
+    worker: DeliveryWorker,
+    poller,
+    service,
+    sync: SyncSettings,
     *,
-    owner: str | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
-) -> tuple[Scheduler, DeliveryWorker]:
-    """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run, and its worker.
+) -> Scheduler:
+    """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run (through the Adapter,
+    which owns ``worker``, ``poller`` and the sync ``service``).
 
-    Stopping the scheduler stops the worker from claiming; the caller closes the worker.
+    Stopping the scheduler stops the worker from claiming; the owner closes the worker.
     """
-    from ..services.sync import SyncService
-    from .poller import Poller
-
-    sync = settings.sync
-    owner = owner or default_owner()
-    # real-time mode: new work and retries coming due start delivery at once, between ticks
-    wake = work_signal(store, clock) if sync.realtime else None
-    worker = DeliveryWorker(store, oa, transforms, sync, owner=owner, clock=clock, wake=wake)
-    poller = Poller(store, oa, sync, clock=clock)
-    service = SyncService(store, oa, clock=clock)
+    store, owner = worker.store, worker.owner
     delivery_schedule = parse_schedule(sync.delivery_schedule)
     poll_schedule = parse_schedule(sync.poll_schedule)
 
@@ -158,7 +148,7 @@ def sync_scheduler(
         if counts.fetched:
             log.info("poll round: %s", counts)
 
-    scheduler = Scheduler(
+    return Scheduler(
         [
             ScheduledJob("delivery", delivery_schedule, deliver, exclusive=False,
                          wake=worker.wait_for_work if sync.realtime else None),
@@ -169,4 +159,3 @@ def sync_scheduler(
         clock=clock,
         on_stop=[worker.stop],
     )
-    return scheduler, worker

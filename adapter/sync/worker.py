@@ -37,6 +37,7 @@ from ..errors import (
     OaUnreachable,
     ValidationFailed,
 )
+from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import outbox
 from ..store.outbox import Claim
@@ -123,6 +124,7 @@ class DeliveryWorker:
         clock: Callable[[], dt.datetime] = utcnow,
         rng: random.Random | None = None,
         wake: WorkSignal | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.oa = oa
@@ -133,6 +135,7 @@ class DeliveryWorker:
         self.policy = policy or settings.retry_policy
         self.clock = clock
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()  # the Adapter's; a worker of its own counts apart
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
         self.wake = wake  # real-time mode: new work ends an idle wait (sync/wakeup.py)
@@ -239,6 +242,7 @@ class DeliveryWorker:
                 more = len(claims) == free  # fewer than asked: nothing else is due now
                 claimed += len(claims)
                 counts.claimed += len(claims)
+                self.metrics.delivery_claims.inc(len(claims))
                 running.update(self._pool.submit(self._attempt, claim) for claim in claims)
             if not running:
                 return claimed
@@ -249,6 +253,7 @@ class DeliveryWorker:
                 counts.anomalies += anomaly
                 if failure is not None and result in ("retrying", "dead"):
                     counts.failures[failure] += 1
+                self.metrics.delivery_settled(result, anomaly, failure)
             if on_progress:
                 on_progress(counts)
 
@@ -265,13 +270,13 @@ class DeliveryWorker:
         A timeout (or a dropped connection) is only the adapter's patience: the OA may still
         be working on the call and commit its request a moment later.  A ``FindWorkflowRequests`` sent before that
         finds nothing and the resend makes a duplicate — the fault runs met exactly this
-        under latency spikes.  ``[sync] uncertain_wait_seconds``, or twice the OA client's
-        call timeout when that is -1.
+        under latency spikes.  ``[sync] uncertain_wait_seconds``, or twice the OA driver's
+        ``call_timeout`` when that is -1.
         """
         configured = self.settings.uncertain_wait_seconds
         if configured >= 0:
             return configured
-        timeout = getattr(getattr(self.oa, "settings", None), "timeout", None)  # OaClient's OaSettings
+        timeout = getattr(self.oa, "call_timeout", None)  # the tests' fake OAs answer at once and have none
         return 2.0 * timeout if isinstance(timeout, (int, float)) else 0.0
 
     @property
