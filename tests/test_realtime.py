@@ -4,14 +4,17 @@ of an hourly delivery schedule, on SQLite (due-poll) and PostgreSQL (LISTEN/NOTI
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from archive_oa.domain.delivery import DeliveryState
-from archive_oa.settings import Settings, SyncSettings
+from archive_oa.services.sync import SyncService
+from archive_oa.settings import SyncSettings
 from archive_oa.store import outbox
+from archive_oa.sync.poller import Poller
 from archive_oa.sync.scheduler import sync_scheduler
+from archive_oa.sync.wakeup import work_signal
+from archive_oa.sync.worker import DeliveryWorker, utcnow
 from archive_oa.transforms.pipeline import Transforms
 from test_sync_engine import FakeOa, add_vouchers
 
@@ -20,13 +23,16 @@ BOUND = 10.0  # seconds: generous for a loaded machine; a wake-up takes about on
 
 
 @pytest.fixture
-def running(store, tmp_path: Path):
-    """Start an hourly scheduler on ``store``; yields a function taking SyncSettings overrides."""
+def running(store):
+    """Start an hourly scheduler on ``store``, wired as the Adapter wires it; yields a function
+    taking SyncSettings overrides."""
     started = []
 
-    def start(oa, **sync):
-        settings = Settings(data_dir=tmp_path, sync=SyncSettings(**{**HOURLY, **sync}))
-        scheduler, worker = sync_scheduler(store, oa, Transforms.from_settings(), settings)
+    def start(oa, **overrides):
+        sync = SyncSettings(**{**HOURLY, **overrides})
+        wake = work_signal(store, utcnow) if sync.realtime else None
+        worker = DeliveryWorker(store, oa, Transforms.from_settings(), sync, wake=wake)
+        scheduler = sync_scheduler(worker, Poller(store, oa, sync), SyncService(store, oa), sync)
         scheduler.start()
         started.append((scheduler, worker))
         time.sleep(1.0)  # the worker's first round finds nothing: it is idle, the next tick an hour away
