@@ -223,14 +223,19 @@ def test_list_shows_failures_and_locks_of_users_and_addresses_and_unlock_lifts_e
     listed = json.loads(cli("list", "--json")[1])
     assert [a["address"] for a in listed["addresses"]] == ["203.0.113.5"] and listed["unknown_names"] == []
     assert [p["name"] for p in listed["pairs"]] == ["alice"]
+    _fail_logins(cli.data_dir, [("alice", "203.0.113.5")] * 8)  # alice from there: 10, locked there only
+    assert cli("unlock", "alice")[1] == ("user alice: was not locked everywhere (its failure count is reset)\n"
+                                         "user alice from 203.0.113.5: lock lifted\n")
     unlocks = [(targets, actor, details) for op, targets, actor, _, details in audited(cli.data_dir)
                if op == "AuthUnlock"]
     assert [(targets, details) for targets, _, details in unlocks] == [
         (("source:198.51.100.7",), {"was_locked": True, "pair_locks_lifted": ["ghost-user"]}),
-        (("user:ghost-user",), {"was_locked": False, "pair_locks_lifted": []})]
+        (("user:ghost-user",), {"was_locked": False, "pair_locks_lifted": []}),
+        (("user:alice",), {"was_locked": False, "pair_locks_lifted": ["203.0.113.5"]})]
     assert all(actor.startswith("os:") for _, actor, _ in unlocks)
     locks = [targets for op, targets, *_ in audited(cli.data_dir) if op == "AuthLockout"]
-    assert sorted(locks) == [("source:198.51.100.7",), ("user:ghost-user", "source:198.51.100.7")]
+    assert sorted(locks) == [("source:198.51.100.7",), ("source:203.0.113.5",),
+                             ("user:alice", "source:203.0.113.5"), ("user:ghost-user", "source:198.51.100.7")]
 
 
 def test_the_console_script_reads_the_password_from_a_pipe(tmp_path):

@@ -185,7 +185,8 @@ def run_unlock(args) -> int:
     from ..store.users import split_pair
 
     if not any(lock.subject_kind == kind for lock in lifted):
-        print(f"{kind} {subject}: was not locked (its failure count is reset)")
+        everywhere = " everywhere" if kind == "user" and lifted else ""  # only from some addresses
+        print(f"{kind} {subject}: was not locked{everywhere} (its failure count is reset)")
     for lock in lifted:  # its own lock first, then the name's from one address / the address's names'
         what = f"{kind} {subject}" if lock.subject_kind == kind else "user {} from {}".format(*split_pair(lock.subject))
         print(f"{what}: lock lifted")

@@ -68,8 +68,8 @@ class Throttle:
         return min(MAX_DELAY_SECONDS, _FIRST_DELAY_SECONDS * 2 ** min(beyond, 16))
 
     def read(self, conn, username: str, source: str) -> user_repo.Standing:
-        """The failures and locks of the name, the name from the source, and the source, read in ``conn``'s transaction
-        (the authenticator reads them with the user row, one transaction for both)."""
+        """The failures and locks of the name, the name from the source, and the source, read in
+        ``conn``'s transaction (the authenticator reads them with the user row, one transaction for both)."""
         now = self._clock()
         since = now - dt.timedelta(seconds=self._security.failure_window_seconds)
         return user_repo.standing(conn, username, source, since=since, now=now)
