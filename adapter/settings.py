@@ -135,7 +135,8 @@ class SecuritySettings:
     trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-* headers are believed
     failure_window_seconds: int = 900  # failures counted over this window
     slowdown_after: int = 3  # failures before answers to failed attempts are delayed
-    lockout_after: int = 10  # failures before the user name or source address is locked
+    lockout_after: int = 10  # failures before a user name from one address, or an address, is locked
+    user_lockout_after: int = 50  # failures from any addresses before a user name is locked everywhere
     lockout_seconds: int = 900
     min_password_length: int = 12  # users add / users passwd refuse shorter passwords (characters)
     credential_cache_seconds: float = 60.0  # a verified Basic/PasswordText password is remembered; 0: off

@@ -36,7 +36,7 @@ from archive_oa.security.secrets import KEY_FILE_NAME, generate_key, key_id
 from archive_oa.security.transport import Origin, ProxyPolicy, plaintext_allowed
 from archive_oa.services import audit
 from archive_oa.services.archive import ArchiveService
-from archive_oa.services.users import UserService
+from archive_oa.services.users import Throttled, UserService
 from archive_oa.settings import load_settings
 from archive_oa.errors import AuthenticationFailed, ConfigurationError
 from archive_oa.store.engine import open_store
@@ -347,8 +347,9 @@ def test_user_is_slowed_then_locked_then_released_when_the_lock_expires(start):
     assert "too many failed authentications for user 'alice': locked until" in message
     assert "locked until" in refused(gateway.digest())
     locks = {record.targets: record for record in audit_records(gateway, "AuthLockout")}
-    assert set(locks) == {("user:alice",), ("source:127.0.0.1",)}  # one user, one source: both locked
-    lock = locks[("user:alice",)]
+    # alice from that source, and the source (issue 9: alice is locked from there only)
+    assert set(locks) == {("user:alice", "source:127.0.0.1"), ("source:127.0.0.1",)}
+    lock = locks[("user:alice", "source:127.0.0.1")]
     assert lock.outcome == "Locked" and lock.details["failures"] == 4 and lock.source == "127.0.0.1"
     assert PASSWORD not in str(lock) and "guess" not in str(lock)
     gateway.clock.offset = dt.timedelta(seconds=61)
@@ -387,11 +388,11 @@ def test_an_unknown_name_failing_behind_an_address_locks_no_user_out(start):
     assert len(gateway.sleeps) == waited
     with gateway.store.transaction() as conn:
         targets = {record.targets for record in audit.find_records(conn, operation="AuthLockout")}
-    assert targets == {("user:ghost-user",), ("source:127.0.0.1",)}
+    assert targets == {("user:ghost-user", "source:127.0.0.1"), ("source:127.0.0.1",)}
 
 
 def test_enabling_a_user_lifts_its_lock_and_success_clears_its_failures(start):
-    gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, slowdown_after=2)
+    gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, user_lockout_after=3, slowdown_after=2)
     gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
     sources = (f"198.51.100.{n}" for n in range(1, 100))  # a new source each time: only alice counts
 
@@ -469,7 +470,7 @@ def test_replay_and_lockout_state_is_shared_through_the_database(store, db_setti
     users.add_user("alice", PASSWORD, {"viewer"}, None)
     users.add_user("bob", PASSWORD, {"viewer"}, None)
     clock = Clock()
-    security = dataclasses.replace(db_settings.security, lockout_after=4, lockout_seconds=60)
+    security = dataclasses.replace(db_settings.security, lockout_after=4, user_lockout_after=4, lockout_seconds=60)
     instances = [PasswordAuthenticator(UserService(store, settings=db_settings), security, clock=clock,
                                        sleep=lambda seconds: None) for _ in range(4)]
     # The same token sent to four instances at once: exactly one accepts it (3 replays: below the limit).
@@ -557,7 +558,8 @@ def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_set
 
 
 def test_a_locked_name_is_refused_before_its_password_is_checked(store, db_settings, counted_scrypt):
-    users, auth = _authenticator(store, db_settings, Ticks(), lockout_after=3, slowdown_after=100)
+    users, auth = _authenticator(store, db_settings, Ticks(), lockout_after=3, user_lockout_after=3,
+                                 slowdown_after=100)
     users.add_user("alice", PASSWORD, {"viewer"}, None)
     for _ in range(3):
         assert _outcome(auth, _text_credentials(secret="wrong"), "198.51.100.1") == "refused"
@@ -687,3 +689,121 @@ def test_credentials_are_read_once_per_call_and_bad_ones_still_refuse(store, db_
     with pytest.raises(AuthenticationFailed, match="not valid base64"):
         auth_module.authenticate_call("GetVoucher", auth, {}, claim)
     assert len(reads) == 1
+
+
+# --- a locked address stays slow; a name is locked from its address, everywhere only much later -----
+
+
+class StoppedClock(Clock):
+    """A clock that moves only when the test moves it: an attempt takes no time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = dt.datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.start + self.offset
+
+
+def _stopped_authenticator(store, settings, waits, **security):
+    clock = StoppedClock()
+    users = UserService(store, settings=settings, clock=clock)
+    security = dataclasses.replace(settings.security, **security)
+    return users, PasswordAuthenticator(users, security, clock=clock, sleep=waits.append), clock
+
+
+def test_failures_from_a_locked_address_wait_the_longest_and_keep_it_locked(store, db_settings, counted_scrypt):
+    """Review of issue 9: at the address's lock its count was cleared and no longer kept, so
+    attempts 11 on from a spraying address were answered at once again, each password checked."""
+    waits = []
+    users, auth, clock = _stopped_authenticator(store, db_settings, waits)  # the shipped limits: 3, 10, 900 s
+    users.add_user("alice", PASSWORD, {"viewer"}, None)
+    attacker = "198.51.100.66"
+    for n in range(10):  # a new name each time: only the address counts up
+        assert _outcome(auth, _text_credentials(f"name-{n}", "guess"), attacker) == "refused"
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # from the 4th failure on
+    hashed = len(counted_scrypt)
+    for n in range(10, 14):
+        assert "source address 198.51.100.66" in _message(auth, _text_credentials(f"name-{n}", "guess"), attacker)
+    assert waits[7:] == [4.0] * 4  # locked: every failure waits the longest …
+    assert len(counted_scrypt) == hashed  # … and a name that is no user costs no hash
+    assert "source address" in _message(auth, _text_credentials(secret="guess"), attacker)
+    assert waits[11:] == [4.0] and len(counted_scrypt) == hashed + 1  # a user's wrong password: hashed, as late
+    assert _outcome(auth, _text_credentials(), attacker) == "ok"  # her right one: at once
+    assert len(waits) == 12
+
+    clock.offset = dt.timedelta(seconds=600)  # still failing: the lock moves on to 900 s from the last failure
+    assert "source address" in _message(auth, _text_credentials("name-x", "guess"), attacker)
+    clock.offset = dt.timedelta(seconds=1499)
+    assert "source address" in _message(auth, _text_credentials("name-y", "guess"), attacker)
+    with store.transaction() as conn:
+        assert user_repo.active_lockout(conn, "source", attacker, clock()).locked_until == (
+            clock() + dt.timedelta(seconds=900))
+        counts = user_repo.failure_counts(conn, clock() - dt.timedelta(seconds=900))
+    assert counts[("source", attacker)] == 2  # the failures while locked are counted (users list shows them)
+    clock.offset = dt.timedelta(seconds=1499 + 901)  # quiet for lockout_seconds: open again
+    assert _outcome(auth, _text_credentials("name-z", "guess"), attacker) == "refused"
+    with store.transaction() as conn:
+        assert [r.targets for r in audit.find_records(conn, operation="AuthLockout")] == [
+            ("source:198.51.100.66",)]  # one lock, moved on, audited once
+
+
+def test_a_name_failing_from_one_address_is_locked_there_only_and_everywhere_far_later(store, db_settings):
+    """Issue 9: ten wrong passwords of the OA platform's account from one address locked it
+    from every address (anyone anywhere could lock the integration out)."""
+    waits = []
+    users, auth, clock = _stopped_authenticator(store, db_settings, waits, user_lockout_after=13)
+    users.add_user("oa-sync", PASSWORD, {"viewer"}, None)
+    job, other = "198.51.100.10", "198.51.100.20"
+    for _ in range(10):  # a job with a stale password
+        assert _outcome(auth, _text_credentials("oa-sync", "stale"), job) == "refused"
+    locked = _message(auth, _text_credentials("oa-sync"), job)  # from there even the right one is refused …
+    assert ("too many failed authentications for user 'oa-sync': locked until 2026-12-01 08:15:00 UTC for "
+            "attempts from source address 198.51.100.10; wait, or ask an administrator to run: "
+            "archive-oa users unlock oa-sync") == locked
+    assert _outcome(auth, _text_credentials("oa-sync"), other) == "ok"  # … from elsewhere it gets in
+    with store.transaction() as conn:
+        assert {r.targets for r in audit.find_records(conn, operation="AuthLockout")} == {
+            ("user:oa-sync", "source:198.51.100.10"), ("source:198.51.100.10",)}
+    assert users.list_pairs() == [Throttled("oa-sync", 0, clock() + dt.timedelta(seconds=900), job)]
+
+    # Guessing spread over addresses (the right password above cleared the name's count): the
+    # name is locked everywhere at user_lockout_after (13 here), each address below its own limit.
+    for n in range(13):
+        assert _outcome(auth, _text_credentials("oa-sync", "guess"), f"203.0.113.{n}") == "refused"
+    everywhere = _message(auth, _text_credentials("oa-sync"), other)
+    assert everywhere.startswith("too many failed authentications for user 'oa-sync': locked until")
+    assert "from source address" not in everywhere
+
+    # users unlock --address: the address and the names locked from it; the name-wide lock stays.
+    lifted = users.unlock("source", job)
+    assert [(lock.subject_kind, lock.subject) for lock in lifted] == [
+        ("source", job), ("pair", user_repo.pair_subject("oa-sync", job))]
+    assert _outcome(auth, _text_credentials("oa-sync"), job) == "locked"
+    # users unlock NAME: everywhere, and from every address.
+    assert [lock.subject_kind for lock in users.unlock("user", "oa-sync")] == ["user"]
+    assert _outcome(auth, _text_credentials("oa-sync"), job) == "ok"
+
+
+def test_unlocking_a_name_lifts_its_locks_from_every_address_and_no_other_names(store, db_settings):
+    waits = []
+    users, auth, _ = _stopped_authenticator(store, db_settings, waits, lockout_after=2)
+    for name in ("alice", "alice b", "b"):  # names that hold each other after a space
+        users.add_user(name, PASSWORD, {"viewer"}, None)
+        for address in ("198.51.100.1", "2001:db8::1"):
+            for _ in range(2):
+                _outcome(auth, _text_credentials(name, "wrong"), address)
+    lifted = users.unlock("user", "b")
+    assert sorted(user_repo.split_pair(lock.subject) for lock in lifted) == [
+        ("b", "198.51.100.1"), ("b", "2001:db8::1")]
+    assert _outcome(auth, _text_credentials("b"), "2001:db8::1") == "ok"
+    assert _outcome(auth, _text_credentials("alice b"), "2001:db8::1") == "locked"
+    users.set_disabled("alice b", False)  # users enable lifts them too
+    assert _outcome(auth, _text_credentials("alice b"), "198.51.100.1") == "ok"
+    assert _outcome(auth, _text_credentials("alice"), "198.51.100.1") == "locked"
+
+
+def _message(auth, credentials, address) -> str:
+    with pytest.raises(AuthenticationFailed) as refused:
+        auth.authenticate(credentials, Origin(address, secure=True))
+    return refused.value.message

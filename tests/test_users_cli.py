@@ -196,12 +196,16 @@ def test_list_shows_failures_and_locks_of_users_and_addresses_and_unlock_lifts_e
     cli("add", "alice", "--role", "viewer", "--all-orgs", "--password-stdin", stdin=PASSWORD + "\n")
     _fail_logins(cli.data_dir, [("ghost-user", "198.51.100.7")] * 10 + [("alice", "203.0.113.5")] * 2)
     code, out, _ = cli("list")
-    users_part, addresses, names = out.split("\n\n")
+    users_part, addresses, names, pairs = out.split("\n\n")
     assert users_part.splitlines()[2].split()[4:7] == ["active", "yes", "2"]
     assert addresses.splitlines()[0] == "source addresses with failed logins in the last 900 s or locked:"
     assert addresses.splitlines()[3].split()[:4] == ["198.51.100.7", "0", "locked", "until"]
     assert addresses.splitlines()[4].split() == ["203.0.113.5", "2", "active"]
-    assert names.splitlines()[3].split()[:4] == ["ghost-user", "0", "locked", "until"]
+    # issue 9: ten failures of one name from one address lock that name from there, not everywhere
+    assert names.splitlines()[3].split() == ["ghost-user", "10", "active"]
+    assert pairs.splitlines()[0] == "user names from one address with failed logins in the last 900 s or locked:"
+    assert pairs.splitlines()[3].split() == ["alice", "203.0.113.5", "2", "active"]
+    assert pairs.splitlines()[4].split()[:5] == ["ghost-user", "198.51.100.7", "0", "locked", "until"]
 
     listed = json.loads(cli("list", "--json")[1])
     (alice,) = listed["users"]
@@ -210,18 +214,28 @@ def test_list_shows_failures_and_locks_of_users_and_addresses_and_unlock_lifts_e
     assert [(a["address"], a["failures"], a["locked_until"] is not None) for a in listed["addresses"]] == [
         ("198.51.100.7", 0, True), ("203.0.113.5", 2, False)]
     assert [n["name"] for n in listed["unknown_names"]] == ["ghost-user"]
+    assert [(p["name"], p["address"], p["failures"], p["locked_until"] is not None) for p in listed["pairs"]] == [
+        ("alice", "203.0.113.5", 2, False), ("ghost-user", "198.51.100.7", 0, True)]
 
-    assert cli("unlock", "--address", "198.51.100.7")[1] == "source 198.51.100.7: lock lifted\n"
-    assert cli("unlock", "ghost-user")[1] == "user ghost-user: lock lifted\n"
+    assert cli("unlock", "--address", "198.51.100.7")[1] == (  # the address and the names locked from it
+        "source 198.51.100.7: lock lifted\nuser ghost-user from 198.51.100.7: lock lifted\n")
+    assert cli("unlock", "ghost-user")[1] == "user ghost-user: was not locked (its failure count is reset)\n"
     listed = json.loads(cli("list", "--json")[1])
     assert [a["address"] for a in listed["addresses"]] == ["203.0.113.5"] and listed["unknown_names"] == []
+    assert [p["name"] for p in listed["pairs"]] == ["alice"]
+    _fail_logins(cli.data_dir, [("alice", "203.0.113.5")] * 8)  # alice from there: 10, locked there only
+    assert cli("unlock", "alice")[1] == ("user alice: was not locked everywhere (its failure count is reset)\n"
+                                         "user alice from 203.0.113.5: lock lifted\n")
     unlocks = [(targets, actor, details) for op, targets, actor, _, details in audited(cli.data_dir)
                if op == "AuthUnlock"]
     assert [(targets, details) for targets, _, details in unlocks] == [
-        (("source:198.51.100.7",), {"was_locked": True}), (("user:ghost-user",), {"was_locked": True})]
+        (("source:198.51.100.7",), {"was_locked": True, "pair_locks_lifted": ["ghost-user"]}),
+        (("user:ghost-user",), {"was_locked": False, "pair_locks_lifted": []}),
+        (("user:alice",), {"was_locked": False, "pair_locks_lifted": ["203.0.113.5"]})]
     assert all(actor.startswith("os:") for _, actor, _ in unlocks)
     locks = [targets for op, targets, *_ in audited(cli.data_dir) if op == "AuthLockout"]
-    assert sorted(locks) == [("source:198.51.100.7",), ("user:ghost-user",)]
+    assert sorted(locks) == [("source:198.51.100.7",), ("source:203.0.113.5",),
+                             ("user:alice", "source:203.0.113.5"), ("user:ghost-user", "source:198.51.100.7")]
 
 
 def test_the_console_script_reads_the_password_from_a_pipe(tmp_path):

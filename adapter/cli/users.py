@@ -59,11 +59,13 @@ def register(subparsers) -> None:
     _scope_options(scope, required=True)
 
     unlock = _command(commands, "unlock", run_unlock,
-                      "lift the lock of a user name or a source address and forget its failures")
+                      "lift the locks of a user name or a source address and forget its failures")
     target = unlock.add_mutually_exclusive_group(required=True)
-    target.add_argument("username", nargs="?", help="the locked user name")
+    target.add_argument("username", nargs="?",
+                        help="the locked user name: its lock everywhere and from every address")
     target.add_argument("--address", "--source", dest="address", metavar="ADDRESS",
-                        help="the locked source address instead (as users list shows it)")
+                        help="the locked source address instead (as users list shows it): its lock and "
+                             "those of every user name from it")
 
     _command(commands, "rotate-key", run_rotate_key,
              "re-encrypt the stored PasswordDigest secrets with a new key (docs/security.md: rotating the key)")
@@ -104,12 +106,14 @@ def run_add(args) -> int:
 
 def run_list(args) -> int:
     with _users(args) as users:
-        listed, addresses, unknown = users.list_users(), users.list_addresses(), users.list_unknown_names()
+        listed, addresses, pairs = users.list_users(), users.list_addresses(), users.list_pairs()
+        unknown = users.list_unknown_names()
         window = users.security.failure_window_seconds
     if args.json:
         print(json.dumps({"users": [_user_json(u) for u in listed],
                           "addresses": [_throttled_json(a, "address") for a in addresses],
                           "unknown_names": [_throttled_json(n, "name") for n in unknown],
+                          "pairs": [_pair_json(p) for p in pairs],
                           "failure_window_seconds": window}, ensure_ascii=False, indent=2))
         return 0
     rows = [
@@ -119,12 +123,14 @@ def run_list(args) -> int:
     ]
     print(_table(["user", "roles", "scope", "status", "digest", "failures", "created (UTC)"], rows)
           if rows else "no users")
-    for title, header, entries in (("source addresses", "address", addresses),
-                                   ("names that are no user", "name", unknown)):
+    for title, header, entries in (("source addresses", ["address"], addresses),
+                                   ("names that are no user", ["name"], unknown),
+                                   ("user names from one address", ["name", "address"], pairs)):
         if entries:
             print(f"\n{title} with failed logins in the last {window} s or locked:")
-            print(_table([header, "failures", "status"],
-                         [[t.subject, t.failures, _lock_text(t.locked_until)] for t in entries]))
+            print(_table([*header, "failures", "status"],
+                         [[t.subject, *([t.address] if t.address else []), t.failures, _lock_text(t.locked_until)]
+                          for t in entries]))
     return 0
 
 
@@ -175,8 +181,15 @@ def run_scope(args) -> int:
 def run_unlock(args) -> int:
     kind, subject = ("source", args.address) if args.address else ("user", args.username)
     with _users(args) as users:
-        released = users.unlock(kind, subject, actor=_actor())
-    print(f"{kind} {subject}: " + ("lock lifted" if released else "was not locked (its failure count is reset)"))
+        lifted = users.unlock(kind, subject, actor=_actor())
+    from ..store.users import split_pair
+
+    if not any(lock.subject_kind == kind for lock in lifted):
+        everywhere = " everywhere" if kind == "user" and lifted else ""  # only from some addresses
+        print(f"{kind} {subject}: was not locked{everywhere} (its failure count is reset)")
+    for lock in lifted:  # its own lock first, then the name's from one address / the address's names'
+        what = f"{kind} {subject}" if lock.subject_kind == kind else "user {} from {}".format(*split_pair(lock.subject))
+        print(f"{what}: lock lifted")
     return 0
 
 
@@ -272,6 +285,11 @@ def _user_json(user) -> dict:
 
 def _throttled_json(entry, key: str) -> dict:
     return {key: entry.subject, "failures": entry.failures, "locked_until": _iso(entry.locked_until)}
+
+
+def _pair_json(entry) -> dict:
+    return {"name": entry.subject, "address": entry.address, "failures": entry.failures,
+            "locked_until": _iso(entry.locked_until)}
 
 
 def _iso(moment) -> str | None:

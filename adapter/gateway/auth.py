@@ -23,7 +23,7 @@ from ..errors import AccessDenied, AuthenticationFailed
 from ..security import tokens
 from ..security.throttle import Throttle
 from ..security.transport import LOCAL, Origin, ProxyPolicy, plaintext_allowed
-from ..services.users import Account, Principal, record_audit
+from ..services.users import Account, Principal, record_audit, refused
 from ..settings import SecuritySettings
 from ..wsgi_keys import ORIGIN_KEY
 
@@ -95,6 +95,7 @@ class PasswordAuthenticator:
                 "in clear text): call over HTTPS, use PasswordDigest, or set [security] "
                 "allow_plaintext_http = true (ARCHIVE_OA_SECURITY_ALLOW_PLAINTEXT_HTTP)"
             )
+        arrived = self._clock()
         # The throttle's standing and the user row in one read transaction: every request
         # reads both afresh (a lock, a new password, a disabled account count at once).
         with self._users.store.transaction() as conn:
@@ -103,13 +104,17 @@ class PasswordAuthenticator:
                                                with_secret=credentials.scheme == "wsse-digest")
         self.throttle.admit(found)  # a locked name: refused before its password is checked
         try:
+            if found.source_lock is not None and not account.may_log_in:
+                # From a locked address: refused unhashed (a spray costs no CPU), answered as late.
+                raise refused(credentials.username)
             principal = self._verify(credentials, account)
         except AuthenticationFailed as exc:
-            refusal = self.throttle.failed(credentials.username, origin.address, found, exc)
+            elapsed = (self._clock() - arrived).total_seconds()  # a locked address's answers come as late
+            refusal = self.throttle.failed(credentials.username, origin.address, found, exc, elapsed=elapsed)
             if refusal is exc:
                 raise
             raise refusal from None
-        self.throttle.succeeded(credentials.username, found)
+        self.throttle.succeeded(credentials.username, origin.address, found)
         return principal
 
     def _verify(self, credentials: Credentials, account: Account | None) -> Principal:

@@ -27,7 +27,7 @@ from ..store import users as user_repo
 __all__ = [
     "KNOWN_ROLES", "RANKED_ROLES", "SEPARATE_ROLES", "Account", "Principal", "Throttled", "UserInfo",
     "UserService",
-    "hash_password", "verify_password", "record_audit",
+    "hash_password", "verify_password", "record_audit", "refused",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,13 @@ class UserInfo:
 
 @dataclass(frozen=True)
 class Throttled:
-    """What ``users list`` shows of a source address (or a name that is no user) that
-    failed to authenticate lately or is locked."""
+    """What ``users list`` shows of a source address, a name that is no user, or a name from
+    one address, that failed to authenticate lately or is locked."""
 
-    subject: str
+    subject: str  # the address, or the name
     failures: int  # within [security] failure_window_seconds
     locked_until: dt.datetime | None
+    address: str | None = None  # a name from one address: the address
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class Account:
 
     record: user_repo.UserRecord | None
     secret: user_repo.StoredSecret | None = None
+
+    @property
+    def may_log_in(self) -> bool:
+        """The user exists and is not disabled (its password may still be wrong)."""
+        return self.record is not None and not self.record.disabled
 
 
 @dataclass(frozen=True)
@@ -204,20 +210,27 @@ class UserService:
         detail = {"org_scope": None if scope is None else sorted(scope)}
         self._change(username, "UserScope", actor, detail, scope=scope, set_scope=True)
 
-    def unlock(self, kind: str, subject: str, *, actor: Actor = SYSTEM) -> bool:
-        """Lift a lockout of a user name (kind "user") or source address (kind "source")."""
+    def unlock(self, kind: str, subject: str, *, actor: Actor = SYSTEM) -> list[user_repo.Lockout]:
+        """Lift the locks of a user name (kind "user": everywhere and from every address) or of
+        a source address (kind "source": its own and those of every name from it), and forget
+        their failures; returns the live locks lifted, the subject's own first."""
         now = self._clock()
         with self.store.transaction(immediate=True) as conn:
-            released = user_repo.release_lockout(conn, kind, subject)
-            self._audit(conn, actor, "AuthUnlock", f"{kind}:{subject}", now, {"was_locked": released})
-        return released
+            lifted = user_repo.release(conn, kind, subject, now)
+            pairs = [user_repo.split_pair(lock.subject) for lock in lifted if lock.subject_kind == user_repo.PAIR]
+            self._audit(conn, actor, "AuthUnlock", f"{kind}:{subject}", now, {
+                "was_locked": any(lock.subject_kind == kind for lock in lifted),
+                # the other half of each pair lock lifted: a name's addresses, an address's names
+                "pair_locks_lifted": [source if kind == user_repo.USER else name for name, source in pairs],
+            })
+        return lifted
 
     def list_users(self) -> list[UserInfo]:
         """Every user with its recent failed authentications and its lock."""
         with self.store.transaction() as conn:
             records = user_repo.list_users(conn)
             secrets = {s.username for s in user_repo.list_secrets(conn)}
-            failures, locks = self._throttle_state(conn, "user")
+            failures, locks = self._throttle_state(conn, user_repo.USER)
         return [
             UserInfo(r.username, r.roles, r.org_scope, r.disabled, r.username in secrets, r.created_at,
                      locks.get(r.username), failures.get(r.username, 0))
@@ -227,14 +240,23 @@ class UserService:
     def list_addresses(self) -> list[Throttled]:
         """Source addresses that failed to authenticate lately or are locked."""
         with self.store.transaction() as conn:
-            return _throttled(*self._throttle_state(conn, "source"))
+            return _throttled(*self._throttle_state(conn, user_repo.SOURCE))
 
     def list_unknown_names(self) -> list[Throttled]:
         """Names that are no user but failed to authenticate lately or are locked."""
         with self.store.transaction() as conn:
             known = {record.username for record in user_repo.list_users(conn)}
-            failures, locks = self._throttle_state(conn, "user")
+            failures, locks = self._throttle_state(conn, user_repo.USER)
         return [t for t in _throttled(failures, locks) if t.subject not in known]
+
+    def list_pairs(self) -> list[Throttled]:
+        """User names (known or not) that failed lately from one source address, or are locked
+        from it: ``subject`` the name, ``address`` the address; by name, then address."""
+        with self.store.transaction() as conn:
+            listed = _throttled(*self._throttle_state(conn, user_repo.PAIR))
+        pairs = [(user_repo.split_pair(t.subject), t) for t in listed]
+        return sorted((Throttled(name, t.failures, t.locked_until, source) for (name, source), t in pairs),
+                      key=lambda t: (t.subject, t.address))
 
     def _throttle_state(self, conn, kind: str) -> tuple[dict[str, int], dict[str, dt.datetime]]:
         """Failures within the window and live locks of one kind of subject, by subject."""
@@ -331,7 +353,7 @@ class UserService:
         encoded = record.password_hash if record else DUMMY_HASH
         matches = verify_password(password, encoded)
         if record is None or record.disabled or not matches:
-            raise _failed(username)
+            raise refused(username)
         self.verified.remember(username, password, record.password_hash)
         return _principal(record)
 
@@ -357,7 +379,7 @@ class UserService:
             )
         matches = password is not None and digest_matches(digest, nonce, created, password)
         if record is None or record.disabled or not matches:
-            raise _failed(username)
+            raise refused(username)
         return _principal(record)
 
     def accept_nonce(self, username: str, nonce: bytes, remember_until: dt.datetime, *, now: dt.datetime) -> None:
@@ -397,8 +419,8 @@ class UserService:
             user_repo.put_user(conn, changed)
             if password is not None:
                 self._store_secret(conn, username, password, now)
-            if disabled is False:
-                user_repo.release_lockout(conn, "user", username)
+            if disabled is False:  # its locks everywhere and from every address
+                user_repo.release(conn, user_repo.USER, username, now)
             self._audit(conn, actor, operation, username, now, details)
         return changed
 
@@ -424,8 +446,9 @@ def _principal(record: user_repo.UserRecord) -> Principal:
     return Principal(record.username, frozenset(record.roles), record.org_scope)
 
 
-def _failed(username: str) -> AuthenticationFailed:
-    # One message for every reason, so that a caller learns nothing about which users exist.
+def refused(username: str) -> AuthenticationFailed:
+    """The answer to credentials that do not match: one message for every reason, so that a
+    caller learns nothing about which users exist."""
     return AuthenticationFailed(
         f"authentication failed for user {username!r}: unknown user, wrong password "
         "or disabled account; check the credentials"

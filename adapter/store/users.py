@@ -2,7 +2,8 @@
 
 Password hash, roles and organisation scope (hashing is the service's job); the
 encrypted secret PasswordDigest needs; nonces seen (replay protection); failed
-attempts and lockouts per user and per source address.
+attempts and lockouts per user name, per user name from one source address, and per
+source address.
 """
 
 from __future__ import annotations
@@ -134,12 +135,25 @@ def forget_expired_nonces(conn: Connection, now: dt.datetime) -> int:
 # --- failures and lockouts --------------------------------------------------------------------
 
 SUBJECT_LENGTH = 200
+USER, PAIR, SOURCE = "user", "pair", "source"  # subject kinds: a name, a name from an address, an address
+
+
+def pair_subject(username: str, source: str) -> str:
+    """The subject of a (user name, source address) pair: the address first (it holds no
+    space, so ``split_pair`` reads the pair back), a name too long for the column cut short."""
+    return f"{source} {username}"[:SUBJECT_LENGTH]
+
+
+def split_pair(subject: str) -> tuple[str, str]:
+    """``(username, source)`` of a ``pair_subject``."""
+    source, _, username = subject.partition(" ")
+    return username, source
 
 
 @dataclass(frozen=True)
 class Lockout:
-    subject_kind: str  # "user" | "source"
-    subject: str
+    subject_kind: str  # USER | PAIR | SOURCE
+    subject: str  # the name, the address, or for PAIR the ``pair_subject``
     failures: int
     locked_at: dt.datetime
     locked_until: dt.datetime
@@ -185,53 +199,60 @@ def prune_failures(conn: Connection, before: dt.datetime) -> int:
 
 @dataclass(frozen=True)
 class Standing:
-    """Recent failures and live locks of one attempt's user name and source address."""
+    """Recent failures and live locks of one attempt's user name (everywhere), the name
+    from its source address, and the address."""
 
     user_failures: int
     source_failures: int
     user_lock: Lockout | None = None
     source_lock: Lockout | None = None
+    pair_failures: int = 0
+    pair_lock: Lockout | None = None
 
 
 def standing(
     conn: Connection, username: str, source: str, *, since: dt.datetime, now: dt.datetime
 ) -> Standing:
-    """What ``count_failures`` and ``active_lockout`` tell of both, in one prepared statement
-    (every authenticated request asks); a lock's row is read only when there is one."""
-    user, src = username[:SUBJECT_LENGTH], source[:SUBJECT_LENGTH]
-    row = conn.execute(_standing_query(), {"user": user, "source": src, "since": since, "now": now}).one()
-    user_failures, source_failures, user_locked, source_locked = row
+    """What ``count_failures`` and ``active_lockout`` tell of the three, in one prepared
+    statement (every authenticated request asks); a lock's row is read only when there is one."""
+    user, pair, src = username[:SUBJECT_LENGTH], pair_subject(username, source), source[:SUBJECT_LENGTH]
+    row = conn.execute(
+        _standing_query(), {"user": user, "pair": pair, "source": src, "since": since, "now": now}
+    ).one()
+    user_failures, pair_failures, source_failures, user_locked, pair_locked, source_locked = row
     return Standing(
         user_failures,
         source_failures,
-        active_lockout(conn, "user", user, now) if user_locked else None,
-        active_lockout(conn, "source", src, now) if source_locked else None,
+        active_lockout(conn, USER, user, now) if user_locked else None,
+        active_lockout(conn, SOURCE, src, now) if source_locked else None,
+        pair_failures,
+        active_lockout(conn, PAIR, pair, now) if pair_locked else None,
     )
 
 
 @functools.cache
 def _standing_query():
     # Built once: composing this statement costs more than running it (~0.4 ms of Python).
-    def failures(kind: str, param: str):
+    def failures(kind: str):
         return (
             select(func.count())
             .select_from(auth_failures)
-            .where(auth_failures.c.subject_kind == kind, auth_failures.c.subject == bindparam(param),
+            .where(auth_failures.c.subject_kind == kind, auth_failures.c.subject == bindparam(kind),
                    auth_failures.c.failed_at >= bindparam("since"))
             .scalar_subquery()
         )
 
-    def locked(kind: str, param: str):
+    def locked(kind: str):
         return (
             select(func.count())
             .select_from(auth_lockouts)
-            .where(auth_lockouts.c.subject_kind == kind, auth_lockouts.c.subject == bindparam(param),
+            .where(auth_lockouts.c.subject_kind == kind, auth_lockouts.c.subject == bindparam(kind),
                    auth_lockouts.c.locked_until > bindparam("now"))
             .scalar_subquery()
         )
 
-    return select(failures("user", "user"), failures("source", "source"), locked("user", "user"),
-                  locked("source", "source"))
+    kinds = (USER, PAIR, SOURCE)
+    return select(*(failures(kind) for kind in kinds), *(locked(kind) for kind in kinds))
 
 
 def active_lockout(conn: Connection, kind: str, subject: str, now: dt.datetime) -> Lockout | None:
@@ -242,7 +263,7 @@ def active_lockout(conn: Connection, kind: str, subject: str, now: dt.datetime) 
             auth_lockouts.c.locked_until > now,
         )
     ).first()
-    return Lockout(row.subject_kind, row.subject, row.failures, row.locked_at, row.locked_until) if row else None
+    return _lockout(row) if row else None
 
 
 def take_lockout(conn: Connection, lock: Lockout) -> bool:
@@ -273,22 +294,65 @@ def take_lockout(conn: Connection, lock: Lockout) -> bool:
     return conn.execute(stmt).first() is not None
 
 
-def release_lockout(conn: Connection, kind: str, subject: str) -> bool:
-    """Lift the subject's lock and forget its failures (``users unlock``, ``users enable``);
-    True when there was a lock."""
-    subject = subject[:SUBJECT_LENGTH]
-    released = conn.execute(
-        delete(auth_lockouts).where(auth_lockouts.c.subject_kind == kind, auth_lockouts.c.subject == subject)
-    ).rowcount
-    clear_failures(conn, kind, subject)
-    return bool(released)
+def extend_lockout(conn: Connection, kind: str, subject: str, *, now: dt.datetime, until: dt.datetime) -> bool:
+    """Move a live lock's end to ``until`` (never earlier) and count one more failure on it;
+    False when the subject has no live lock."""
+    return bool(conn.execute(
+        update(auth_lockouts)
+        .where(auth_lockouts.c.subject_kind == kind, auth_lockouts.c.subject == subject[:SUBJECT_LENGTH],
+               auth_lockouts.c.locked_until > now, auth_lockouts.c.locked_until < until)
+        .values(locked_until=until, failures=auth_lockouts.c.failures + 1)
+    ).rowcount)
+
+
+def release(conn: Connection, kind: str, subject: str, now: dt.datetime) -> list[Lockout]:
+    """Lift the locks of a user name (kind USER) or a source address (kind SOURCE) and of
+    every pair of it, and forget their failures (``users unlock``, ``users enable``).
+    Returns the live locks lifted, the subject's own first."""
+    subjects = [(kind, subject[:SUBJECT_LENGTH])] + [(PAIR, pair) for pair in _pairs_of(conn, kind, subject)]
+    lifted = []
+    for each_kind, each in subjects:
+        lock = active_lockout(conn, each_kind, each, now)
+        if lock is not None:
+            lifted.append(lock)
+        conn.execute(delete(auth_lockouts).where(auth_lockouts.c.subject_kind == each_kind,
+                                                 auth_lockouts.c.subject == each))
+        clear_failures(conn, each_kind, each)
+    return lifted
+
+
+def _pairs_of(conn: Connection, kind: str, subject: str) -> list[str]:
+    """The pair subjects, locked or failing, of a user name or a source address."""
+    if kind == SOURCE:
+        def candidate(column):  # the address leads the pair: its prefix decides
+            return column.startswith(f"{subject} ", autoescape=True)
+
+        def belongs(pair):
+            return split_pair(pair)[1] == subject
+    else:
+        def candidate(column):  # then the exact test below (a name may hold spaces, may be cut short)
+            return column.contains(f" {subject[:100]}", autoescape=True)
+
+        def belongs(pair):
+            return pair_subject(subject, split_pair(pair)[1]) == pair
+    found = set()
+    for table in (auth_lockouts, auth_failures):
+        rows = conn.execute(
+            select(table.c.subject).distinct().where(table.c.subject_kind == PAIR, candidate(table.c.subject))
+        )
+        found.update(pair for (pair,) in rows if belongs(pair))
+    return sorted(found)
 
 
 def list_lockouts(conn: Connection, now: dt.datetime) -> list[Lockout]:
     rows = conn.execute(
         select(auth_lockouts).where(auth_lockouts.c.locked_until > now).order_by(auth_lockouts.c.locked_at)
     )
-    return [Lockout(r.subject_kind, r.subject, r.failures, r.locked_at, r.locked_until) for r in rows]
+    return [_lockout(row) for row in rows]
+
+
+def _lockout(row) -> Lockout:
+    return Lockout(row.subject_kind, row.subject, row.failures, row.locked_at, row.locked_until)
 
 
 def _insert_for(conn: Connection):
