@@ -157,7 +157,7 @@ def _sync_notes(job, status, counts, timeout: float) -> list[str]:
                      "see archive-oa reconcile")
     still_open = status.failed + status.waiting
     if still_open:
-        outage = {g.failure for g in status.failures if g.failure.outage}
+        outage = {cls for cls in counts.failures if cls.outage}  # this run's attempts, not earlier runs'
         if FailureClass.CREDENTIALS in outage:
             why = "stopped after the first round: the OA refuses our credentials (fix [oa] user/password)"
         elif outage:
