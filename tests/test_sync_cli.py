@@ -217,7 +217,8 @@ def test_sync_org_delivers_that_organisation_only_and_job_and_report_agree(oa_en
         assert report == {
             "job": report["job"], "state": "FINISHED", "vouchers": len(hd01), "delivered": len(hd01),
             "retrying": 0, "dead": 0, "waiting": 0, "queued_now": 0, "already_waiting": len(hd01),
-            "dead_letters_not_resent": 0, "failures": [], "attempts": len(hd01), "anomalies": 0,
+            "dead_letters_not_resent": 0, "left_to_other_jobs": 0, "failures": [], "attempts": len(hd01),
+            "anomalies": 0,
         }
         store = open_store(load_settings())
         try:
