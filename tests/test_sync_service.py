@@ -286,6 +286,9 @@ def test_strict_trigger_refuses_filters_that_select_nothing_and_makes_no_job(sto
     service = SyncService(store, clock=Clock())
     with pytest.raises(NotFound, match="holds no voucher of organisation XX99: check --org"):
         service.trigger(org_code="XX99", strict=True)
+    # the same message as reconcile's for an unknown organisation: it names the ones the archive holds
+    with pytest.raises(NotFound, match="organisations it holds: HD01, HN02"):
+        service.trigger(org_code="XX99", strict=True)
     with pytest.raises(NotFound, match="voucher nope is not in the archive .organisation HD01.: check --voucher"):
         service.trigger(org_code="HD01", voucher_ids=["HD01-2024-03-0001", "nope"], strict=True)
     with pytest.raises(NotFound, match=r"no voucher in the archive matches \(organisation HN02, periods 2025-01 to …\)"):

@@ -155,7 +155,7 @@ class SyncService:
         now = self.clock()
         with self.store.transaction(immediate=True) as conn:
             if strict:
-                self._check_selection(conn, orgs, org_code, period_from, period_to, ids)
+                self._check_selection(conn, orgs, org_code, period_from, period_to, ids, org_codes)
             job_id = jobs.create_job(
                 conn, kind=kind, now=now, org_code=org_code, period_from=period_from, period_to=period_to
             )
@@ -208,7 +208,7 @@ class SyncService:
         with self.store.transaction(immediate=True) as conn:
             jobs.finish_job(conn, job_id, finished_at=self.clock())
 
-    def _check_selection(self, conn, orgs, org_code, period_from, period_to, ids) -> None:
+    def _check_selection(self, conn, orgs, org_code, period_from, period_to, ids, org_codes) -> None:
         """NotFound when the filters select no voucher of the archive or name ids it does not hold."""
         found = set()
         for org in orgs:
@@ -224,9 +224,8 @@ class SyncService:
                            voucher_ids=missing)
         if found:
             return
-        if org_code and not self.repo.query_vouchers(conn, VoucherQuery(org_code=org_code, page_size=1)).total:
-            raise NotFound(f"the archive holds no voucher of organisation {org_code}: check --org (the orgCode "
-                           "of the imported vouchers); nothing was queued or sent", org_code=org_code)
+        if org_code:
+            _check_org_known(self.repo.org_codes(conn), org_code, org_codes)
         raise NotFound(f"no voucher in the archive matches{within or ' (the archive is empty)'}: check the "
                        "filters; nothing was queued or sent")
 
@@ -467,7 +466,8 @@ def _check_org_known(known: Sequence[str], org_code: str, org_codes: frozenset[s
     listed = ", ".join(visible[:20]) + (f" and {len(visible) - 20} more" if len(visible) > 20 else "")
     if not visible:
         listed = "none at all" if org_codes is None else "none of the organisations in your scope either"
-    raise NotFound(f"the archive holds no voucher of organisation {org_code!r}; organisations it holds: {listed}")
+    raise NotFound(f"the archive holds no voucher of organisation {org_code}: check --org (the orgCode of the "
+                   f"imported vouchers); organisations it holds: {listed}", org_code=org_code)
 
 
 def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> list[str | None]:
