@@ -7,7 +7,6 @@ exit messages.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 
@@ -132,14 +131,8 @@ class DatabaseUnreachable(EnvironmentRefused):
 
 
 class OaError(Unavailable):
-    """The OA call did not succeed.  Subclasses say whether resending is safe."""
-
-    transient = True  # the same call may succeed later (the OA is down, slow or failing)
-
-    @property
-    def log_level(self) -> int:
-        """WARNING while it may pass by itself; ERROR when someone must act (a refusal)."""
-        return logging.WARNING if self.transient else logging.ERROR
+    """The OA call did not succeed.  Subclasses say what it means for the request's fate;
+    what each means for a retry and the log is ``adapter/sync/failures.py``'s ``rule_for``."""
 
     def log_line(self) -> str:
         """The failure class, the operation and the message: an expected failure logs this, never a traceback."""
@@ -165,7 +158,6 @@ class OaRejected(OaError):
     """The OA refused the request itself (client fault): resending cannot help."""
 
     client_error = True
-    transient = False
 
 
 class OaAuthenticationFailed(OaRejected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from archive_oa.domain.delivery import (
     TRANSITIONS,
     DeliveryState,
+    FailureClass,
     FailureKind,
     IllegalTransition,
     RetryPolicy,
@@ -17,6 +19,7 @@ from archive_oa.domain.delivery import (
     idempotency_key,
 )
 from archive_oa.errors import (
+    IntegrityError,
     NotFound,
     OaAmbiguous,
     OaAuthenticationFailed,
@@ -25,6 +28,8 @@ from archive_oa.errors import (
     OaUnreachable,
     ValidationFailed,
 )
+from archive_oa.services.oa_reads import RetryingReads
+from archive_oa.sync.failures import error_text, failure_class_of, rule_for
 from archive_oa.sync.worker import classify
 
 S = DeliveryState
@@ -129,3 +134,38 @@ def test_permanent_failure_is_dead_at_once():
 )
 def test_failure_classification(exc, phase, kind):
     assert classify(exc, phase) is kind
+
+
+C, K = FailureClass, FailureKind
+
+
+@pytest.mark.parametrize(
+    "exc,cls,kind,level",
+    [
+        (OaUnreachable("refused"), C.UNREACHABLE, K.TRANSIENT, logging.WARNING),
+        (OaAmbiguous("timeout"), C.AMBIGUOUS, K.AMBIGUOUS, logging.WARNING),
+        (OaServerFault("soap:Server"), C.SERVER_FAULT, K.AMBIGUOUS, logging.WARNING),
+        (OaRejected("soap:Client"), C.REJECTED, K.PERMANENT, logging.ERROR),
+        # someone must fix [oa] user/password (ERROR), yet a delivery retries meanwhile instead of dying
+        (OaAuthenticationFailed("bad password"), C.CREDENTIALS, K.TRANSIENT, logging.ERROR),
+        (ValidationFailed("bad"), C.CONTENT, K.PERMANENT, logging.ERROR),
+        (NotFound("gone"), C.CONTENT, K.PERMANENT, logging.ERROR),
+        (IntegrityError("sha256 differs"), C.CONTENT, K.PERMANENT, logging.ERROR),
+        (RuntimeError("bug"), C.ERROR, K.AMBIGUOUS, logging.ERROR),
+    ],
+)
+def test_one_rule_per_failure_gives_its_class_retry_and_log_level_to_every_caller(exc, cls, kind, level):
+    rule = rule_for(exc)
+    assert (rule.failure, rule.retry, rule.level) == (cls, kind, level)
+    assert classify(exc, "send") is kind  # the delivery worker
+    assert failure_class_of(error_text("send", exc, "retry 2 of 12")) is cls  # a job's failure counts
+    calls = []
+
+    def read():  # OA reads ask again only what may pass by itself
+        calls.append(1)
+        raise exc
+
+    reads = RetryingReads(object(), sleep=lambda _: None)
+    with pytest.raises(type(exc)):
+        reads._read(read)
+    assert len(calls) == (reads.policy.max_attempts if rule.passing else 1)

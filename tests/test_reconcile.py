@@ -174,7 +174,8 @@ def test_reconcile_of_an_organisation_the_archive_does_not_know_names_the_ones_i
     data = str(adapter.settings.data_dir)
     assert main(["reconcile", "--org", "HD1", "--period", PERIOD, "--data-dir", data]) == 2
     err = capsys.readouterr().err
-    assert "no voucher of organisation 'HD1'; organisations it holds: HD01, HN02, XB03" in err
+    assert "no voucher of organisation HD1: check --org (the orgCode of the imported vouchers); " \
+           "organisations it holds: HD01, HN02, XB03" in err
     # a known organisation with an empty period is an answer, not a mistake
     assert main(["reconcile", "--org", ORG, "--period", "2020-01", "--data-dir", data]) == 0
     assert capsys.readouterr().out.splitlines()[2].split() == [ORG, "2020-01", "0", "0", "0", "0"]

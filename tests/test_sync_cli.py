@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -154,12 +155,17 @@ def sync_json(capsys, *args) -> tuple[int, dict, str]:
     return code, json.loads(out.out), out.err
 
 
-def test_sync_with_the_oa_unreachable_stops_after_one_round_and_says_so(oa_env, capsys):
+def test_sync_with_the_oa_unreachable_stops_after_one_round_and_says_so(oa_env, capsys, caplog):
     oa_env(f"http://127.0.0.1:{closed_port()}/soap/workflow")
     import_samples(capsys, "HD01-2026-09.xml")  # queued by the import (realtime)
     count = len(deliveries())
+    caplog.set_level(logging.WARNING)  # the command line's own level
     # 20 s would be several retry rounds (2 s, 4 s, 8 s …): one attempt each shows it stopped after one
     code, report, err = sync_json(capsys, "--timeout", "20")
+    # not one line per voucher: the first failure, then the round's count per class
+    first, summary = [r.getMessage() for r in caplog.records if r.name.startswith("archive_oa")]
+    assert "failed in send: OaUnreachable in CreateWorkflowRequest" in first
+    assert summary.startswith(f"delivery round: {count} of {count} attempts unsuccessful (unreachable: {count})")
     assert code == 1
     assert [d.attempts for d in deliveries()] == [1] * count
     assert (report["vouchers"], report["delivered"], report["retrying"], report["attempts"]) == (count, 0, count, count)
@@ -167,6 +173,16 @@ def test_sync_with_the_oa_unreachable_stops_after_one_round_and_says_so(oa_env, 
     assert (failure["class"], failure["vouchers"]) == ("unreachable", count)
     assert "OaUnreachable" in failure["last_error"] and "[oa] url" in failure["last_error"]
     assert "stopped after the first round: the OA is unreachable" in err
+
+
+def test_sync_that_made_no_attempt_does_not_blame_the_failures_of_an_earlier_run(oa_env, capsys):
+    oa_env(f"http://127.0.0.1:{closed_port()}/soap/workflow")
+    import_samples(capsys, "HD01-2026-09.xml")
+    assert sync_json(capsys, "--timeout", "20")[0] == 1  # the OA is down: every voucher failed once
+    code, report, err = sync_json(capsys, "--timeout", "0")  # takes them over, makes no attempt
+    assert (code, report["attempts"], report["retrying"]) == (1, 0, len(deliveries()))
+    assert "stopped after the first round" not in err
+    assert "--timeout 0s ended before their next attempt" in err
 
 
 def test_sync_with_credentials_the_oa_refuses_stops_after_one_round(oa_env, tmp_path, capsys):
@@ -201,7 +217,8 @@ def test_sync_org_delivers_that_organisation_only_and_job_and_report_agree(oa_en
         assert report == {
             "job": report["job"], "state": "FINISHED", "vouchers": len(hd01), "delivered": len(hd01),
             "retrying": 0, "dead": 0, "waiting": 0, "queued_now": 0, "already_waiting": len(hd01),
-            "dead_letters_not_resent": 0, "failures": [], "attempts": len(hd01), "anomalies": 0,
+            "dead_letters_not_resent": 0, "left_to_other_jobs": 0, "failures": [], "attempts": len(hd01),
+            "anomalies": 0,
         }
         store = open_store(load_settings())
         try:

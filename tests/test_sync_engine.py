@@ -379,6 +379,24 @@ def test_an_oa_server_fault_in_delivery_is_one_warning_line(store, transforms, c
     assert "failed in send: OaServerFault in an OA call: soap:Server: database busy" in record.getMessage()
 
 
+def test_a_round_of_failures_logs_the_first_of_each_class_then_one_count_per_class(store, transforms, clock, caplog):
+    add_vouchers(store, 6)
+    caplog.set_level(logging.DEBUG, logger="archive_oa.sync.worker")
+    oa = FakeOa(create_faults=["unreachable"] * 4 + ["rejected"] * 2)
+    counts = worker_for(store, oa, transforms, clock).run_once()
+    assert (counts.retrying, counts.dead) == (4, 2)
+    records = [r for r in caplog.records if r.name == "archive_oa.sync.worker"]
+    shown = [r for r in records if r.levelno > logging.DEBUG]
+    assert [r.levelno for r in shown] in ([logging.WARNING, logging.ERROR, logging.ERROR],
+                                          [logging.ERROR, logging.WARNING, logging.ERROR])
+    assert any("failed in send: OaUnreachable in an OA call: connection refused" in r.getMessage() for r in shown)
+    assert any("failed in send: OaRejected in an OA call: soap:Client" in r.getMessage() for r in shown)
+    assert shown[-1].getMessage().startswith(
+        "delivery round: 6 of 6 attempts unsuccessful (unreachable: 4, rejected by the OA: 2)")
+    assert len(records) - len(shown) == 4  # the other failures of each class, at DEBUG
+    assert all(r.exc_info is None for r in records)
+
+
 def test_a_failed_poll_round_is_one_warning_line_and_the_schedule_goes_on(store, clock, caplog):
     from archive_oa.sync.schedule import parse_schedule
     from archive_oa.sync.scheduler import ScheduledJob, Scheduler

@@ -14,7 +14,7 @@ from archive_oa.domain.model import Entry, Voucher, WorkflowState
 from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
 from archive_oa.errors import AccessDenied, NotFound, OaAuthenticationFailed, OaUnreachable, ValidationFailed
 from archive_oa.services.sync import SyncService
-from archive_oa.store import outbox
+from archive_oa.store import jobs, outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.sync.failures import error_text
 
@@ -244,6 +244,7 @@ def test_take_over_gives_the_new_job_the_matching_deliveries_still_waiting(store
     claims = outbox.claim(store, "w", 1, 60, T0, job_id=earlier.job_id)
     with store.transaction(immediate=True) as conn:  # one of HD01's is a dead letter by now
         outbox.mark_failed(conn, claims[0], state=DeliveryState.DEAD, error="rejected", now=T0)
+    service.end_run(earlier.job_id)  # its run is over (an earlier sync ended): what it left may be taken over
 
     job = service.trigger(org_code="HD01", take_over=True)
     assert (job.selected, job.queued, job.taken_over, job.dead_letters) == (4, 3, 1, 1)  # 2 April ones queued now
@@ -256,9 +257,37 @@ def test_take_over_gives_the_new_job_the_matching_deliveries_still_waiting(store
     assert service.status(others.job_id).waiting == 4
 
 
+def test_take_over_leaves_a_running_job_its_deliveries_and_every_job_row_agrees_with_its_status(store):
+    service = SyncService(store, clock=Clock())
+    api = service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")  # a TriggerSync: running
+    job = service.trigger(org_code="HD01", take_over=True, kind="manual")
+
+    def rows_agree(*results):
+        for result in results:
+            status = service.status(result.job_id)
+            with store.transaction() as conn:
+                row = jobs.get_job(conn, result.job_id)
+            assert row.queued == status.queued
+        return status
+
+    assert rows_agree(api).queued == 2  # the TriggerSync still counts both of its vouchers
+    with store.transaction() as conn:
+        row = jobs.get_job(conn, job.job_id)
+    assert (row.voucher_count, row.queued) == (job.selected, job.queued) == (4, 2)  # what sync prints
+    assert (job.taken_over, job.elsewhere) == (0, 2)  # the April two are queued now; March's stay with the API's
+    service.end_run(job.job_id)  # that sync ended with its two still open
+    later = service.trigger(org_code="HD01", take_over=True, kind="manual")
+    assert (later.queued, later.taken_over, later.elsewhere) == (2, 2, 2)
+    assert rows_agree(api, job, later).queued == 2
+    assert service.status(job.job_id).queued == 0
+
+
 def test_strict_trigger_refuses_filters_that_select_nothing_and_makes_no_job(store):
     service = SyncService(store, clock=Clock())
     with pytest.raises(NotFound, match="holds no voucher of organisation XX99: check --org"):
+        service.trigger(org_code="XX99", strict=True)
+    # the same message as reconcile's for an unknown organisation: it names the ones the archive holds
+    with pytest.raises(NotFound, match="organisations it holds: HD01, HN02"):
         service.trigger(org_code="XX99", strict=True)
     with pytest.raises(NotFound, match="voucher nope is not in the archive .organisation HD01.: check --voucher"):
         service.trigger(org_code="HD01", voucher_ids=["HD01-2024-03-0001", "nope"], strict=True)

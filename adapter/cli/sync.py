@@ -19,8 +19,8 @@ def register(subparsers) -> None:
         description="Queue the matching vouchers that were never sent as one sync job (with those already "
         "waiting for delivery), then deliver that job's vouchers, and only those, until none is due or "
         "--timeout passes.  It stops after the first round when the OA is unreachable or refuses the "
-        "credentials.  Counts are vouchers.  Exit code 1 when a voucher it was asked to deliver was not "
-        "delivered, 2 when the filters select no voucher of the archive.",
+        "credentials.  Counts are vouchers.  Vouchers another running sync job holds are left to it.  "
+        "Exit code 1 when a voucher it was asked to deliver was not delivered, 2 when the filters select no voucher of the archive.",
     )
     p.add_argument("--org", metavar="ORG", help="only this organisation (orgCode)")
     p.add_argument("--period-from", metavar="YYYY-MM")
@@ -106,17 +106,21 @@ def run_sync(args: argparse.Namespace) -> int:
         counts = DeliveryCounts()
         if job.queued:
             progress = _Line(sys.stderr)
-            counts = adapter.worker.run_until_idle(
-                time.monotonic() + args.timeout, job_id=job.job_id, stop_on_outage=True,
-                on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
-                                               f"{c.dead} dead, {c.retrying} failed attempts to retry"),
-            )
+            try:
+                counts = adapter.worker.run_until_idle(
+                    time.monotonic() + args.timeout, job_id=job.job_id, stop_on_outage=True,
+                    on_progress=lambda c: progress(f"delivering: {c.delivered + c.adopted} delivered, "
+                                                   f"{c.dead} dead, {c.retrying} failed attempts to retry"),
+                )
+            finally:
+                adapter.stop_sync()  # in-flight attempts settle, leases are handed back
+                service.end_run(job.job_id)  # what is left open is the workers', or the next sync's
             progress.end()
         status = service.status(job.job_id)
     print(sync_text(job, status, counts, args.json))
     for line in _sync_notes(job, status, counts, args.timeout):
         print(line, file=sys.stderr)
-    return 1 if status.undelivered or job.dead_letters or counts.anomalies else 0
+    return 1 if status.undelivered or job.dead_letters or job.elsewhere or counts.anomalies else 0
 
 
 def _sync_notes(job, status, counts, timeout: float) -> list[str]:
@@ -124,8 +128,12 @@ def _sync_notes(job, status, counts, timeout: float) -> list[str]:
     from ..domain.delivery import FailureClass
 
     notes = []
-    if not job.queued and not job.dead_letters:
+    if not job.queued and not job.dead_letters and not job.elsewhere:
         notes.append("nothing to deliver: every matching voucher was delivered already")
+    if job.elsewhere:
+        notes.append(f"{job.elsewhere} matching vouchers belong to other sync jobs still running (a TriggerSync, "
+                     "the delivery schedule or another sync), not taken over: archive-oa worker (or serve) "
+                     "delivers them")
     if status.dead:
         notes.append(f"{status.dead} vouchers failed for good: see archive-oa dead-letters list")
     if job.dead_letters:
@@ -136,7 +144,7 @@ def _sync_notes(job, status, counts, timeout: float) -> list[str]:
                      "see archive-oa reconcile")
     still_open = status.failed + status.waiting
     if still_open:
-        outage = {g.failure for g in status.failures if g.failure.outage}
+        outage = {cls for cls in counts.failures if cls.outage}  # this run's attempts, not earlier runs'
         if FailureClass.CREDENTIALS in outage:
             why = "stopped after the first round: the OA refuses our credentials (fix [oa] user/password)"
         elif outage:

@@ -23,6 +23,7 @@ def sync_dict(job: TriggerResult, status: SyncJobStatus, counts: DeliveryCounts)
         "queued_now": job.queued - job.taken_over,
         "already_waiting": job.taken_over,
         "dead_letters_not_resent": job.dead_letters,
+        "left_to_other_jobs": job.elsewhere,
         "failures": [
             {"class": g.failure.value, "vouchers": g.vouchers, "last_error": g.last_error} for g in status.failures
         ],

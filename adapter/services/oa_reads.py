@@ -17,6 +17,7 @@ from typing import Callable, Sequence, TypeVar
 from ..domain.delivery import RetryPolicy
 from ..domain.ports import CompletedBatch, OaRequest, OaWorkflowPort
 from ..errors import OaError
+from ..sync.failures import rule_for
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class RetryingReads:
             try:
                 return call(*args)
             except OaError as exc:
-                if not exc.transient:
+                if not rule_for(exc).passing:  # a refusal: asking again cannot help
                     raise
                 if attempt >= self.policy.max_attempts:
                     raise type(exc)(f"gave up after {attempt} attempts: {exc.message}", **exc.data) from exc

@@ -32,6 +32,7 @@ class TriggerResult:
     selected: int = 0  # vouchers that matched (already queued ones are not queued again)
     taken_over: int = 0  # of ``queued``: deliveries that were already waiting (``take_over``)
     dead_letters: int = 0  # matching vouchers whose delivery is a dead letter: not resent by a sync
+    elsewhere: int = 0  # matching vouchers left with another sync job that is still running
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,13 @@ class SyncService:
         """Queue every matching voucher not yet sent (state NONE) under a new job.
 
         ``take_over``: the job also takes the matching vouchers' deliveries that are still
-        open (queued by an import or an earlier job) — a run that delivers this job only
-        then delivers everything the filters select.  ``strict``: filters that match no
-        voucher of the archive, or voucher ids it does not hold, are NotFound (no job is made).
+        open and that no running job holds — queued by an import, or by an earlier job whose
+        run is over (``end_run``) — so a run that delivers this job only delivers them too.
+        A running job (a TriggerSync, a scheduled one, another sync in progress) keeps its
+        deliveries: its counts stay true; they are counted in ``elsewhere``.  ``strict``:
+        filters that match no voucher of the archive, or voucher ids it does not hold, are
+        NotFound (no job is made).  The job row stores what the result says: ``selected``
+        vouchers, ``queued`` deliveries.
         """
         _check_periods(period_from, period_to)
         orgs = _orgs_in_scope(org_code, org_codes)
@@ -150,7 +155,7 @@ class SyncService:
         now = self.clock()
         with self.store.transaction(immediate=True) as conn:
             if strict:
-                self._check_selection(conn, orgs, org_code, period_from, period_to, ids)
+                self._check_selection(conn, orgs, org_code, period_from, period_to, ids, org_codes)
             job_id = jobs.create_job(
                 conn, kind=kind, now=now, org_code=org_code, period_from=period_from, period_to=period_to
             )
@@ -172,20 +177,38 @@ class SyncService:
                                   now=now, job_id=job_id):
                     self.repo.set_workflow(conn, voucher_id, state=WorkflowState.QUEUED)
                     queued += 1
-            open_ids, dead = [], 0
+            takeable: dict[str | None, list[int]] = {}  # by the job that holds them now
+            dead = elsewhere = 0
+            run_over: dict[str, bool] = {}
             for voucher_id, _, content_hash in waiting:
                 delivery = outbox.find_by_key(conn, idempotency_key(voucher_id, content_hash))
-                if delivery is not None and delivery.state is DeliveryState.DEAD:
+                if delivery is None or delivery.state is DeliveryState.DELIVERED:
+                    continue
+                if delivery.state is DeliveryState.DEAD:
                     dead += 1
-                elif delivery is not None and delivery.state is not DeliveryState.DELIVERED:
-                    open_ids.append(delivery.id)
-            taken = outbox.move_to_job(conn, open_ids, job_id)
-            jobs.set_job_counts(conn, job_id, voucher_count=len(selected) + taken, queued=queued + taken)
-            if queued + taken == 0:
+                elif delivery.job_id is None or _run_over(conn, delivery.job_id, run_over):
+                    takeable.setdefault(delivery.job_id, []).append(delivery.id)
+                else:
+                    elsewhere += 1
+            taken = 0
+            for holder, ids_held in takeable.items():
+                moved = outbox.move_to_job(conn, ids_held, job_id)
+                if holder is not None:
+                    jobs.add_queued(conn, holder, -moved)  # its row keeps counting its own deliveries
+                taken += moved
+            result = TriggerResult(job_id, queued + taken, len(selected) + len(waiting), taken, dead, elsewhere)
+            jobs.set_job_counts(conn, job_id, voucher_count=result.selected, queued=result.queued)
+            if result.queued == 0:
                 jobs.finish_job(conn, job_id, finished_at=now)
-        return TriggerResult(job_id, queued + taken, len(selected) + len(waiting), taken, dead)
+        return result
 
-    def _check_selection(self, conn, orgs, org_code, period_from, period_to, ids) -> None:
+    def end_run(self, job_id: str) -> None:
+        """The job's own run is over (``archive-oa sync`` ended): what it leaves open is delivered
+        by the workers, and a later job may take it over (``trigger(take_over=True)``)."""
+        with self.store.transaction(immediate=True) as conn:
+            jobs.finish_job(conn, job_id, finished_at=self.clock())
+
+    def _check_selection(self, conn, orgs, org_code, period_from, period_to, ids, org_codes) -> None:
         """NotFound when the filters select no voucher of the archive or name ids it does not hold."""
         found = set()
         for org in orgs:
@@ -201,9 +224,8 @@ class SyncService:
                            voucher_ids=missing)
         if found:
             return
-        if org_code and not self.repo.query_vouchers(conn, VoucherQuery(org_code=org_code, page_size=1)).total:
-            raise NotFound(f"the archive holds no voucher of organisation {org_code}: check --org (the orgCode "
-                           "of the imported vouchers); nothing was queued or sent", org_code=org_code)
+        if org_code:
+            _check_org_known(self.repo.org_codes(conn), org_code, org_codes)
         raise NotFound(f"no voucher in the archive matches{within or ' (the archive is empty)'}: check the "
                        "filters; nothing was queued or sent")
 
@@ -232,8 +254,8 @@ class SyncService:
             failed = outbox.failed(conn, job_id=job.id)
         open_count = sum(per_state[s] for s in (DeliveryState.PENDING, DeliveryState.UNCERTAIN, DeliveryState.IN_FLIGHT))
         state, finished_at = "RUNNING", None
-        if open_count == 0:
-            state, finished_at = "FINISHED", job.finished_at or last_change or job.started_at
+        if open_count == 0:  # the last change of its deliveries, unless its run ended after (or without) one
+            state, finished_at = "FINISHED", max(t for t in (job.finished_at, last_change, job.started_at) if t)
             if job.state != "FINISHED":
                 with self.store.transaction(immediate=True) as conn:
                     jobs.finish_job(conn, job.id, finished_at=finished_at)
@@ -406,6 +428,14 @@ def _failure_groups(failed: Sequence[outbox.Delivery]) -> tuple[FailureGroup, ..
     return tuple(FailureGroup(cls, count, error) for cls, (count, error) in ordered)
 
 
+def _run_over(conn, job_id: str, known: dict[str, bool]) -> bool:
+    """Whether job ``job_id``'s run is over (it is FINISHED), remembered in ``known``."""
+    if job_id not in known:
+        job = jobs.get_job(conn, job_id)
+        known[job_id] = job is None or job.state == "FINISHED"
+    return known[job_id]
+
+
 def _describe_filters(org_code: str | None, period_from: str | None, period_to: str | None) -> str:
     parts = [f"organisation {org_code}"] if org_code else []
     if period_from or period_to:
@@ -436,7 +466,8 @@ def _check_org_known(known: Sequence[str], org_code: str, org_codes: frozenset[s
     listed = ", ".join(visible[:20]) + (f" and {len(visible) - 20} more" if len(visible) > 20 else "")
     if not visible:
         listed = "none at all" if org_codes is None else "none of the organisations in your scope either"
-    raise NotFound(f"the archive holds no voucher of organisation {org_code!r}; organisations it holds: {listed}")
+    raise NotFound(f"the archive holds no voucher of organisation {org_code}: check --org (the orgCode of the "
+                   f"imported vouchers); organisations it holds: {listed}", org_code=org_code)
 
 
 def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> list[str | None]:

@@ -58,6 +58,12 @@ def set_job_counts(conn: sa.Connection, job_id: str, *, voucher_count: int, queu
     )
 
 
+def add_queued(conn: sa.Connection, job_id: str, delta: int) -> None:
+    """Deliveries joined (``delta`` > 0) or left (< 0) the job: its ``queued`` follows."""
+    if delta:
+        conn.execute(sa.update(sync_jobs).where(sync_jobs.c.id == job_id).values(queued=sync_jobs.c.queued + delta))
+
+
 def finish_job(conn: sa.Connection, job_id: str, *, finished_at: dt.datetime) -> None:
     conn.execute(
         sa.update(sync_jobs)

@@ -22,6 +22,7 @@ from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import cursors
 from ..services.outcomes import apply_outcome
+from .failures import rule_for
 from .repo import ArchiveRepo, default_repo
 from .worker import utcnow
 
@@ -115,7 +116,7 @@ class Poller:
             self.oa.acknowledge(batch.next_cursor)
         # the cursor is ours already; the OA keeps the items a little longer
         except OaError as exc:
-            log.log(exc.log_level, "poll: acknowledging cursor %s failed: %s", batch.next_cursor, exc.log_line())
+            log.log(rule_for(exc).level, "poll: acknowledging cursor %s failed: %s", batch.next_cursor, exc.log_line())
         except Exception:
             log.exception("poll: acknowledging cursor %s failed", batch.next_cursor)
         return counts

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from ..errors import OaError
 from ..settings import SyncSettings
 from ..store import jobs as job_store
+from .failures import rule_for
 from .schedule import Schedule, parse_schedule
 from .worker import DeliveryWorker, default_owner, utcnow
 
@@ -93,7 +94,7 @@ class Scheduler:
         try:
             job.run(tick)
         except OaError as exc:  # expected (the OA is down, slow or refusing): one line, the next tick tries again
-            log.log(exc.log_level, "scheduled job %s at tick %s: %s", job.name, tick.isoformat(), exc.log_line())
+            log.log(rule_for(exc).level, "scheduled job %s at tick %s: %s", job.name, tick.isoformat(), exc.log_line())
         except Exception:  # a bug: its traceback; one failed round must not end the schedule
             log.exception("scheduled job %s failed at tick %s", job.name, tick.isoformat())
         self.runs[job.name] = self.runs.get(job.name, 0) + 1

@@ -23,25 +23,14 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from ..domain.delivery import DeliveryState, FailureClass, FailureKind, RetryPolicy
+from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
 from ..domain.ports import OaWorkflowPort
-from ..errors import (
-    AdapterError,
-    IntegrityError,
-    NotFound,
-    OaAmbiguous,
-    OaAuthenticationFailed,
-    OaError,
-    OaRejected,
-    OaServerFault,
-    OaUnreachable,
-    ValidationFailed,
-)
+from ..errors import AdapterError, OaError, OaServerFault
 from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import outbox
 from ..store.outbox import Claim
-from .failures import error_text, failure_class
+from .failures import FailedAttempt, RoundLog, error_text, rule_for
 from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
 from .wakeup import WorkSignal
@@ -90,22 +79,16 @@ class DeliveryCounts:
 
 
 def classify(exc: BaseException, phase: str) -> FailureKind:
-    """How an attempt's failure affects the next one.
+    """How an attempt's failure affects the next one (``rule_for`` gives the kind of a failed send).
 
     ``phase`` is where it failed: ``find`` (asking the OA), ``render`` or ``send``.
     """
     if phase == "find":
         return FailureKind.AMBIGUOUS  # the earlier doubt is not resolved yet
-    if isinstance(exc, OaAuthenticationFailed):
-        return FailureKind.TRANSIENT  # our credentials, not this delivery: fix config, it retries
-    if isinstance(exc, (OaRejected, ValidationFailed, NotFound, IntegrityError)):
-        return FailureKind.PERMANENT
-    if isinstance(exc, OaUnreachable):
-        return FailureKind.TRANSIENT
-    if isinstance(exc, (OaAmbiguous, OaServerFault)):
-        return FailureKind.AMBIGUOUS
-    # an unexpected error before sending cannot have reached the OA; during sending it may have
-    return FailureKind.TRANSIENT if phase == "render" else FailureKind.AMBIGUOUS
+    kind = rule_for(exc).retry
+    if phase == "render" and kind is FailureKind.AMBIGUOUS:
+        return FailureKind.TRANSIENT  # before sending: nothing can have reached the OA
+    return kind
 
 
 class DeliveryWorker:
@@ -140,7 +123,7 @@ class DeliveryWorker:
         self._stopping = threading.Event()
         self.wake = wake  # real-time mode: new work ends an idle wait (sync/wakeup.py)
         self._left_due: dt.datetime | None = None  # when what the last run left comes due
-        self._attempt_local = threading.local()  # the failure class of the attempt on this thread
+        self._attempt_local = threading.local()  # the failure of the attempt on this thread
         self._settles = store.group_commit
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="delivery")
 
@@ -231,6 +214,7 @@ class DeliveryWorker:
         started = self.clock()  # a retry that comes due meanwhile waits for the next round
         running: set = set()
         claimed, more = 0, True
+        round_log = RoundLog(log)
         while True:
             free = slots - len(running)
             if budget is not None:
@@ -245,15 +229,18 @@ class DeliveryWorker:
                 self.metrics.delivery_claims.inc(len(claims))
                 running.update(self._pool.submit(self._attempt, claim) for claim in claims)
             if not running:
+                round_log.end(claimed)
                 return claimed
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 result, anomaly, failure = future.result()
                 setattr(counts, result, getattr(counts, result) + 1)
                 counts.anomalies += anomaly
-                if failure is not None and result in ("retrying", "dead"):
-                    counts.failures[failure] += 1
-                self.metrics.delivery_settled(result, anomaly, failure)
+                if failure is not None:
+                    round_log.failed(failure)
+                    if result in ("retrying", "dead"):
+                        counts.failures[failure.rule.failure] += 1
+                self.metrics.delivery_settled(result, anomaly, failure.rule.failure if failure else None)
             if on_progress:
                 on_progress(counts)
 
@@ -289,8 +276,8 @@ class DeliveryWorker:
 
     # --- one delivery --------------------------------------------------------------
 
-    def _attempt(self, claim: Claim) -> tuple[str, bool, FailureClass | None]:
-        """``_deliver_safely``'s answer and the class of the failure it settled, if any."""
+    def _attempt(self, claim: Claim) -> tuple[str, bool, FailedAttempt | None]:
+        """``_deliver_safely``'s answer and the failure it settled, if any (its round logs it)."""
         self._attempt_local.failure = None
         result, anomaly = self._deliver_safely(claim)
         return result, anomaly, self._attempt_local.failure
@@ -365,8 +352,7 @@ class DeliveryWorker:
         else:
             state = DeliveryState.PENDING
         error = error_text(phase, exc, decision.reason)
-        self._attempt_local.failure = failure_class(exc)
-        _log_failure(claim, exc, phase, decision.reason)
+        self._attempt_local.failure = _failed_attempt(claim, exc, phase, decision.reason)
         return self._settles.run(
             lambda conn: self._settle_failed(conn, claim, state, error, now, next_attempt_at)
         )
@@ -391,12 +377,12 @@ class DeliveryWorker:
         return "released"
 
 
-def _log_failure(claim: Claim, exc: BaseException, phase: str, outlook: str) -> None:
+def _failed_attempt(claim: Claim, exc: BaseException, phase: str, outlook: str) -> FailedAttempt:
     """One line for an expected failure (the OA's, or the voucher's own); a traceback for a bug."""
     where = f"delivery {claim.delivery_id} ({claim.idempotency_key}) failed in {phase}"
+    rule = rule_for(exc)
     if isinstance(exc, OaError):
-        log.log(exc.log_level, "%s: %s (%s)", where, exc.log_line(), outlook)
-    elif isinstance(exc, AdapterError):
-        log.warning("%s: %s: %s (%s)", where, type(exc).__name__, exc.message, outlook)
-    else:
-        log.error("%s: %s: %s (%s)", where, type(exc).__name__, exc, outlook, exc_info=exc)
+        return FailedAttempt(rule, f"{where}: {exc.log_line()} ({outlook})")
+    if isinstance(exc, AdapterError):
+        return FailedAttempt(rule, f"{where}: {type(exc).__name__}: {exc.message} ({outlook})")
+    return FailedAttempt(rule, f"{where}: {type(exc).__name__}: {exc} ({outlook})", exc)
