@@ -185,7 +185,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     from ..store import outbox
     from ..sync.scheduler import sync_scheduler
-    from ..sync.worker import utcnow
+    from ..domain.clock import utc_now
     from ..transforms.pipeline import Transforms
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -203,7 +203,7 @@ def run_worker(args: argparse.Namespace) -> int:
             scheduler.stop(timeout=settings.sync.lease_seconds)
             worker.close()
             with store.transaction(immediate=True) as conn:  # anything still leased: next holder asks first
-                left = outbox.release_owner(conn, worker.owner, now=utcnow())
+                left = outbox.release_owner(conn, worker.owner, now=utc_now())
             print(f"stopped ({left} leases handed back)", file=sys.stderr)
     finally:
         for sig, handler in previous.items():
@@ -214,7 +214,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_dead_letters(args: argparse.Namespace) -> int:
     from ..domain.delivery import DeliveryState
     from ..store import outbox
-    from ..sync.worker import utcnow
+    from ..domain.clock import utc_now
 
     with _wired(args, oa=False) as (settings, store, _):
         if args.action == "list":
@@ -233,7 +233,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         with store.transaction(immediate=True) as conn:
             wanted = outbox.list_deliveries(conn, states=[DeliveryState.DEAD], ids=ids, limit=None)
             if args.action == "retry":
-                changed = [d.id for d in wanted if outbox.retry_dead(conn, [d.id], now=utcnow())]
+                changed = [d.id for d in wanted if outbox.retry_dead(conn, [d.id], now=utc_now())]
             else:
                 changed = [d.id for d in outbox.discard_dead(conn, [d.id for d in wanted])]
                 _unqueue(conn, [d.voucher_id for d in wanted])

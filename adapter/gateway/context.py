@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import __version__
+from ..domain.clock import utc_now
 from ..services.users import Principal
 from .auth import Authenticator
 
 #: WSGI environ key of the request's correlation id (set by the WSGI layer).
 CORRELATION_KEY = "archive_oa.correlation_id"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass(frozen=True)

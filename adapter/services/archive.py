@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable
 import sqlalchemy.exc
 
 from .. import voucher_xml
+from ..domain.clock import utc_now
 from ..domain.model import (
     AttachmentContent,
     AttachmentMeta,
@@ -90,12 +91,8 @@ ARCHIVAL_RULES: dict[DocType, ArchivalRule] = {
 ANNUAL_REPORT_VALUES = frozenset({"ANNUAL", "年度", "年报"})
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class ArchiveService:
-    def __init__(self, store, transforms=None, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
+    def __init__(self, store, transforms=None, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self._store = store
         self._transforms = transforms
         self._clock = clock

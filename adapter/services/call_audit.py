@@ -19,6 +19,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Mapping
 
+from ..domain.clock import utc_now
 from ..errors import InternalError
 from ..store.engine import write_hook
 from . import audit
@@ -37,10 +38,6 @@ def client_address(environ: Mapping[str, Any]) -> str | None:
     return environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR") or None
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class CallAudit:
     """Who called which operation on which ids; recorded once per call (see module doc)."""
 
@@ -53,7 +50,7 @@ class CallAudit:
         correlation_id: str | None,
         targets: Iterable[str] = (),
         actor: str = "anonymous",
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         started: float | None = None,  # time.monotonic() when the request arrived
     ) -> None:
         self.store = store

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ..domain.clock import utc_now
 from ..domain.delivery import DeliveryState, FailureClass, idempotency_key
 from ..domain.model import VoucherQuery, WorkflowState
 from ..domain.ports import OaWorkflowPort
@@ -19,10 +20,6 @@ from ..store import jobs, outbox
 from ..sync.failures import failure_class_of
 from ..sync.repo import ArchiveRepo, default_repo
 from .oa_reads import RetryingReads
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ class SyncService:
         oa: OaWorkflowPort | None = None,
         *,
         repo: ArchiveRepo | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.store = store
         self.oa = oa

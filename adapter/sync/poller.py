@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Callable
 
+from ..domain.clock import utc_now
 from ..domain.model import WorkflowOutcome
 from ..domain.ports import CompletedItem, OaWorkflowPort
 from ..errors import NotFound, OaError, ValidationFailed
@@ -22,7 +23,6 @@ from ..settings import SyncSettings
 from ..store import cursors
 from ..services.outcomes import apply_outcome
 from .repo import ArchiveRepo, default_repo
-from .worker import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Poller:
         settings: SyncSettings,
         *,
         repo: ArchiveRepo | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         cursor_name: str = CURSOR_NAME,
         max_batches: int = 20,
     ) -> None:

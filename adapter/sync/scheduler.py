@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..domain.clock import utc_now
 from ..errors import OaError
 from ..settings import Settings
 from ..store import jobs as job_store
 from .schedule import Schedule, parse_schedule
-from .worker import DeliveryWorker, default_owner, utcnow
+from .worker import DeliveryWorker, default_owner
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Scheduler:
         store,
         *,
         owner: str | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         on_stop: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.jobs = list(jobs)
@@ -112,7 +113,7 @@ def sync_scheduler(
     settings: Settings,
     *,
     owner: str | None = None,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Callable[[], dt.datetime] = utc_now,
 ) -> tuple[Scheduler, DeliveryWorker]:
     """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run, and its worker.
 

@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from ..domain.clock import utc_now
 from ..domain.delivery import DeliveryState, FailureClass, FailureKind, RetryPolicy
 from ..domain.ports import OaWorkflowPort
 from ..errors import (
@@ -45,10 +46,6 @@ from .render import render_workflow
 from .repo import ArchiveRepo, default_repo
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def default_owner(prefix: str = "worker") -> str:
@@ -119,7 +116,7 @@ class DeliveryWorker:
         owner: str | None = None,
         repo: ArchiveRepo | None = None,
         policy: RetryPolicy | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
