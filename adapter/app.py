@@ -51,7 +51,7 @@ class Adapter:
         """Delivery and polling on their schedules (``serve``, ``worker``, ``demo --keep-running``)."""
         from .sync.scheduler import sync_scheduler
 
-        scheduler, worker = sync_scheduler(self.store, self.oa, self.transforms, self.settings)
+        scheduler, worker = sync_scheduler(self.store, self.oa, self.transforms, self.settings, self.sync)
         scheduler.start()
         return RunningScheduler(scheduler, worker)
 

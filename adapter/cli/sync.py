@@ -183,9 +183,10 @@ def run_poll(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     import logging
 
+    from ..domain.clock import utc_now
+    from ..services.sync import SyncService
     from ..store import outbox
     from ..sync.scheduler import sync_scheduler
-    from ..domain.clock import utc_now
     from ..transforms.pipeline import Transforms
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -193,7 +194,8 @@ def run_worker(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with _wired(args) as (settings, store, oa):
-            scheduler, worker = sync_scheduler(store, oa, Transforms.from_settings(settings.workflow), settings)
+            scheduler, worker = sync_scheduler(store, oa, Transforms.from_settings(settings.workflow), settings,
+                                               SyncService(store, oa))
             scheduler.start()
             print(f"worker {worker.owner}: delivery {settings.sync.delivery_schedule}, "
                   f"polling {settings.sync.poll_schedule}; SIGTERM or Ctrl-C stops", file=sys.stderr)

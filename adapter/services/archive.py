@@ -31,7 +31,7 @@ from ..domain.model import (
 from ..errors import AccessDenied, IntegrityError, Issue, NotFound, ValidationFailed
 from ..store import documents as document_repo
 from ..store import vouchers as voucher_repo
-from . import outcomes
+from ..sync import outcomes
 
 MAX_PAGE_SIZE = 500
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")

@@ -21,7 +21,7 @@ from ..domain.ports import CompletedItem, OaWorkflowPort
 from ..errors import NotFound, OaError, ValidationFailed
 from ..settings import SyncSettings
 from ..store import cursors
-from ..services.outcomes import apply_outcome
+from .outcomes import apply_outcome
 from .repo import ArchiveRepo, default_repo
 
 log = logging.getLogger(__name__)

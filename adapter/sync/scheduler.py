@@ -15,12 +15,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..domain.clock import utc_now
 from ..errors import OaError
 from ..settings import Settings
 from ..store import jobs as job_store
+from .poller import Poller
 from .schedule import Schedule, parse_schedule
 from .worker import DeliveryWorker, default_owner
 
@@ -106,27 +107,33 @@ class Scheduler:
             tick = job.schedule.next_after(max(self.clock(), tick))  # missed ticks are skipped, not queued
 
 
+class ScheduledSync(Protocol):
+    """What a scheduled-mode tick asks to queue its vouchers: ``services.sync.SyncService``.
+
+    Handed in, not imported: the services drive the sync engine, never the other way round.
+    """
+
+    def trigger(self, *, kind: str) -> Any: ...  # a TriggerResult: job_id, queued
+
+
 def sync_scheduler(
     store,
     oa,
     transforms,
     settings: Settings,
+    service: ScheduledSync,
     *,
     owner: str | None = None,
     clock: Callable[[], dt.datetime] = utc_now,
 ) -> tuple[Scheduler, DeliveryWorker]:
     """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run, and its worker.
 
-    Stopping the scheduler stops the worker from claiming; the caller closes the worker.
+    ``service`` queues a tick's vouchers when real-time queueing is off.  Stopping the scheduler stops the worker from claiming; the caller closes the worker.
     """
-    from ..services.sync import SyncService
-    from .poller import Poller
-
     sync = settings.sync
     owner = owner or default_owner()
     worker = DeliveryWorker(store, oa, transforms, sync, owner=owner, clock=clock)
     poller = Poller(store, oa, sync, clock=clock)
-    service = SyncService(store, oa, clock=clock)
     delivery_schedule = parse_schedule(sync.delivery_schedule)
     poll_schedule = parse_schedule(sync.poll_schedule)
 

@@ -24,7 +24,7 @@ from ..domain.model import WorkflowInfo, WorkflowOutcome, WorkflowState
 from ..errors import Issue, NotFound, ValidationFailed
 from ..store import outbox
 from ..store.sync_tables import deliveries, workflow_results
-from ..sync.repo import ArchiveRepo, default_repo
+from .repo import ArchiveRepo, default_repo
 
 
 @dataclass(frozen=True)
