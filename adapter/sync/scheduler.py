@@ -128,7 +128,8 @@ def sync_scheduler(
 ) -> tuple[Scheduler, DeliveryWorker]:
     """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run, and its worker.
 
-    ``service`` queues a tick's vouchers when real-time queueing is off.  Stopping the scheduler stops the worker from claiming; the caller closes the worker.
+    ``service`` queues a tick's vouchers when real-time queueing is off.  Stopping the
+    scheduler stops the worker from claiming; the caller closes the worker.
     """
     sync = settings.sync
     owner = owner or default_owner()
