@@ -33,7 +33,6 @@ from ..store import documents as document_repo
 from ..store import vouchers as voucher_repo
 from ..sync import outcomes
 
-MAX_PAGE_SIZE = 500
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _MAX_AMOUNT = Decimal(10) ** 18  # NUMERIC(20, 2)
 
@@ -292,10 +291,8 @@ class _Checks:
 
 def check_query(q: VoucherQuery) -> None:
     c = _Checks()
-    if q.page is None or q.page < 1:
-        c.fail("page", "range", f"page {q.page} must be 1 or more (pages are 1-based)")
-    if q.page_size is None or not 1 <= q.page_size <= MAX_PAGE_SIZE:
-        c.fail("pageSize", "range", f"pageSize {q.page_size} must be between 1 and {MAX_PAGE_SIZE}")
+    for issue in voucher_repo.paging_issues(q):
+        c.fail(issue.place, issue.rule, issue.message)
     c.period("periodFrom", q.period_from)
     c.period("periodTo", q.period_to)
     if q.period_from and q.period_to and not c.issues and q.period_from > q.period_to:
@@ -335,12 +332,8 @@ def check_document(cmd: ArchiveDocumentCommand) -> None:
 
 def check_outcome(outcome: WorkflowOutcome) -> None:
     c = _Checks()
-    if not (outcome.oa_request_id or outcome.external_key):
-        c.fail("oaRequestId", "required", "give oaRequestId or externalKey to name the workflow request")
-    if not outcome.state.decided:
-        c.fail("state", "enum", f"state {outcome.state.value} must be APPROVED, REJECTED or WITHDRAWN")
-    if outcome.finished_at is None or outcome.finished_at.tzinfo is None:
-        c.fail("finishedAt", "timezone", "finishedAt must carry a time zone, e.g. 2024-03-01T10:00:00+08:00")
+    for issue in outcomes.outcome_issues(outcome):
+        c.fail(issue.place, issue.rule, issue.message)
     for i, approval in enumerate(outcome.approvals, start=1):
         if approval.time.tzinfo is None:
             c.fail(f"approvals/approval[{i}]/time", "timezone", "time must carry a time zone, e.g. +08:00")
