@@ -8,7 +8,6 @@ so callers cannot learn what exists in other organisations.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,8 +31,8 @@ from ..errors import AccessDenied, IntegrityError, Issue, NotFound, ValidationFa
 from ..store import documents as document_repo
 from ..store import vouchers as voucher_repo
 from ..sync import outcomes
+from .periods import period_issue
 
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _MAX_AMOUNT = Decimal(10) ** 18  # NUMERIC(20, 2)
 
 
@@ -257,8 +256,8 @@ class _Checks:
         if value is None:
             if required:
                 self.fail(place, "required", f"{place} is required (YYYY-MM, e.g. 2024-03)")
-        elif not _PERIOD.match(value):
-            self.fail(place, "period", f"{place} {value!r} is not a period YYYY-MM with month 01-12")
+        elif issue := period_issue(place, value):
+            self.fail(issue.place, issue.rule, issue.message)
 
     def amount(self, place: str, value: Decimal | None) -> None:
         if value is None:
