@@ -21,7 +21,8 @@ from .store.engine import Store, open_store
 from .sync.poller import Poller
 from .sync.scheduler import Scheduler, sync_scheduler
 from .sync.wakeup import work_signal
-from .sync.worker import DeliveryWorker, default_owner, utcnow
+from .domain.clock import utc_now
+from .sync.worker import DeliveryWorker, default_owner
 from .transforms.pipeline import Transforms
 
 
@@ -65,7 +66,7 @@ class Adapter:
     @cached_property
     def worker(self) -> DeliveryWorker:
         # real-time mode: new work and retries coming due wake an idle worker between ticks
-        wake = work_signal(self.store, utcnow) if self.settings.sync.realtime else None
+        wake = work_signal(self.store, utc_now) if self.settings.sync.realtime else None
         return DeliveryWorker(self.store, self.oa, self.transforms, self.settings.sync, owner=self.owner,
                               metrics=self.metrics, wake=wake)
 
@@ -95,7 +96,7 @@ class Adapter:
             return 0
         self.worker.close()
         with self.store.transaction(immediate=True) as conn:
-            return outbox.release_owner(conn, self.owner, now=utcnow())
+            return outbox.release_owner(conn, self.owner, now=utc_now())
 
     def close(self) -> None:
         self.stop_sync()

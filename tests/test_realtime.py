@@ -14,7 +14,8 @@ from archive_oa.store import outbox
 from archive_oa.sync.poller import Poller
 from archive_oa.sync.scheduler import sync_scheduler
 from archive_oa.sync.wakeup import work_signal
-from archive_oa.sync.worker import DeliveryWorker, utcnow
+from archive_oa.domain.clock import utc_now
+from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 from test_sync_engine import FakeOa, add_vouchers
 
@@ -30,7 +31,7 @@ def running(store):
 
     def start(oa, **overrides):
         sync = SyncSettings(**{**HOURLY, **overrides})
-        wake = work_signal(store, utcnow) if sync.realtime else None
+        wake = work_signal(store, utc_now) if sync.realtime else None
         worker = DeliveryWorker(store, oa, Transforms.from_settings(), sync, wake=wake)
         scheduler = sync_scheduler(worker, Poller(store, oa, sync), SyncService(store, oa), sync)
         scheduler.start()

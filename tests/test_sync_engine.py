@@ -27,7 +27,7 @@ from archive_oa.errors import (
     OaUnreachable,
     ValidationFailed,
 )
-from archive_oa.services.outcomes import apply_outcome
+from archive_oa.sync.outcomes import apply_outcome
 from archive_oa.settings import SyncSettings
 from archive_oa.store import cursors, outbox
 from archive_oa.store import vouchers as repo

@@ -19,7 +19,7 @@ from archive_oa.domain.model import Entry, Voucher, WorkflowState
 from archive_oa.errors import OaError
 from archive_oa.oa.client import OaClient
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
-from archive_oa.services.outcomes import apply_outcome
+from archive_oa.sync.outcomes import apply_outcome
 from archive_oa.services.sync import SyncService
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as repo

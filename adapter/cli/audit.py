@@ -10,6 +10,7 @@ import re
 import sys
 from contextlib import contextmanager
 
+from ..domain.clock import utc_now
 from ..errors import ConfigurationError
 from .common import add_common, positive_int, settings_from
 from .output import table as _table
@@ -137,7 +138,7 @@ def parse_since(text: str) -> dt.datetime:
     age = _AGE.match(text.strip().lower())
     if age:
         delta = dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
-        return dt.datetime.now(dt.timezone.utc) - delta
+        return utc_now() - delta
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:

@@ -191,7 +191,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_dead_letters(args: argparse.Namespace) -> int:
     from ..domain.delivery import DeliveryState
     from ..store import outbox
-    from ..sync.worker import utcnow
+    from ..domain.clock import utc_now
 
     with _adapter(args) as adapter:
         store = adapter.store
@@ -211,7 +211,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         with store.transaction(immediate=True) as conn:
             wanted = outbox.list_deliveries(conn, states=[DeliveryState.DEAD], ids=ids, limit=None)
             if args.action == "retry":
-                changed = [d.id for d in wanted if outbox.retry_dead(conn, [d.id], now=utcnow())]
+                changed = [d.id for d in wanted if outbox.retry_dead(conn, [d.id], now=utc_now())]
             else:
                 changed = [d.id for d in outbox.discard_dead(conn, [d.id for d in wanted])]
                 _unqueue(conn, [d.voucher_id for d in wanted])

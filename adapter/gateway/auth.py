@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from ..domain.clock import utc_now
 from ..errors import AccessDenied, AuthenticationFailed
 from ..security import tokens
 from ..security.throttle import Throttle
@@ -58,10 +59,6 @@ class Authenticator(Protocol):
         """The principal, or ``AuthenticationFailed``."""
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class PasswordAuthenticator:
     """HTTP Basic, UsernameToken PasswordText and PasswordDigest against the user store.
 
@@ -73,7 +70,7 @@ class PasswordAuthenticator:
         users,
         security: SecuritySettings | None = None,
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._users = users

@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import __version__
+from ..domain.clock import utc_now
 from ..metrics import Metrics
 from ..services.users import Principal
 from ..wsgi_keys import CORRELATION_KEY  # noqa: F401 (read here by the gateway's modules)
 from .auth import Authenticator
 
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ so callers cannot learn what exists in other organisations.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,6 +16,7 @@ from typing import BinaryIO, Callable
 import sqlalchemy.exc
 
 from .. import voucher_xml
+from ..domain.clock import utc_now
 from ..domain.model import (
     AttachmentContent,
     AttachmentMeta,
@@ -30,10 +30,9 @@ from ..domain.model import (
 from ..errors import AccessDenied, IntegrityError, Issue, NotFound, ValidationFailed
 from ..store import documents as document_repo
 from ..store import vouchers as voucher_repo
-from . import outcomes
+from ..sync import outcomes
+from .periods import period_issue
 
-MAX_PAGE_SIZE = 500
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _MAX_AMOUNT = Decimal(10) ** 18  # NUMERIC(20, 2)
 
 
@@ -90,12 +89,8 @@ ARCHIVAL_RULES: dict[DocType, ArchivalRule] = {
 ANNUAL_REPORT_VALUES = frozenset({"ANNUAL", "年度", "年报"})
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class ArchiveService:
-    def __init__(self, store, transforms=None, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
+    def __init__(self, store, transforms=None, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self._store = store
         self._transforms = transforms
         self._clock = clock
@@ -261,8 +256,8 @@ class _Checks:
         if value is None:
             if required:
                 self.fail(place, "required", f"{place} is required (YYYY-MM, e.g. 2024-03)")
-        elif not _PERIOD.match(value):
-            self.fail(place, "period", f"{place} {value!r} is not a period YYYY-MM with month 01-12")
+        elif issue := period_issue(place, value):
+            self.fail(issue.place, issue.rule, issue.message)
 
     def amount(self, place: str, value: Decimal | None) -> None:
         if value is None:
@@ -295,10 +290,8 @@ class _Checks:
 
 def check_query(q: VoucherQuery) -> None:
     c = _Checks()
-    if q.page is None or q.page < 1:
-        c.fail("page", "range", f"page {q.page} must be 1 or more (pages are 1-based)")
-    if q.page_size is None or not 1 <= q.page_size <= MAX_PAGE_SIZE:
-        c.fail("pageSize", "range", f"pageSize {q.page_size} must be between 1 and {MAX_PAGE_SIZE}")
+    for issue in voucher_repo.paging_issues(q):
+        c.fail(issue.place, issue.rule, issue.message)
     c.period("periodFrom", q.period_from)
     c.period("periodTo", q.period_to)
     if q.period_from and q.period_to and not c.issues and q.period_from > q.period_to:
@@ -338,12 +331,8 @@ def check_document(cmd: ArchiveDocumentCommand) -> None:
 
 def check_outcome(outcome: WorkflowOutcome) -> None:
     c = _Checks()
-    if not (outcome.oa_request_id or outcome.external_key):
-        c.fail("oaRequestId", "required", "give oaRequestId or externalKey to name the workflow request")
-    if not outcome.state.decided:
-        c.fail("state", "enum", f"state {outcome.state.value} must be APPROVED, REJECTED or WITHDRAWN")
-    if outcome.finished_at is None or outcome.finished_at.tzinfo is None:
-        c.fail("finishedAt", "timezone", "finishedAt must carry a time zone, e.g. 2024-03-01T10:00:00+08:00")
+    for issue in outcomes.outcome_issues(outcome):
+        c.fail(issue.place, issue.rule, issue.message)
     for i, approval in enumerate(outcome.approvals, start=1):
         if approval.time.tzinfo is None:
             c.fail(f"approvals/approval[{i}]/time", "timezone", "time must carry a time zone, e.g. +08:00")

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from sqlalchemy import Connection, insert, select, text
 
+from ..domain.clock import utc_now
 from ..errors import InternalError
 from ..store.audit_tables import audit_log
 from ..store.engine import holds_write_lock
@@ -94,7 +95,7 @@ def record(
 ) -> int:
     """Append one record in the caller's (write) transaction; returns its sequence number."""
     _require_write_transaction(conn)
-    at = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    at = (now or utc_now()).astimezone(dt.timezone.utc)
     row = {
         "at": at,
         "actor": _clip(actor or "anonymous", "actor"),

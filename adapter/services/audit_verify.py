@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, select
 
+from ..domain.clock import utc_now
 from ..errors import ConfigurationError
 from ..private_files import write_private_file
 from ..store.audit_tables import audit_log
@@ -189,7 +190,7 @@ def verify(store, path: Path, *, full: bool = True, now: dt.datetime | None = No
         result = verify_chain(conn, checkpoint, full=full)
     if result.ok and (checkpoint is None or result.head_seq >= checkpoint.seq):
         if checkpoint is None or (result.head_seq, result.head_hash) != (checkpoint.seq, checkpoint.hash):
-            write_checkpoint(path, result.checkpoint(now or dt.datetime.now(dt.timezone.utc)))
+            write_checkpoint(path, result.checkpoint(now or utc_now()))
     return result
 
 

@@ -48,6 +48,7 @@ from typing import Callable
 from sqlalchemy.engine import URL, make_url
 
 from .. import __version__
+from ..domain.clock import utc_now
 from ..errors import Conflict, ConfigurationError, IntegrityError, NotFound
 from ..masking import is_secret_parameter, mask_url
 from ..private_files import create_private_file, make_private_dir, write_private_file
@@ -426,7 +427,7 @@ def _after_restore(settings: Settings, source: Path, manifest: Manifest,
     store = open_store(settings, upgrade=True)
     try:
         revision = migrations.current_revision(store.engine)
-        at = now or dt.datetime.now(dt.timezone.utc)
+        at = now or utc_now()
         with store.transaction(immediate=True) as conn:
             seq = audit.record(
                 conn, actor=f"cli:{_os_user()}", source="cli", operation="Restore",
@@ -475,7 +476,7 @@ def _sqlite_path(settings: Settings, command: str) -> Path:
 
 
 def _instant(now: dt.datetime | None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    return (now or utc_now()).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _os_user() -> str:

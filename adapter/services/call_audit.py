@@ -19,6 +19,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Mapping
 
+from ..domain.clock import utc_now
 from ..errors import InternalError
 from ..store.engine import write_hook
 from ..wsgi_keys import CLIENT_ADDRESS_KEY, STARTED_KEY  # noqa: F401 (STARTED_KEY: read by callers)
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 
 def client_address(environ: Mapping[str, Any]) -> str | None:
     return environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR") or None
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class CallAudit:
@@ -48,7 +45,7 @@ class CallAudit:
         correlation_id: str | None,
         targets: Iterable[str] = (),
         actor: str = "anonymous",
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         started: float | None = None,  # time.monotonic() when the request arrived
         metrics=None,  # archive_oa.metrics.Metrics: the call is counted there by operation and outcome
     ) -> None:

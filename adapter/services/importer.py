@@ -26,6 +26,7 @@ from pathlib import Path
 from sqlalchemy import exc as db_errors
 
 from .. import voucher_xml
+from ..domain.clock import utc_now
 from ..domain.delivery import idempotency_key
 from ..domain.model import Voucher, WorkflowState
 from ..errors import AdapterError, Issue, ValidationFailed
@@ -358,7 +359,7 @@ class _BatchWriter:
         for item in batch:
             for write in item.blob_writes:
                 write.result()
-        now = self.now or _utcnow()
+        now = self.now or utc_now()
         with self.store.transaction(immediate=True) as conn:
             saved = repo.save_vouchers(conn, [(item.voucher, item.content_hash) for item in batch], now)
             queued = self._enqueue(conn, batch, saved, now)
@@ -416,7 +417,3 @@ def _voucher_fault(exc: db_errors.StatementError) -> bool:
     if isinstance(exc, (db_errors.IntegrityError, db_errors.DataError)):
         return True
     return not isinstance(exc, db_errors.DBAPIError)  # raised while binding its values
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

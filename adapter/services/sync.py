@@ -7,10 +7,10 @@ scheduler.  ``org_codes`` is the caller's organisation scope (None = all).
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ..domain.clock import utc_now
 from ..domain.delivery import DeliveryState, FailureClass, idempotency_key
 from ..domain.model import VoucherQuery, WorkflowState
 from ..domain.ports import OaWorkflowPort
@@ -19,10 +19,7 @@ from ..store import jobs, outbox
 from ..sync.failures import failure_class_of
 from ..sync.repo import ArchiveRepo, default_repo
 from .oa_reads import RetryingReads
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+from .periods import period_issue
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,6 @@ class Requeued:
 #: needs-operator: nothing safe to do automatically (the detail says what to check).
 REQUEUE_ACTIONS = ("retried", "enqueued", "queued", "in-flight", "needs-operator")
 
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 #: How much of the OA's completed queue reconciliation reads (read only, never acknowledged).
 RECONCILE_SCAN_LIMIT = 5000
 
@@ -115,7 +111,7 @@ class SyncService:
         oa: OaWorkflowPort | None = None,
         *,
         repo: ArchiveRepo | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.store = store
         self.oa = oa
@@ -292,9 +288,8 @@ class SyncService:
         """
         if self.oa is None:
             raise ConfigurationError("reconciliation needs the OA client; configure [oa] url")
-        if not period or not _PERIOD.match(period):
-            raise ValidationFailed("the period is invalid",
-                                   [Issue("period", "period-format", f"period {period!r} is not YYYY-MM, e.g. 2024-03")])
+        if issue := period_issue("period", period or ""):
+            raise ValidationFailed("the period is invalid", [issue])
         if not org_code:
             raise ValidationFailed("orgCode is required", [Issue("orgCode", "required", "give the organisation code")])
         _orgs_in_scope(org_code, org_codes)
@@ -483,9 +478,8 @@ def _orgs_in_scope(org_code: str | None, org_codes: frozenset[str] | None) -> li
 
 def _check_periods(period_from: str | None, period_to: str | None) -> None:
     issues = [
-        Issue(name, "period-format", f"{name} {value!r} is not a period; write YYYY-MM, e.g. 2024-03")
-        for name, value in (("periodFrom", period_from), ("periodTo", period_to))
-        if value is not None and not _PERIOD.match(value)
+        issue for name, value in (("periodFrom", period_from), ("periodTo", period_to))
+        if value is not None and (issue := period_issue(name, value))
     ]
     if not issues and period_from and period_to and period_from > period_to:
         issues.append(Issue("periodTo", "period-order", f"periodTo {period_to} is before periodFrom {period_from}"))

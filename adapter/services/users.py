@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..domain.clock import utc_now
 from ..errors import AuthenticationFailed, ConfigurationError, Conflict, Issue, NotFound, ValidationFailed
 from ..security.credential_cache import VerifiedCredentials
 from ..security.passwords import DUMMY_HASH, digest_matches, hash_password, verify_password
@@ -136,7 +137,7 @@ class UserService:
         verified: VerifiedCredentials | None = None,
     ) -> None:
         self.store = store
-        self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self._clock = clock or utc_now
         self.security = settings.security if settings else SecuritySettings()
         # Without settings there is no key: users get no digest secret (PasswordText and Basic only).
         self.keys = keys or (KeyRing(settings) if settings else None)

@@ -9,8 +9,6 @@ current archive.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -26,6 +24,7 @@ from sqlalchemy import (
     true,
 )
 
+from ..domain.clock import utc_now
 from .metadata import metadata
 from .types import DecimalText, Money, UtcDateTime
 
@@ -65,9 +64,6 @@ vouchers = Table(
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("voucher_id", "version"),
 )
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 #: The partial-index condition; queries must repeat it literally (SQLite matches it textually).
@@ -157,7 +153,7 @@ request_map = Table(
     Column("voucher_id", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("oa_request_id", String(64), nullable=False, unique=True),
-    Column("created_at", UtcDateTime, nullable=False, default=_utcnow),
+    Column("created_at", UtcDateTime, nullable=False, default=utc_now),
 )
 Index("ix_request_map_voucher_id", request_map.c.voucher_id, request_map.c.version)
 

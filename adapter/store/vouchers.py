@@ -257,7 +257,9 @@ def lookup_request(
 
 def query_vouchers(conn: Connection, q: VoucherQuery) -> Page:
     """One page of latest-version summaries matching ``q`` within the caller's scope."""
-    _check_paging(q)
+    issues = paging_issues(q)
+    if issues:
+        raise ValidationFailed("the query's paging is out of range", issues)
     if q.org_codes is not None and (not q.org_codes or (q.org_code and q.org_code not in q.org_codes)):
         return Page(total=0, page=q.page, page_size=q.page_size, items=())
     where = _query_filters(q, conn.dialect.name)
@@ -340,16 +342,14 @@ def select_for_sync(
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _check_paging(q: VoucherQuery) -> None:
+def paging_issues(q: VoucherQuery) -> list[Issue]:
+    """The paging rule, checked here and reported by QueryVouchers' request check (one rule, one name)."""
     issues = []
-    if q.page < 1:
-        issues.append(Issue("page", "page-min", f"page = {q.page}: pages start at 1"))
-    if not 1 <= q.page_size <= MAX_PAGE_SIZE:
-        issues.append(
-            Issue("pageSize", "page-size-range", f"pageSize = {q.page_size}: use 1 to {MAX_PAGE_SIZE}")
-        )
-    if issues:
-        raise ValidationFailed("the query's paging is out of range", issues)
+    if q.page is None or q.page < 1:
+        issues.append(Issue("page", "range", f"page {q.page} must be 1 or more (pages are 1-based)"))
+    if q.page_size is None or not 1 <= q.page_size <= MAX_PAGE_SIZE:
+        issues.append(Issue("pageSize", "range", f"pageSize {q.page_size} must be between 1 and {MAX_PAGE_SIZE}"))
+    return issues
 
 
 def _query_filters(q: VoucherQuery, dialect: str) -> list:

@@ -15,16 +15,16 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Callable
 
+from ..domain.clock import utc_now
 from ..domain.model import WorkflowOutcome
 from ..domain.ports import CompletedItem, OaWorkflowPort
 from ..errors import NotFound, OaError, ValidationFailed
 from ..metrics import Metrics
 from ..settings import SyncSettings
 from ..store import cursors
-from ..services.outcomes import apply_outcome
 from .failures import rule_for
+from .outcomes import apply_outcome
 from .repo import ArchiveRepo, default_repo
-from .worker import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Poller:
         settings: SyncSettings,
         *,
         repo: ArchiveRepo | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         cursor_name: str = CURSOR_NAME,
         max_batches: int = 20,
         metrics: Metrics | None = None,

@@ -17,14 +17,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
+from ..domain.clock import utc_now
 from ..errors import OaError
 from ..settings import SyncSettings
 from ..store import jobs as job_store
 from .failures import rule_for
 from .schedule import Schedule, parse_schedule
-from .worker import DeliveryWorker, default_owner, utcnow
+from .worker import DeliveryWorker, default_owner
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Scheduler:
         store,
         *,
         owner: str | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         on_stop: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.jobs = list(jobs)
@@ -114,13 +115,22 @@ class Scheduler:
             tick = job.schedule.next_after(max(self.clock(), tick))  # missed ticks are skipped, not queued
 
 
+class ScheduledSync(Protocol):
+    """What a scheduled-mode tick asks to queue its vouchers: ``services.sync.SyncService``.
+
+    Handed in, not imported: the services drive the sync engine, never the other way round.
+    """
+
+    def trigger(self, *, kind: str) -> Any: ...  # a TriggerResult: job_id, queued
+
+
 def sync_scheduler(
     worker: DeliveryWorker,
     poller,
-    service,
+    service: ScheduledSync,
     sync: SyncSettings,
     *,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Callable[[], dt.datetime] = utc_now,
 ) -> Scheduler:
     """The scheduler ``archive-oa serve`` and ``archive-oa worker`` run (through the Adapter,
     which owns ``worker``, ``poller`` and the sync ``service``).

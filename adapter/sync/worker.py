@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from ..domain.clock import utc_now
 from ..domain.delivery import DeliveryState, FailureKind, RetryPolicy
 from ..domain.ports import OaWorkflowPort
 from ..errors import AdapterError, OaError, OaServerFault
@@ -36,10 +37,6 @@ from .repo import ArchiveRepo, default_repo
 from .wakeup import WorkSignal
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def default_owner(prefix: str = "worker") -> str:
@@ -104,7 +101,7 @@ class DeliveryWorker:
         owner: str | None = None,
         repo: ArchiveRepo | None = None,
         policy: RetryPolicy | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = utc_now,
         rng: random.Random | None = None,
         wake: WorkSignal | None = None,
         metrics: Metrics | None = None,

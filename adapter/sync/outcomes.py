@@ -24,7 +24,7 @@ from ..domain.model import WorkflowInfo, WorkflowOutcome, WorkflowState
 from ..errors import Issue, NotFound, ValidationFailed
 from ..store import outbox
 from ..store.sync_tables import deliveries, workflow_results
-from ..sync.repo import ArchiveRepo, default_repo
+from .repo import ArchiveRepo, default_repo
 
 
 @dataclass(frozen=True)
@@ -135,19 +135,25 @@ def _adopt_delivery(conn, key: str, request_id: str, now: dt.datetime) -> None:
         outbox.adopt(conn, delivery, oa_request_id=request_id, now=now)
 
 
-def _checked(outcome: WorkflowOutcome) -> dt.datetime:
+def outcome_issues(outcome: WorkflowOutcome) -> list[Issue]:
+    """What makes ``outcome`` no decision to apply; SubmitWorkflowResult's request check reports the same."""
     issues = []
+    if not (outcome.oa_request_id or outcome.external_key):
+        issues.append(Issue("oaRequestId", "required", "give oaRequestId or externalKey to name the workflow request"))
     if not outcome.state.decided:
-        issues.append(Issue("state", "decided-state", f"state {outcome.state.value} is not a decision; "
-                                                      "send APPROVED, REJECTED or WITHDRAWN"))
-    if not outcome.oa_request_id and not outcome.external_key:
-        issues.append(Issue("oaRequestId", "request-reference", "give the oaRequestId or the externalKey"))
+        issues.append(Issue("state", "enum", f"state {outcome.state.value} must be APPROVED, REJECTED or WITHDRAWN"))
     finished = outcome.finished_at
     if finished is None or finished.tzinfo is None or finished.utcoffset() is None:
-        issues.append(Issue("finishedAt", "aware-time", f"finishedAt {finished!r} needs a time zone (e.g. +08:00 or Z)"))
+        issues.append(Issue("finishedAt", "timezone",
+                            "finishedAt must carry a time zone, e.g. 2024-03-01T10:00:00+08:00"))
+    return issues
+
+
+def _checked(outcome: WorkflowOutcome) -> dt.datetime:
+    issues = outcome_issues(outcome)
     if issues:
         raise ValidationFailed("the workflow outcome is incomplete", issues)
-    return finished.astimezone(dt.timezone.utc)
+    return outcome.finished_at.astimezone(dt.timezone.utc)
 
 
 def _resolve(conn, repo: ArchiveRepo, request_id: str | None, key: str | None):
