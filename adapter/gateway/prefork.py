@@ -71,7 +71,7 @@ class _Supervisor:
             first_code = self._start_first()
             if first_code is not None:
                 return first_code
-            for slot in range(1, self.processes):
+            for slot in range(1, self.processes if not self.stopping else 1):
                 self._spawn(slot)
             self._supervise()
             return self.exit_code
