@@ -61,6 +61,7 @@ class GatewaySettings:
     port: int = 8080
     public_url: str = ""  # empty: http://<host>:<port>
     threads: int = 8  # waitress worker threads
+    processes: int = 1  # serve: pre-forked processes sharing the socket, each with its threads
     max_body_bytes: int = 20 * 1024 * 1024
     response_encoding: str = "utf-8"
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from waitress import wasyncore
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 #: is refused after its headers (or, chunked, once past the limit) without reading on.
 _WAITRESS_BODY_SLACK = 1024 * 1024
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+#: How long SIGTERM waits for requests in progress to be answered before closing anyway.
+DRAIN_SECONDS = 10.0
+_BACKLOG = 1024  # waitress's default (it calls listen() again with its own)
 
 
 @dataclass
@@ -120,13 +125,33 @@ class _GatewayChannel(HTTPChannel):
     error_task_class = staticmethod(_error_task)
 
 
-def _create(app, host: str, port: int, threads: int):
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` before any process serves (``serve --processes N``):
+    the parent holds the socket and every child accepts on it.  Bound as waitress binds."""
+    with listening(host, port):  # a port taken or an address not ours: CannotListen
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
+def _create(app, host: str, port: int, threads: int, sock: socket.socket | None = None):
     body_limit = getattr(app, "max_body_bytes", 20 * 1024 * 1024) + _WAITRESS_BODY_SLACK
+    # waitress binds the socket itself unless handed one already listening (a pre-forked child's).
+    where = {"host": host, "port": port} if sock is None else {"sockets": [sock]}
     with listening(host, port):  # a port taken or an address not ours: CannotListen
         server = create_server(
             app,
-            host=host,
-            port=port,
+            **where,
             threads=threads,
             max_request_body_size=body_limit,
             ident="archive-oa",
@@ -151,15 +176,36 @@ def start_gateway(app, host: str = "127.0.0.1", port: int = 0, *, threads: int =
     return GatewayHandle(host, int(server.effective_port), server, thread)
 
 
-def serve_forever(app, host: str, port: int, *, threads: int = 8, on_ready=None) -> None:
-    """Serve in the calling thread until interrupted (``archive-oa serve``)."""
-    server = _create(app, host, port, threads)
+def serve_forever(app, host: str, port: int, *, threads: int = 8, on_ready=None,
+                  sock: socket.socket | None = None) -> None:
+    """Serve in the calling thread until interrupted (``archive-oa serve``); on ``sock``,
+    already listening, when given (a pre-forked child, ``gateway.prefork``)."""
+    server = _create(app, host, port, threads, sock)
     handle_url = f"http://{host}:{server.effective_port}{SOAP_PATH}"
     log.info("gateway listening on %s (WSDL %s?wsdl)", handle_url, handle_url)
     if on_ready is not None:
         on_ready(handle_url)
     try:
-        server.run()
+        # waitress's own run() would swallow the SystemExit of SIGTERM and stop at once,
+        # dropping answers its threads are still writing; here the loop drains first.
+        wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map,
+                       use_poll=server.adj.asyncore_use_poll)
+    except (SystemExit, KeyboardInterrupt):
+        _drain(server, DRAIN_SECONDS)
     finally:
         server.task_dispatcher.shutdown()
         wasyncore.close_all(server._map)
+
+
+def _drain(server, timeout: float) -> None:
+    """Accept no more connections; run the loop until no channel holds a request or unsent
+    bytes (idle keep-alive connections hold neither), ``timeout`` seconds at most."""
+    wasyncore.dispatcher.close(server)  # the server's own close() would close the trigger too
+    deadline = time.monotonic() + timeout
+    while _busy(server._map) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.1, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+
+
+def _busy(socket_map) -> bool:
+    return any(getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0)
+               for channel in list(socket_map.values()))
