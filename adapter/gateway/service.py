@@ -1,9 +1,9 @@
 """The gateway's SOAP operations (PRODUCT.md §4).
 
 Each operation is one method, declared with its wire types, and answered one way,
-declared beside it: ``@written`` operations (every read) are read, called and answered by
-the gateway itself (``answers.py``, its writer driven by these declarations), the others
-(the writes) by spyne.  A method only translates: wire arguments → a domain command, one
+declared beside it: ``@written`` operations (all of them, reads and writes) are read,
+called and answered by the gateway itself (``answers.py``, its writer driven by these
+declarations).  A method only translates: wire arguments → a domain command, one
 service call, the result as the declared out message — complex values as dicts by wire
 name, which both spyne and the gateway's writer write.  Its first argument is the
 ``GatewayCall``: authentication, the role check, the organisation scope of the caller and
@@ -128,7 +128,7 @@ class GatewayService(Service):
         meta, file = call.services.archive.open_attachment(attachmentId, call.scope)
         return meta.attachment_id, meta.file_name, meta.mime_type, meta.size, meta.sha256, FileContent(file, meta.size)
 
-    @rpc(
+    @written(
         Req, Req, wire.required(wire.DocTypeType), Req,
         wire.required(wire.Period), Req, wire.Amount, Opt,
         Array(wire.Field, member_name="field"), Array(wire.DocumentAttachment, member_name="attachment"),
@@ -149,7 +149,7 @@ class GatewayService(Service):
         result = call.services.archive.archive_document(cmd, call.scope)
         return result.archive_id, result.archival_code, result.duplicate
 
-    @rpc(
+    @written(
         Opt, Opt, wire.required(wire.DecisionState),
         DateTime(min_occurs=1, nillable=False), Array(wire.Approval, member_name="approval"),
         _returns=(Boolean, Unicode, wire.WorkflowStateType, Boolean),
@@ -168,7 +168,7 @@ class GatewayService(Service):
         state_out = result.voucher_state.value if result.voucher_state else None
         return result.accepted, result.voucher_id, state_out, result.duplicate
 
-    @rpc(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
+    @written(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
     def TriggerSync(call, orgCode, periodFrom, periodTo, voucherIds):  # noqa: N802,N803,N805
         """Queue vouchers for delivery to the OA now (manual sync)
         / 手动触发同步：将凭证加入待推送队列."""
