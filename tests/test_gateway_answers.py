@@ -27,6 +27,7 @@ import requests
 import zeep
 from lxml import etree
 from requests.auth import HTTPBasicAuth
+from spyne import Application
 from spyne.server.wsgi import WsgiApplication
 from zeep.transports import Transport
 
@@ -44,12 +45,14 @@ from archive_oa.domain.model import (
     WorkflowState,
 )
 from archive_oa.errors import IntegrityError, NotFound
-from archive_oa.gateway import encoding, streamed
+from archive_oa.gateway import encoding, faults, streamed
 from archive_oa.gateway.app import make_gateway_app
 from archive_oa.gateway.auth import PasswordAuthenticator
 from archive_oa.gateway.context import GatewayServices
 from archive_oa.gateway.intake import read_request
-from archive_oa.gateway.protocol import GatewaySoap11, GatewaySoap12, build_application
+from archive_oa.gateway.faults import GatewayFault, fault_from_error, fault_from_spyne
+from archive_oa.gateway.protocol import GatewaySoap11, GatewaySoap12, record_refusal
+from archive_oa.gateway.service import GatewayService, perform_call
 from archive_oa.gateway.server import start_gateway
 from archive_oa.gateway.soap import SOAP11 as V11, SOAP12 as V12
 from archive_oa.services import audit
@@ -126,18 +129,81 @@ def _services(store, users) -> GatewayServices:
                            authenticator=PasswordAuthenticator(users, sleep=lambda seconds: None), clock=lambda: NOW)
 
 
-class _Reference11(GatewaySoap11):
-    """The gateway's SOAP 1.1 protocol, in the reference (told apart by ``spyne_calls``)."""
+class _AnsweringProtocol:
+    """What the gateway's protocols added to spyne's while spyne still answered (before
+    issue 10 made every operation ``@written``): the schema check as spyne reads a
+    request, and every fault — spyne's own included — in the gateway's shape."""
+
+    def validate_body(self, ctx, message):
+        if ctx.in_body_doc is not None:
+            self.check(ctx.in_body_doc, _correlation_of(ctx))
+
+    def fault_to_parent(self, ctx, cls, inst, parent, ns, *args, **kwargs):
+        fault = inst if isinstance(inst, GatewayFault) else fault_from_error(inst, _correlation_of(ctx))
+        parent.append(faults.fault_element(fault, self.ns_soap_env))
+
+    def serialize(self, ctx, message):
+        super().serialize(ctx, message)
+        if ctx.out_error is not None:
+            # the fault's codes are QNames in text, written once spyne has chosen the prefixes
+            for fault in ctx.out_document.iter(f"{{{self.ns_soap_env}}}Fault"):
+                faults.qualify(fault)
 
 
-class _Reference12(GatewaySoap12):
-    """The gateway's SOAP 1.2 protocol, in the reference."""
+class _Reference11(_AnsweringProtocol, GatewaySoap11):
+    """The gateway's SOAP 1.1 protocol, answering, in the reference (told apart by ``spyne_calls``)."""
+
+
+class _Reference12(_AnsweringProtocol, GatewaySoap12):
+    """The gateway's SOAP 1.2 protocol, answering, in the reference: a Sender fault 400, a Receiver fault 500."""
+
+    def fault_to_http_response_code(self, fault):
+        return faults.soap12_status(fault if isinstance(fault, GatewayFault) else None)
+
+
+class _ReferenceApplication(Application):
+    """spyne's application running each operation through ``perform_call``, as the
+    gateway's call wrapper did while spyne answered."""
+
+    def call_wrapper(self, ctx):
+        environ = getattr(ctx.transport, "req_env", None) or {}
+        arguments = tuple(ctx.in_object)
+        names = ctx.descriptor.in_message._type_info.keys()
+        return perform_call(self.gateway_services, environ, ctx.descriptor.name, dict(zip(names, arguments)),
+                            ctx.in_header_doc, lambda call: ctx.descriptor.function(call, *arguments))
+
+
+def _correlation_of(ctx) -> str:
+    return (getattr(ctx.transport, "req_env", None) or {}).get(CORRELATION_KEY) or "unknown"
+
+
+def _normalise_fault(ctx) -> None:
+    """spyne's own faults (schema, syntax) get the gateway's detail and codes; a fault
+    before any operation ran is audited as the gateway audits it."""
+    if ctx.out_error is not None and not isinstance(ctx.out_error, GatewayFault):
+        ctx.out_error = fault_from_spyne(ctx.out_error, _correlation_of(ctx))
+        if ctx.in_error is not None:
+            ctx.in_error = ctx.out_error
+    if ctx.in_error is not None and isinstance(ctx.out_error, GatewayFault):
+        record_refusal(ctx.app.gateway_services, getattr(ctx.transport, "req_env", None) or {}, ctx.out_error,
+                       "protocol")
+
+
+def _reference_application(protocol: type, services, *, content_type: str, charset: str) -> Application:
+    out_protocol = protocol(encoding=charset)
+    out_protocol.mime_type = content_type
+    app = _ReferenceApplication([GatewayService], tns=GW, name="ArchiveGateway",
+                                in_protocol=protocol(validator="lxml", huge_tree=True), out_protocol=out_protocol)
+    app.gateway_services = services
+    app.event_manager.add_listener("method_exception_object", _normalise_fault)
+    return app
 
 
 class SpyneReference:
     """spyne's own answer to a request: the router's environ keys and the gateway's intake,
     then spyne's WSGI application over the same service and services, so every operation
-    is run by spyne and its answer — the same answer object — written by spyne's serializer."""
+    is run by spyne and its answer — the same answer object — written by spyne's serializer,
+    as the gateway answered before its own writer answered every operation."""
 
     def __init__(self, settings, services) -> None:
         charset = encoding.response_charset(settings.gateway.response_encoding)
@@ -145,8 +211,8 @@ class SpyneReference:
         self._limit = settings.gateway.max_body_bytes
         self._policy = safexml.XmlPolicy.soap_message(settings.security)
         self._spyne = {
-            version.path: (version, WsgiApplication(build_application(
-                protocol, services, content_type=version.content_type(charset), response_encoding=charset),
+            version.path: (version, WsgiApplication(_reference_application(
+                protocol, services, content_type=version.content_type(charset), charset=charset),
                 max_content_length=self._limit))
             for version, protocol in ((V11, _Reference11), (V12, _Reference12))
         }

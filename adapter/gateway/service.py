@@ -5,9 +5,9 @@ declared beside it: ``@written`` operations (all of them, reads and writes) are 
 called and answered by the gateway itself (``answers.py``, its writer driven by these
 declarations).  A method only translates: wire arguments → a domain command, one
 service call, the result as the declared out message — complex values as dicts by wire
-name, which both spyne and the gateway's writer write.  Its first argument is the
-``GatewayCall``: authentication, the role check, the organisation scope of the caller and
-the mapping of errors to faults happen once, in ``perform_call``, whoever answers.
+name, which the gateway's writer writes.  Its first argument is the ``GatewayCall``:
+authentication, the role check, the organisation scope of the caller and the mapping of
+errors to faults happen once, in ``perform_call``.
 Argument names are the wire names (camelCase).
 """
 
@@ -70,16 +70,6 @@ class GatewayService(Service):
     """Archive gateway for OA platforms / 会计电子档案对接 OA 平台的网关服务."""
 
     __service_name__ = "ArchiveGateway"
-
-    @classmethod
-    def call_wrapper(cls, ctx, args=None):
-        """How spyne runs an operation: through ``perform_call``, with the ``GatewayCall``
-        as the method's first argument."""
-        environ = getattr(ctx.transport, "req_env", None) or {}
-        arguments = tuple(ctx.in_object)
-        names = ctx.descriptor.in_message._type_info.keys()
-        return perform_call(ctx.app.gateway_services, environ, ctx.descriptor.name, dict(zip(names, arguments)),
-                            ctx.in_header_doc, lambda call: ctx.descriptor.function(call, *arguments))
 
     @written(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
     def Ping(call):  # noqa: N802,N805
@@ -214,8 +204,8 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
                  run: Callable[[GatewayCall], T]) -> T:
     """One operation call with everything around it: authentication, the role and scope
     check, the call's audit record (committed with any change ``run`` makes) and every
-    error turned into a ``GatewayFault`` (raised).  spyne's call wrapper and the
-    gateway's own answers (``answers.py``) both call this, so the rules live once.
+    error turned into a ``GatewayFault`` (raised).  The gateway's answers
+    (``answers.py``) call it for every operation, so the rules live once.
 
     ``arguments`` answers ``get(wire_name)``; ``header_elements`` are the SOAP Header's
     children (None without a Header), where a UsernameToken would be."""
