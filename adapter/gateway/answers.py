@@ -1,11 +1,11 @@
-"""The ``@written`` operations of one SOAP endpoint, answered without spyne's object model.
+"""The operations of one SOAP endpoint (every one ``@written``), answered without spyne's
+object model.
 
 A request is read one way whatever its shape, the way spyne reads it: SOAP-encoding
 ``href``s resolved to their ``id``s, the operation element checked against the schema
 (``check``: the same refusals), its arguments read by spyne's own
-``from_element`` (``xsi:nil`` and all).  The call runs through ``perform_call``, as
-spyne's calls do: the same authentication, role and scope check, audit record and
-faults.  The answer is written as text from the operation's declared out message
+``from_element`` (``xsi:nil`` and all).  The call runs through ``perform_call``: the
+authentication, role and scope check, audit record and faults of every operation.  The answer is written as text from the operation's declared out message
 (``wire_text``), a ``FileContent`` streamed (``streamed``), a fault in spyne's shape for
 the SOAP version.  ``tests/test_gateway_answers.py`` holds every answer, byte for byte,
 against spyne's for the same request.

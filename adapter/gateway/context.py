@@ -30,7 +30,7 @@ class GatewayServices:
 
 @dataclass(frozen=True)
 class GatewayCall:
-    """One authenticated call: put on spyne's ``ctx.udc`` by the service's call wrapper."""
+    """One authenticated call: the first argument ``perform_call`` gives an operation."""
 
     operation: str
     principal: Principal

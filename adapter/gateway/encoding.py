@@ -78,14 +78,34 @@ def request_as_utf8(body: bytes, header_charset: str | None) -> bytes:
     declared = declared_encoding(body)
     candidates = _candidates(declared, header_charset, bom)
     for charset in candidates:
+        if charset == UTF8 and (declared is None or canonical(declared) == UTF8):
+            if _is_utf8(body):
+                return body  # already what the parser wants: no copy of a large body
+            continue
         try:
             text = body.decode(_PYTHON_CODEC[charset])
         except UnicodeDecodeError:
             continue
-        if charset == UTF8 and declared is not None and canonical(declared) == UTF8:
-            return body  # already what the parser wants: no copy of a large body
         return _declare_utf8(text).encode("utf-8")
     raise _undecodable(body, candidates, declared, header_charset)
+
+
+#: How much of a body ``_is_utf8`` decodes at a time.
+_CHECK_PIECE = 256 * 1024
+
+
+def _is_utf8(body: bytes) -> bool:
+    """Whether ``body`` is UTF-8, checked a piece at a time: decoded whole, a 20 MB body
+    would be a str of up to 80 MB (four bytes a character once one needs them)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
+    try:
+        for start in range(0, len(view), _CHECK_PIECE):
+            decoder.decode(view[start:start + _CHECK_PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _candidates(declared: str | None, header_charset: str | None, bom: bool) -> list[str]:

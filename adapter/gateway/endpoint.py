@@ -5,18 +5,15 @@ Whatever arrives is answered in SOAP — too large, not XML, a DTD, the wrong en
 not an envelope, no Body, an unknown operation: a fault with a stable code, never an
 HTML error page.  ``GET ?wsdl`` is the version's WSDL, its address the configured
 public URL rather than whatever host name the first caller used.  A checked request is
-answered the one way its operation declares (``service.py``): a ``@written`` operation by
-``answers.py``, the others by spyne — never by the request's shape.
+answered by ``answers.py``, the one way every operation declares (``@written``,
+``service.py``) — never by the request's shape.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Callable, Iterable
 
 from .. import compat  # noqa: F401  (before any spyne import)
-
-from spyne.server.wsgi import WsgiApplication  # noqa: E402
 
 from .. import safexml  # noqa: E402
 from ..wsgi_keys import CORRELATION_KEY  # noqa: E402
@@ -40,13 +37,11 @@ class SoapEndpoint:
         self._max_body_bytes = max_body_bytes
         self._xml_policy = xml_policy
         self._public_url = public_url
-        content_type = version.content_type(charset)
-        self._soap = WsgiApplication(
-            build_application(version.protocol, services, content_type=content_type, response_encoding=charset),
-            max_content_length=max_body_bytes,
-        )
-        self._written = WrittenAnswers(services, version, protocol=self._soap.app.in_protocol, charset=charset,
-                                       content_type=content_type)
+        unwritten = sorted(name for name, d in GatewayService.public_methods.items() if not is_written(d))
+        if unwritten:  # nothing else would answer them
+            raise TypeError(f"declare {', '.join(unwritten)} @written: the gateway answers every operation itself")
+        self._written = WrittenAnswers(services, version, protocol=build_application(version.protocol).in_protocol,
+                                       charset=charset, content_type=version.content_type(charset))
         self._wsdl: tuple[str, bytes] | None = None
 
     def wsdl(self) -> bytes:
@@ -67,14 +62,7 @@ class SoapEndpoint:
             fault = fault_from_error(exc.error if foreign else exc, environ[CORRELATION_KEY])
             record_refusal(self._services, environ, fault, "intake")
             return self.fault(respond, fault, version=foreign)
-        descriptor = GatewayService.public_methods[request.operation]
-        if is_written(descriptor):
-            return self._written(environ, respond, request.envelope, descriptor)
-        environ = dict(environ)
-        environ["wsgi.input"] = io.BytesIO(request.body)
-        environ["CONTENT_LENGTH"] = str(len(request.body))
-        environ["CONTENT_TYPE"] = f"{self.version.media_type}; charset=utf-8"
-        return self._soap(environ, respond)
+        return self._written(environ, respond, request.envelope, GatewayService.public_methods[request.operation])
 
     def _not_a_call(self, environ, respond, method: str) -> list[bytes]:
         """``GET|HEAD ?wsdl`` is the WSDL; any other method a 405 fault."""
@@ -91,7 +79,7 @@ class SoapEndpoint:
 
     def fault(self, respond, fault: GatewayFault, status: str | None = None, headers=(),
               version: SoapVersion | None = None) -> list[bytes]:
-        """A fault raised before spyne saw the request, in this endpoint's SOAP version —
+        """A fault raised before the request was read, in this endpoint's SOAP version —
         or in ``version``, the sender's, when it sent the other one's envelope."""
         version = version or self.version
         body = fault_envelope(fault, self._charset, envelope_ns=version.envelope_ns, nsmap=version.intake_nsmap)

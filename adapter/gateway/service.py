@@ -1,13 +1,13 @@
 """The gateway's SOAP operations (PRODUCT.md §4).
 
 Each operation is one method, declared with its wire types, and answered one way,
-declared beside it: ``@written`` operations (every read) are read, called and answered by
-the gateway itself (``answers.py``, its writer driven by these declarations), the others
-(the writes) by spyne.  A method only translates: wire arguments → a domain command, one
+declared beside it: ``@written`` operations (all of them, reads and writes) are read,
+called and answered by the gateway itself (``answers.py``, its writer driven by these
+declarations).  A method only translates: wire arguments → a domain command, one
 service call, the result as the declared out message — complex values as dicts by wire
-name, which both spyne and the gateway's writer write.  Its first argument is the
-``GatewayCall``: authentication, the role check, the organisation scope of the caller and
-the mapping of errors to faults happen once, in ``perform_call``, whoever answers.
+name, which the gateway's writer writes.  Its first argument is the ``GatewayCall``:
+authentication, the role check, the organisation scope of the caller and the mapping of
+errors to faults happen once, in ``perform_call``.
 Argument names are the wire names (camelCase).
 """
 
@@ -71,16 +71,6 @@ class GatewayService(Service):
 
     __service_name__ = "ArchiveGateway"
 
-    @classmethod
-    def call_wrapper(cls, ctx, args=None):
-        """How spyne runs an operation: through ``perform_call``, with the ``GatewayCall``
-        as the method's first argument."""
-        environ = getattr(ctx.transport, "req_env", None) or {}
-        arguments = tuple(ctx.in_object)
-        names = ctx.descriptor.in_message._type_info.keys()
-        return perform_call(ctx.app.gateway_services, environ, ctx.descriptor.name, dict(zip(names, arguments)),
-                            ctx.in_header_doc, lambda call: ctx.descriptor.function(call, *arguments))
-
     @written(_returns=(Unicode, DateTime), _out_variable_names=("version", "serverTime"))
     def Ping(call):  # noqa: N802,N805
         """Liveness check, no credentials needed / 连通性检查，无需认证."""
@@ -128,7 +118,7 @@ class GatewayService(Service):
         meta, file = call.services.archive.open_attachment(attachmentId, call.scope)
         return meta.attachment_id, meta.file_name, meta.mime_type, meta.size, meta.sha256, FileContent(file, meta.size)
 
-    @rpc(
+    @written(
         Req, Req, wire.required(wire.DocTypeType), Req,
         wire.required(wire.Period), Req, wire.Amount, Opt,
         Array(wire.Field, member_name="field"), Array(wire.DocumentAttachment, member_name="attachment"),
@@ -149,7 +139,7 @@ class GatewayService(Service):
         result = call.services.archive.archive_document(cmd, call.scope)
         return result.archive_id, result.archival_code, result.duplicate
 
-    @rpc(
+    @written(
         Opt, Opt, wire.required(wire.DecisionState),
         DateTime(min_occurs=1, nillable=False), Array(wire.Approval, member_name="approval"),
         _returns=(Boolean, Unicode, wire.WorkflowStateType, Boolean),
@@ -168,7 +158,7 @@ class GatewayService(Service):
         state_out = result.voucher_state.value if result.voucher_state else None
         return result.accepted, result.voucher_id, state_out, result.duplicate
 
-    @rpc(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
+    @written(Opt, wire.Period, wire.Period, IdList, _returns=(Unicode, Integer), _out_variable_names=("jobId", "queued"))
     def TriggerSync(call, orgCode, periodFrom, periodTo, voucherIds):  # noqa: N802,N803,N805
         """Queue vouchers for delivery to the OA now (manual sync)
         / 手动触发同步：将凭证加入待推送队列."""
@@ -214,8 +204,8 @@ def perform_call(services, environ, operation: str, arguments, header_elements,
                  run: Callable[[GatewayCall], T]) -> T:
     """One operation call with everything around it: authentication, the role and scope
     check, the call's audit record (committed with any change ``run`` makes) and every
-    error turned into a ``GatewayFault`` (raised).  spyne's call wrapper and the
-    gateway's own answers (``answers.py``) both call this, so the rules live once.
+    error turned into a ``GatewayFault`` (raised).  The gateway's answers
+    (``answers.py``) call it for every operation, so the rules live once.
 
     ``arguments`` answers ``get(wire_name)``; ``header_elements`` are the SOAP Header's
     children (None without a Header), where a UsernameToken would be."""

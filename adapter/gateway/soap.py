@@ -1,10 +1,10 @@
 """What differs between SOAP 1.1 and SOAP 1.2 on the gateway, as data.
 
 One ``SoapEndpoint`` serves both versions (``endpoint.py``); everything that differs —
-where it is served, the envelope namespace, the content type, spyne's protocol (and with
-it the fault's shape and the HTTP status of a fault), what a caller of the other
-version is told — is one ``SoapVersion`` value here, the way zeep has its
-``Soap11Binding`` and ``Soap12Binding``.
+where it is served, the envelope namespace, the content type, spyne's protocol (which
+checks and reads a request and names the WSDL binding), the HTTP status of a fault,
+what a caller of the other version is told — is one ``SoapVersion`` value here, the way
+zeep has its ``Soap11Binding`` and ``Soap12Binding``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ class SoapVersion:
     envelope_ns: str
     media_type: str  # of requests and answers
     protocol: type  # the gateway's spyne protocol for this version
-    #: the envelope prefix of spyne's answers (``answers.py`` writes the same)
+    #: the envelope prefix of the answers (``answers.py``), spyne's as it always was
     answer_prefix: str
-    #: the namespace declarations of the fault envelopes written before spyne sees a request
+    #: the namespace declarations of the fault envelopes written before a request is read
     intake_nsmap: dict
     #: the charset label in Content-Type: 1.1 has always answered ``charset=gbk``, 1.2 ``charset=GBK``
     charset_label: Callable[[str], str]

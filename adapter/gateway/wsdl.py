@@ -23,8 +23,7 @@ _WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
 
 def generate_wsdl(public_url: str, version: SoapVersion) -> bytes:
     """The WSDL of ``version`` with its address = ``<public_url><version.path>``."""
-    app = build_application(version.protocol, None, content_type=version.content_type("UTF-8"),
-                            response_encoding="UTF-8")
+    app = build_application(version.protocol)
     WsgiApplication(app)  # sets app.transport, which the WSDL's binding names
     wsdl = Wsdl11(app.interface)
     wsdl.build_interface_document(public_url.rstrip("/") + version.path)
