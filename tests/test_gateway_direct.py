@@ -48,6 +48,9 @@ from archive_oa.store.blobs import BlobStore
 from archive_oa.store.engine import open_store
 from archive_oa.voucher_xml import canonical_hash
 
+import factories
+from factories import password, voucher
+
 NOW = dt.datetime(2024, 3, 5, 8, 0, tzinfo=dt.timezone.utc)
 GW = "urn:archive-oa:gateway:1"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -60,19 +63,8 @@ UNLOCKED = {"ARCHIVE_OA_SECURITY_LOCKOUT_AFTER": "1000"}
 USERS = {"viewer1": ({"viewer"}, {"ORG1"}), "viewer-all": ({"viewer"}, None), "auditor": ({"auditor"}, None)}
 
 
-def password(user: str) -> str:
-    return f"pw-{user}-密码-2026"  # [security] min_password_length: 12 characters
-
-
 def _voucher(voucher_id: str, org: str, attachments: tuple[AttachmentMeta, ...]) -> Voucher:
-    amount = Decimal("88.00")
-    return Voucher(
-        voucher_id=voucher_id, org_code=org, org_name=f"{org} 有限公司", fonds_code=f"F-{org}", fiscal_year=2024,
-        period="2024-03", voucher_word="记", voucher_no=int(voucher_id[-1]), date=dt.date(2024, 3, 10),
-        preparer="张三", summary="报销差旅费", attachment_count=len(attachments), attachments=attachments,
-        entries=(Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
-                 Entry(2, "报销差旅费", "1002", "银行存款", credit=amount)),
-    )
+    return voucher(voucher_id, org=org, no=int(voucher_id[-1]), amount="88.00", attachments=attachments)
 
 
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -179,9 +171,8 @@ class Answer:
 
 
 def envelope(operation_xml: str, version: str = "1.1", header_xml: str = "") -> bytes:
-    ns = SOAP11 if version == "1.1" else SOAP12
-    return (f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{ns}" xmlns:g="{GW}">'
-            f"<s:Header>{header_xml}</s:Header><s:Body>{operation_xml}</s:Body></s:Envelope>").encode()
+    return factories.envelope(operation_xml, header_xml, namespace=SOAP11 if version == "1.1" else SOAP12,
+                              prefix="s", declaration=True).encode()
 
 
 def get_attachment(attachment_id: str, version: str = "1.1") -> bytes:
