@@ -8,14 +8,13 @@ import random
 import socket
 import threading
 import time
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from archive_oa import voucher_xml
 from archive_oa.domain.delivery import DeliveryState, idempotency_key
-from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, WorkflowState
+from archive_oa.domain.model import AttachmentKind, AttachmentMeta, WorkflowState
 from archive_oa.errors import (
     OaAmbiguous,
     OaAuthenticationFailed,
@@ -32,6 +31,8 @@ from archive_oa.store import vouchers as repo
 from archive_oa.store.engine import open_store
 from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
+
+import factories
 
 W = "urn:archive-oa:oa-workflow:1"
 
@@ -430,13 +431,9 @@ def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, 
     store = open_store(settings, upgrade=True)
     try:
         sha = store.blobs.put(BIG_ATTACHMENT)
-        amount = Decimal("4200.00")
-        voucher = Voucher(
-            voucher_id="HD01-2024-03-J-0100", org_code="HD01", org_name="华东实业有限公司", fonds_code="Z001",
-            fiscal_year=2024, period="2024-03", voucher_word="记", voucher_no=100, date=dt.date(2024, 3, 8),
-            preparer="王芳", attachment_count=1, summary="设备采购合同扫描件",
-            entries=(Entry(1, "采购设备", "1601", "固定资产", debit=amount),
-                     Entry(2, "银行付款", "1002", "银行存款", credit=amount)),
+        voucher = factories.voucher(
+            org="HD01", org_name="华东实业有限公司", fonds="Z001", day=8, no=100, preparer="王芳",
+            summary="设备采购合同扫描件", amount="4200.00", debit=("1601", "固定资产"), lines=("采购设备", "银行付款"),
             attachments=(AttachmentMeta("HD01-2024-03-J-0100-A1", "contract-scan.png", "image/png",
                                         len(BIG_ATTACHMENT), sha, AttachmentKind.CONTRACT),),
         )
