@@ -6,6 +6,10 @@ server the session starts itself (``postgres_server.py``) or the one
 ``ARCHIVE_OA_TEST_POSTGRES_URL`` names.  Without PostgreSQL the ``[postgresql]`` runs
 are skipped with the reason — except in CI (``CI=true``), where they fail: CI must
 prove both backends.
+
+Markers (setup.cfg): every test gets the layer of its module (``LAYERS`` below) and the
+``[postgresql]`` runs get ``postgresql``; the slow modules and tests mark themselves
+``slow``.  ``pytest -m "not slow"`` is the edit-and-run loop (docs/development.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,42 @@ from archive_oa.store.engine import Store, open_store
 from postgres_server import PostgresCluster, PostgresUnavailable, TemporaryPostgres
 
 BACKENDS = ("sqlite", "postgresql")
+
+#: The layer of each test module: the outermost thing one of its tests needs.  A module
+#: not named here is a unit module.
+LAYERS = {
+    "test_audit.py": "integration",
+    "test_auth.py": "integration",
+    "test_backup.py": "integration",
+    "test_crash_runs.py": "e2e",
+    "test_dead_letters.py": "integration",
+    "test_demo.py": "e2e",
+    "test_encodings.py": "integration",
+    "test_examples.py": "integration",
+    "test_external_clients.py": "e2e",
+    "test_fault_runs.py": "e2e",
+    "test_gateway.py": "integration",
+    "test_gateway_units.py": "integration",
+    "test_multi_instance.py": "e2e",
+    "test_oa_client.py": "integration",
+    "test_oa_simulator.py": "integration",
+    "test_postgres_store.py": "integration",
+    "test_reconcile.py": "integration",
+    "test_security_attacks.py": "integration",
+    "test_security_matrix.py": "integration",
+    "test_soap12.py": "integration",
+    "test_sync_cli.py": "e2e",
+    "test_sync_simulator.py": "integration",
+    "test_users_cli.py": "e2e",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        item.add_marker(LAYERS.get(item.path.name, "unit"))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "postgresql":
+            item.add_marker("postgresql")
 
 
 def in_ci() -> bool:
