@@ -43,6 +43,8 @@ from archive_oa.voucher_xml import voucher_idempotency_key, vouchers_to_xml
 
 import factories
 
+pytestmark = pytest.mark.slow  # PHP, Node, suds and a generated Java client, each a process
+
 
 def _load(name: str):
     """tests/clients/<name>.py (pytest runs with --import-mode=importlib: no package imports)."""

@@ -39,6 +39,8 @@ from archive_oa.sync.scheduler import ScheduledJob, Scheduler
 
 import factories
 
+pytestmark = pytest.mark.slow  # worker processes and lock waits
+
 NOW = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)
 WORKER_SCRIPT = Path(__file__).with_name("multi_instance_worker.py")
 S = DeliveryState
