@@ -162,6 +162,7 @@ def _voucher(n: int, attachment: AttachmentMeta) -> Voucher:
     )
 
 
+@pytest.mark.slow
 def test_backups_taken_while_writing_are_consistent_and_restore(tmp_path):
     settings = settings_in(tmp_path / "live")
     store = open_store(settings)

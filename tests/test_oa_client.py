@@ -359,6 +359,7 @@ def test_concurrent_creates_share_the_pool(start):
     assert sim.db.count_requests() == 12
 
 
+@pytest.mark.slow
 def test_find_before_resend_gives_exactly_one_request_per_key_under_faults(start):
     """The contract the sync engine relies on: every fault either committed nothing or is findable."""
     sim = start(error_rate=0.15, drop_rate=0.15, ambiguous_rate=0.1, ambiguous_hold=0.6, seed=11, decide_after=60)
@@ -422,6 +423,7 @@ def test_our_own_workflow_document_with_a_10_mb_attachment_is_read_whole():
     assert _zeep_settings().xml_huge_tree is False  # what the OA answers stays capped
 
 
+@pytest.mark.slow
 def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, tmp_path):
     """The whole way: stored blob → our stylesheet's WorkflowRequest → client → simulator (20 MiB bodies)."""
     sim = start(decide_after=600)

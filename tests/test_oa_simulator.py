@@ -390,6 +390,7 @@ def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
     assert [a.findtext(f"{g}comment") for a in call.iterfind(f"{g}approvals/{g}approval")] == ["同意", "金额超出授权 驳回"]
 
 
+@pytest.mark.slow
 def test_oa_sim_command_serves_until_terminated(tmp_path):
     import os
     import signal

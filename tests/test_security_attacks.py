@@ -903,7 +903,8 @@ def _voucher_count(home: Path) -> int:
         store.dispose()
 
 
-@pytest.mark.parametrize("kind", ["billion-laughs", "external-entity", "schema-location"])
+@pytest.mark.parametrize("kind", ["billion-laughs", "external-entity",
+                                  pytest.param("schema-location", marks=pytest.mark.slow)])
 def test_import_refuses_hostile_files(import_home, tmp_path, trap, capsys, kind):
     from archive_oa.cli.main import main
     from archive_oa.samples import samples_dir

@@ -187,6 +187,7 @@ WRAPPERLESS = """<jaxws:bindings xmlns:jaxws="http://java.sun.com/xml/ns/jaxws">
 </jaxws:bindings>"""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrapper_style", [True, False])
 def test_wsimport_generates_plain_java_without_binding_files(tmp_path, wrapper_style):
     """wsimport (JAX-WS RI) reads the WSDL as published: no JAXBElement, no ObjectFactory

@@ -58,6 +58,7 @@ def simulator(tmp_path):
     handle.stop()
 
 
+@pytest.mark.slow
 def test_exactly_one_request_per_key_and_every_outcome_applied(db_settings, simulator):
     started = time.monotonic()
     settings = db_settings.replace(  # db_settings (tests/conftest.py): SQLite and PostgreSQL
