@@ -206,6 +206,7 @@ def test_missing_or_wrong_token_is_a_client_fault(sim):
     assert sim.db.count_requests() == 0
 
 
+@pytest.mark.slow
 def test_decider_decides_after_the_delay_and_calls_back(tmp_path):
     seen = []
     # generous delay: both requests must be created before either is decided, even on a busy machine
