@@ -267,7 +267,7 @@ def garbage_server():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.answer, server.status = b"", 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # shutdown waits a poll
     thread.start()
     yield server
     server.shutdown()

@@ -371,7 +371,7 @@ def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # shutdown waits a poll
     callback = GatewayCallback(f"http://127.0.0.1:{server.server_address[1]}/soap/archive", "demo-archivist", "pw")
     try:
         logs = (LogEntry(1, "张伟(部门经理)", "APPROVE", "同意", AT), LogEntry(2, "李娜(财务总监)", "REJECT", "金额超出授权 驳回", AT))
