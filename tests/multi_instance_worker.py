@@ -37,8 +37,8 @@ def log_claims(path: Path) -> None:
     out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (open for the process's life)
     lock = threading.Lock()
 
-    def logged(store, owner, limit, lease_seconds, now, **only):  # job_id, due_by
-        won = claim(store, owner, limit, lease_seconds, now, **only)
+    def logged(store, owner, limit, lease_seconds, now, **options):  # job_id, due_by: as claim takes them
+        won = claim(store, owner, limit, lease_seconds, now, **options)
         with lock:
             for c in won:
                 out.write(json.dumps({"id": c.delivery_id, "attempts": c.attempts, "owner": owner,
@@ -110,8 +110,9 @@ def main() -> int:
     worker.close()
     client.close()
     store.dispose()
-    counted = {**dataclasses.asdict(total), "failures": {cls.value: n for cls, n in total.failures.items()}}
-    print(json.dumps({"owner": args.owner, **counted}), flush=True)
+    counts = dataclasses.asdict(total)
+    counts["failures"] = {failure.value: n for failure, n in total.failures.items()}  # JSON keys are text
+    print(json.dumps({"owner": args.owner, **counts}), flush=True)
     return 0
 
 

@@ -24,7 +24,7 @@ from zeep.transports import Transport
 from zeep.wsse.username import UsernameToken
 
 from archive_oa.cli.main import main as cli_main
-from archive_oa.domain.model import Entry, Voucher, WorkflowState
+from archive_oa.domain.model import WorkflowState
 from archive_oa.errors import InternalError
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
@@ -37,6 +37,8 @@ from archive_oa.store import vouchers as voucher_repo
 from archive_oa.store.audit_tables import audit_log
 from archive_oa.store.document_tables import archived_documents
 from archive_oa.voucher_xml import canonical_hash
+
+import factories
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
@@ -352,19 +354,13 @@ def test_export_csv_and_jsonl_carry_the_chain(chain, store, cli, tmp_path):
 PASSWORD = "Pw-审计-9f3c!-2026"  # [security] min_password_length: 12 characters
 
 
-def _voucher(voucher_id, org):
-    return Voucher(voucher_id=voucher_id, org_code=org, org_name=org, fonds_code="F", fiscal_year=2024,
-                   period="2024-03", voucher_word="记", voucher_no=1, date=dt.date(2024, 3, 10), preparer="张三",
-                   summary="差旅费", entries=(Entry(1, "差旅费", "6602", "管理费用", debit=1),
-                                             Entry(2, "差旅费", "1002", "银行存款", credit=1)))
-
-
 @pytest.fixture
 def gateway(store, db_settings):
     users = UserService(store, settings=db_settings)
     users.add_user("viewer1", PASSWORD, {"viewer"}, {"ORG1"})
     users.add_user("archivist1", PASSWORD, {"archivist"}, {"ORG1"})
-    voucher = _voucher("V-ORG2-1", "ORG2")  # delivered as OA request 7002: outside ORG1
+    voucher = factories.voucher("V-ORG2-1", org="ORG2", org_name="ORG2", fonds="F", summary="差旅费",
+                                amount=1)  # delivered as OA request 7002: outside ORG1
     with store.transaction(immediate=True) as conn:
         voucher_repo.save_voucher(conn, voucher, canonical_hash(voucher), T0)
         key = f"V-ORG2-1:{canonical_hash(voucher)[:16]}"

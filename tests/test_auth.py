@@ -373,6 +373,7 @@ def test_a_source_is_locked_across_user_names_for_failed_attempts_only(start):
     assert "authentication failed" in refused(gateway.digest("u5", "guess", session_headers=attacker))
 
 
+@pytest.mark.slow
 def test_an_unknown_name_failing_behind_an_address_locks_no_user_out(start):
     """Issue 9: ten QueryVouchers as ghost-user from 127.0.0.1 locked every user of that address."""
     gateway = start()  # the shipped limits: slowed from 3 failures, locked at 10

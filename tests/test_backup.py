@@ -20,7 +20,7 @@ from sqlalchemy import select
 from zeep.wsse.username import UsernameToken
 
 from archive_oa.cli.main import main
-from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher
+from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Voucher
 from archive_oa.errors import Conflict, ConfigurationError, IntegrityError
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
 from archive_oa.gateway.server import start_gateway
@@ -39,6 +39,8 @@ from archive_oa.store.blobs import BlobStore
 from archive_oa.store.engine import open_store
 from archive_oa.store.tables import vouchers as vouchers_table
 from archive_oa.transforms.pipeline import Transforms
+
+import factories
 
 NOW = dt.datetime(2026, 10, 5, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -153,16 +155,14 @@ def test_round_trip_keeps_counts_content_hashes_blobs_and_the_audit_chain(source
 
 
 def _voucher(n: int, attachment: AttachmentMeta) -> Voucher:
-    amount = Decimal(100 + n)
-    return Voucher(
-        voucher_id=f"XB03-2026-11-J-{n:05d}", org_code="XB03", org_name="西部科技", fonds_code="Z003",
-        fiscal_year=2026, period="2026-11", voucher_word="记", voucher_no=n, date=dt.date(2026, 11, 3),
-        preparer="赵敏", summary="报销差旅费", attachment_count=1, attachments=(attachment,),
-        entries=(Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
-                 Entry(2, "现金支付", "1001", "库存现金", credit=amount)),
+    return factories.voucher(
+        f"XB03-2026-11-J-{n:05d}", org="XB03", org_name="西部科技", fonds="Z003", period="2026-11", day=3, no=n,
+        preparer="赵敏", amount=100 + n, credit=("1001", "库存现金"), lines=("报销差旅费", "现金支付"),
+        attachments=(attachment,),
     )
 
 
+@pytest.mark.slow
 def test_backups_taken_while_writing_are_consistent_and_restore(tmp_path):
     settings = settings_in(tmp_path / "live")
     store = open_store(settings)

@@ -28,6 +28,8 @@ from archive_oa.store import cursors, outbox
 from archive_oa.store.sync_tables import deliveries
 from archive_oa.sync.poller import CURSOR_NAME
 
+pytestmark = pytest.mark.slow  # 2,000 vouchers with SIGKILLs: minutes
+
 VOUCHERS = 2000
 KILLS = 12  # per process; the issue asks for at least 10
 TIME_LIMIT = 300.0

@@ -21,6 +21,8 @@ from archive_oa.store import outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.sync.worker import DeliveryWorker
 
+pytestmark = pytest.mark.slow  # each a delivery run against the simulator
+
 VOUCHERS = 60
 
 

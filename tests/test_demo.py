@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the installed console script, a whole demo run
+
 
 def _console_script() -> list[str]:
     script = Path(sys.executable).with_name("archive-oa")

@@ -23,6 +23,7 @@ from archive_oa.oa.client import OaClient
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.settings import OaSettings
 
+import factories
 from demo_gateway import running_demo, second_gateway
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -42,8 +43,7 @@ def _token(user: str) -> str:
 
 
 def envelope(body_xml: str, user: str | None = None, env: str = SOAP11) -> str:
-    header = f"<s:Header>{_token(user)}</s:Header>" if user else ""
-    return f'<s:Envelope xmlns:s="{env}" xmlns:g="{GW}">{header}<s:Body>{body_xml}</s:Body></s:Envelope>'
+    return factories.envelope(body_xml, _token(user) if user else None, namespace=env, prefix="s")
 
 
 def labelled(xml: str, charset: str, label: str, media_type: str = "text/xml") -> tuple[bytes, str]:

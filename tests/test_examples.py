@@ -67,6 +67,7 @@ def test_example_calls_its_operation_as_the_least_demo_user_allowed(operation):
     assert user == (DEMO_USERS[role] if role else None)
 
 
+@pytest.mark.slow
 def test_every_example_is_answered_without_fault(demo):
     for operation in OPERATION_ACCESS:  # in order: TriggerSync comes before GetSyncStatus
         body = (EXAMPLES / f"{operation}.xml").read_bytes()
@@ -159,6 +160,7 @@ def evaluate(answer: etree._Element, expression: str, namespaces: dict[str, str]
     return str(value)
 
 
+@pytest.mark.slow
 def test_every_test_step_is_answered_without_fault_and_passes_its_xpath(demo, project):
     for step in steps(project):
         operation = step.get("name")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import importlib.util
 import os
@@ -39,6 +40,10 @@ from archive_oa.store import documents as document_repo
 from archive_oa.store import outbox
 from archive_oa.store import vouchers as voucher_repo
 from archive_oa.voucher_xml import voucher_idempotency_key, vouchers_to_xml
+
+import factories
+
+pytestmark = pytest.mark.slow  # PHP, Node, suds and a generated Java client, each a process
 
 
 def _load(name: str):
@@ -72,12 +77,8 @@ INVOICE_NAME = "增值税发票（2024年3月）.bin"
 
 
 def _voucher(voucher_id, no, entries, *, summary, attachments=()):
-    return Voucher(
-        voucher_id=voucher_id, org_code=ORG, org_name="兼容性测试有限公司", fonds_code="F-CMP1",
-        fiscal_year=2024, period="2024-03", voucher_word="记", voucher_no=no, date=dt.date(2024, 3, 15),
-        preparer="张三", summary=summary, attachment_count=len(attachments), attachments=tuple(attachments),
-        entries=tuple(entries),
-    )
+    return factories.voucher(voucher_id, org=ORG, org_name="兼容性测试有限公司", day=15, no=no, summary=summary,
+                             attachments=attachments, entries=tuple(entries))
 
 
 def compat_vouchers() -> list[Voucher]:
@@ -105,8 +106,8 @@ def request_id(stack: str) -> str:
     return f"OA-REQ-{stack}"
 
 
-def password(stack: str) -> str:
-    return f"S3cret&<{stack}>"  # XML and URL special characters: escaped by every stack
+#: XML and URL special characters: escaped by every stack
+password = functools.partial(factories.password, pattern="S3cret&<{}>")
 
 
 @dataclass

@@ -17,6 +17,8 @@ import pytest
 
 import scenario as sc
 
+pytestmark = pytest.mark.slow  # 2,000 vouchers per fault kind: minutes
+
 VOUCHERS = 2000
 TIME_LIMIT = 300.0  # generous: a run takes about a minute; the limit only stops a hang
 

@@ -22,8 +22,6 @@ from archive_oa import safexml
 from archive_oa.domain.model import (
     AttachmentKind,
     AttachmentMeta,
-    Entry,
-    Voucher,
     WorkflowState,
 )
 from archive_oa.gateway.app import build_gateway_services, make_gateway_app
@@ -37,6 +35,9 @@ from archive_oa.store import vouchers as voucher_repo
 from archive_oa.store.engine import open_store
 from archive_oa.transforms.pipeline import Transforms
 from archive_oa.voucher_xml import canonical_hash
+
+from factories import envelope, password, voucher
+from fakes import FakeOa
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
@@ -56,48 +57,6 @@ USERS = {
 }
 
 
-def password(user: str) -> str:
-    return f"pw-{user}-密码-2026"  # [security] min_password_length: 12 characters
-
-
-def voucher(voucher_id, org, no, amount, *, period="2024-03", summary="报销差旅费", attachments=()):
-    amount = Decimal(amount)
-    return Voucher(
-        voucher_id=voucher_id,
-        org_code=org,
-        org_name=f"{org} 有限公司",
-        fonds_code=f"F-{org}",
-        fiscal_year=int(period[:4]),
-        period=period,
-        voucher_word="记",
-        voucher_no=no,
-        date=dt.date(int(period[:4]), int(period[5:]), 10),
-        preparer="张三",
-        summary=summary,
-        attachment_count=len(attachments),
-        attachments=tuple(attachments),
-        entries=(
-            Entry(1, summary, "6602", "管理费用", debit=amount),
-            Entry(2, summary, "1002", "银行存款", credit=amount),
-        ),
-    )
-
-
-class FakeOa:
-    """The OA as reconciliation sees it: knows no request at all."""
-
-    def find_requests(self, external_key):
-        return []
-
-    def get_request(self, request_id):
-        raise AssertionError("not expected: nothing is mapped in the fake OA")
-
-    def fetch_completed(self, after_cursor, max_items):
-        from archive_oa.domain.ports import CompletedBatch
-
-        return CompletedBatch(items=(), next_cursor=after_cursor)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     settings = load_settings(data_dir=tmp_path_factory.mktemp("gateway"), env={})
@@ -109,10 +68,10 @@ def env(tmp_path_factory):
     attachment = AttachmentMeta("ATT-1", "发票.pdf", "application/pdf", len(INVOICE), invoice_sha,
                                 AttachmentKind.INVOICE, "INV-0001")
     vouchers = [
-        voucher("V-ORG1-1", "ORG1", 1, "1200.50", attachments=[attachment]),
-        voucher("V-ORG1-2", "ORG1", 2, "88.00", summary="购买办公用品"),
-        voucher("V-ORG1-3", "ORG1", 3, "500000.00", period="2024-04", summary="支付货款"),
-        voucher("V-ORG2-1", "ORG2", 1, "300.00", summary="报销差旅费 ORG2"),
+        voucher("V-ORG1-1", org="ORG1", no=1, amount="1200.50", attachments=[attachment]),
+        voucher("V-ORG1-2", org="ORG1", no=2, amount="88.00", summary="购买办公用品"),
+        voucher("V-ORG1-3", org="ORG1", no=3, amount="500000.00", period="2024-04", summary="支付货款"),
+        voucher("V-ORG2-1", org="ORG2", no=1, amount="300.00", summary="报销差旅费 ORG2"),
     ]
     with store.transaction(immediate=True) as conn:
         for v in vouchers:
@@ -167,13 +126,6 @@ def post(env, body: bytes, content_type="text/xml; charset=utf-8", auth=("viewer
         headers={"Content-Type": content_type, **headers},
         auth=basic_auth(user, secret) if user else None,
         timeout=10,
-    )
-
-
-def envelope(body_xml: str, header_xml: str = "") -> str:
-    return (
-        f'<soap:Envelope xmlns:soap="{SOAP}" xmlns:g="{GW}">'
-        f"<soap:Header>{header_xml}</soap:Header><soap:Body>{body_xml}</soap:Body></soap:Envelope>"
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -20,6 +19,8 @@ from archive_oa.store import vouchers as repo
 from archive_oa.store.tables import attachments, vouchers
 from archive_oa.transforms.pipeline import Transforms
 
+import factories
+
 PDF = b"%PDF-1.4\n% fake invoice for tests\n"
 PNG = b"\x89PNG\r\n\x1a\n fake bank receipt"
 
@@ -32,28 +33,8 @@ def transforms():
     return Transforms.from_settings()
 
 
-def make_voucher(voucher_id="V-1", *, no=1, amount="880.00", attachments=(), **changes) -> Voucher:
-    amount = Decimal(amount)
-    voucher = Voucher(
-        voucher_id=voucher_id,
-        org_code="ORG-A",
-        org_name="华东实业有限公司",
-        fonds_code="Z001",
-        fiscal_year=2024,
-        period="2024-03",
-        voucher_word="记",
-        voucher_no=no,
-        date=dt.date(2024, 3, 8),
-        preparer="王芳",
-        entries=(
-            Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
-            Entry(2, "现金支付", "1001", "库存现金", credit=amount),
-        ),
-        summary="报销差旅费",
-        attachments=tuple(attachments),
-        attachment_count=len(attachments),
-    )
-    return dataclasses.replace(voucher, **changes)
+def make_voucher(voucher_id="V-1", **fields) -> Voucher:
+    return factories.voucher(voucher_id, **{"org": "ORG-A", **factories.TRAVEL_BY_CASH, **fields})
 
 
 def meta_for(attachment_id, file_name, data, kind=AttachmentKind.INVOICE) -> AttachmentMeta:

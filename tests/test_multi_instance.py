@@ -24,21 +24,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from archive_oa import voucher_xml
-from archive_oa.domain.delivery import DeliveryState, idempotency_key
-from archive_oa.domain.model import Entry, Voucher, WorkflowState
+from archive_oa.domain.delivery import DeliveryState
+from archive_oa.domain.model import Voucher
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.samples import samples_dir
 from archive_oa.store import jobs, outbox
-from archive_oa.store import vouchers as repo
 from archive_oa.store.engine import open_store
 from archive_oa.sync.schedule import parse_schedule
 from archive_oa.sync.scheduler import ScheduledJob, Scheduler
+
+import factories
+
+pytestmark = pytest.mark.slow  # worker processes and lock waits
 
 NOW = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)
 WORKER_SCRIPT = Path(__file__).with_name("multi_instance_worker.py")
@@ -46,29 +47,10 @@ S = DeliveryState
 
 
 def voucher(n: int) -> Voucher:
-    amount = Decimal(300 + n)
-    return Voucher(
-        voucher_id=f"HN02-2026-11-J-{n:04d}", org_code="HN02", org_name="华南贸易", fonds_code="Z002",
-        fiscal_year=2026, period="2026-11", voucher_word="记", voucher_no=n, date=dt.date(2026, 11, 2),
-        preparer="刘洋", summary="支付运费",
-        entries=(Entry(1, "支付运费", "6601", "销售费用", debit=amount),
-                 Entry(2, "银行付款", "1002", "银行存款", credit=amount)),
+    return factories.voucher(
+        org="HN02", org_name="华南贸易", fonds="Z002", period="2026-11", day=2, no=n, preparer="刘洋",
+        amount=300 + n, summary="支付运费", debit=("6601", "销售费用"), lines=("支付运费", "银行付款"),
     )
-
-
-def queue_vouchers(store, count: int) -> list[str]:
-    """Store and queue ``count`` vouchers as the importer does; returns their idempotency keys."""
-    keys = []
-    with store.transaction(immediate=True) as conn:
-        for n in range(1, count + 1):
-            v = voucher(n)
-            content = voucher_xml.canonical_hash(v)
-            saved = repo.save_voucher(conn, v, content, NOW)
-            key = idempotency_key(v.voucher_id, content)
-            assert outbox.enqueue(conn, voucher_id=v.voucher_id, version=saved.version, idempotency_key=key, now=NOW)
-            repo.set_workflow(conn, v.voucher_id, state=WorkflowState.QUEUED)
-            keys.append(key)
-    return keys
 
 
 def read_claims(folder: Path) -> list[dict]:
@@ -99,7 +81,7 @@ def test_three_worker_processes_on_postgresql_never_share_a_claim_and_adopt_a_de
     simulator = start_simulator(SimulatorConfig(decide_after=3600, seed=20261102), tmp_path / "oa")
     processes = []
     try:
-        keys = queue_vouchers(store, count)
+        keys = factories.queue_vouchers(store, [voucher(n) for n in range(1, count + 1)], NOW)
         where = dict(data_dir=data_dir, url=url, oa_url=simulator.url, folder=tmp_path)
 
         # 1. a worker claims a batch with a short lease, sends it, and is killed before settling

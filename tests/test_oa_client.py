@@ -8,14 +8,13 @@ import random
 import socket
 import threading
 import time
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from archive_oa import voucher_xml
 from archive_oa.domain.delivery import DeliveryState, idempotency_key
-from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, WorkflowState
+from archive_oa.domain.model import AttachmentKind, AttachmentMeta, WorkflowState
 from archive_oa.errors import (
     OaAmbiguous,
     OaAuthenticationFailed,
@@ -32,6 +31,8 @@ from archive_oa.store import vouchers as repo
 from archive_oa.store.engine import open_store
 from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
+
+import factories
 
 W = "urn:archive-oa:oa-workflow:1"
 
@@ -266,7 +267,7 @@ def garbage_server():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.answer, server.status = b"", 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # shutdown waits a poll
     thread.start()
     yield server
     server.shutdown()
@@ -358,6 +359,7 @@ def test_concurrent_creates_share_the_pool(start):
     assert sim.db.count_requests() == 12
 
 
+@pytest.mark.slow
 def test_find_before_resend_gives_exactly_one_request_per_key_under_faults(start):
     """The contract the sync engine relies on: every fault either committed nothing or is findable."""
     sim = start(error_rate=0.15, drop_rate=0.15, ambiguous_rate=0.1, ambiguous_hold=0.6, seed=11, decide_after=60)
@@ -420,6 +422,7 @@ def test_our_own_workflow_document_with_a_10_mb_attachment_is_read_whole():
     assert _zeep_settings().xml_huge_tree is False  # what the OA answers stays capped
 
 
+@pytest.mark.slow
 def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, tmp_path):
     """The whole way: stored blob → our stylesheet's WorkflowRequest → client → simulator (20 MiB bodies)."""
     sim = start(decide_after=600)
@@ -429,13 +432,9 @@ def test_a_voucher_with_a_10_mb_attachment_is_delivered_to_the_simulator(start, 
     store = open_store(settings, upgrade=True)
     try:
         sha = store.blobs.put(BIG_ATTACHMENT)
-        amount = Decimal("4200.00")
-        voucher = Voucher(
-            voucher_id="HD01-2024-03-J-0100", org_code="HD01", org_name="华东实业有限公司", fonds_code="Z001",
-            fiscal_year=2024, period="2024-03", voucher_word="记", voucher_no=100, date=dt.date(2024, 3, 8),
-            preparer="王芳", attachment_count=1, summary="设备采购合同扫描件",
-            entries=(Entry(1, "采购设备", "1601", "固定资产", debit=amount),
-                     Entry(2, "银行付款", "1002", "银行存款", credit=amount)),
+        voucher = factories.voucher(
+            org="HD01", org_name="华东实业有限公司", fonds="Z001", day=8, no=100, preparer="王芳",
+            summary="设备采购合同扫描件", amount="4200.00", debit=("1601", "固定资产"), lines=("采购设备", "银行付款"),
             attachments=(AttachmentMeta("HD01-2024-03-J-0100-A1", "contract-scan.png", "image/png",
                                         len(BIG_ATTACHMENT), sha, AttachmentKind.CONTRACT),),
         )

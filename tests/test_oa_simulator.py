@@ -206,6 +206,7 @@ def test_missing_or_wrong_token_is_a_client_fault(sim):
     assert sim.db.count_requests() == 0
 
 
+@pytest.mark.slow
 def test_decider_decides_after_the_delay_and_calls_back(tmp_path):
     seen = []
     # generous delay: both requests must be created before either is decided, even on a busy machine
@@ -370,7 +371,7 @@ def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # shutdown waits a poll
     callback = GatewayCallback(f"http://127.0.0.1:{server.server_address[1]}/soap/archive", "demo-archivist", "pw")
     try:
         logs = (LogEntry(1, "张伟(部门经理)", "APPROVE", "同意", AT), LogEntry(2, "李娜(财务总监)", "REJECT", "金额超出授权 驳回", AT))
@@ -390,6 +391,7 @@ def test_callback_submits_the_outcome_to_the_gateway_wsdl(tmp_path):
     assert [a.findtext(f"{g}comment") for a in call.iterfind(f"{g}approvals/{g}approval")] == ["同意", "金额超出授权 驳回"]
 
 
+@pytest.mark.slow
 def test_oa_sim_command_serves_until_terminated(tmp_path):
     import os
     import signal

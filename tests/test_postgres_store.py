@@ -62,6 +62,7 @@ def _all_tables_in_code():
             importlib.import_module(f"{store_package.__name__}.{module.name}")
 
 
+@pytest.mark.slow
 def test_migrations_build_an_empty_postgresql_database_to_the_tables_in_code(postgres):
     _all_tables_in_code()
     url = postgres.create_database(migrated=False)
@@ -101,6 +102,7 @@ def _tables(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_pg_dump_backup_and_pg_restore_round_trip(postgres, tmp_path, capsys, monkeypatch):
     _all_tables_in_code()
     try:

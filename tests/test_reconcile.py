@@ -86,6 +86,7 @@ def period_vouchers(adapter) -> list[str]:
                                                       states=tuple(WorkflowState))]
 
 
+@pytest.mark.slow
 def test_missing_mismatched_orphaned_and_their_repair(run, capsys):
     adapter, simulator, folder = run
     # the OA is down while the period is delivered: every delivery gives up (2 attempts)
@@ -181,6 +182,7 @@ def test_reconcile_of_an_organisation_the_archive_does_not_know_names_the_ones_i
     assert capsys.readouterr().out.splitlines()[2].split() == [ORG, "2020-01", "0", "0", "0", "0"]
 
 
+@pytest.mark.slow
 def test_reconcile_asks_the_oa_again_after_a_dropped_call(run, capsys, caplog):
     adapter, simulator, folder = run
     sc.import_vouchers(adapter, [folder])
@@ -194,6 +196,7 @@ def test_reconcile_asks_the_oa_again_after_a_dropped_call(run, capsys, caplog):
     assert retry.getMessage().startswith("OaAmbiguous in FindWorkflowRequests: the OA at")
 
 
+@pytest.mark.slow
 def test_reconcile_gives_up_on_an_oa_that_keeps_failing_with_one_line(run, capsys):
     adapter, simulator, folder = run
     sc.import_vouchers(adapter, [folder])
@@ -207,6 +210,7 @@ def test_reconcile_gives_up_on_an_oa_that_keeps_failing_with_one_line(run, capsy
     assert "(FindWorkflowRequests) failed:" in line
 
 
+@pytest.mark.slow
 def test_reconcile_period_over_the_gateway(run):
     from archive_oa.gateway.app import make_gateway_app
     from archive_oa.gateway.server import start_gateway

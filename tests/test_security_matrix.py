@@ -20,8 +20,8 @@ Each cell also checks that the call left one audit record with that outcome.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
-from decimal import Decimal
 
 import pytest
 import requests
@@ -31,7 +31,7 @@ from requests.auth import HTTPBasicAuth
 from zeep.exceptions import Fault
 from zeep.transports import Transport
 
-from archive_oa.domain.model import AttachmentKind, AttachmentMeta, Entry, Voucher, WorkflowState
+from archive_oa.domain.model import AttachmentKind, AttachmentMeta, WorkflowState
 from archive_oa.gateway.app import make_gateway_app
 from archive_oa.gateway.auth import OPERATION_ACCESS, PasswordAuthenticator
 from archive_oa.gateway.context import GatewayServices
@@ -45,6 +45,10 @@ from archive_oa.store import vouchers as voucher_repo
 from archive_oa.store.engine import open_store
 from archive_oa.transforms.pipeline import Transforms
 from archive_oa.voucher_xml import canonical_hash
+
+import factories
+from factories import voucher
+from fakes import FakeOa
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
@@ -62,31 +66,7 @@ def user_of(role: str) -> str | None:
     return None if role == "none" else f"{role}-{IN_ORG.lower()}"
 
 
-def password(user: str) -> str:
-    return f"pw-{user}"
-
-
-def voucher(voucher_id, org, no, *, summary="报销差旅费", attachments=()):
-    amount = Decimal("100.00")
-    return Voucher(
-        voucher_id=voucher_id, org_code=org, org_name=f"{org} 有限公司", fonds_code=f"F-{org}", fiscal_year=2024,
-        period="2024-03", voucher_word="记", voucher_no=no, date=dt.date(2024, 3, 10), preparer="张三",
-        summary=summary, attachment_count=len(attachments), attachments=tuple(attachments),
-        entries=(Entry(1, summary, "6602", "管理费用", debit=amount), Entry(2, summary, "1002", "银行存款", credit=amount)),
-    )
-
-
-class FakeOa:
-    def find_requests(self, external_key):
-        return []
-
-    def get_request(self, request_id):
-        raise AssertionError("not expected")
-
-    def fetch_completed(self, after_cursor, max_items):
-        from archive_oa.domain.ports import CompletedBatch
-
-        return CompletedBatch(items=(), next_cursor=after_cursor)
+password = functools.partial(factories.password, pattern="pw-{}")
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +86,8 @@ def gateway(tmp_path_factory):
         return AttachmentMeta(attachment_id, "发票.pdf", "application/pdf", len(INVOICE), sha, AttachmentKind.INVOICE, None)
 
     data = {
-        IN_ORG: voucher("V-IN", IN_ORG, 1, attachments=[attachment("ATT-IN")]),
-        OUT_ORG: voucher("V-OUT", OUT_ORG, 1, attachments=[attachment("ATT-OUT")]),
+        IN_ORG: voucher("V-IN", org=IN_ORG, no=1, attachments=[attachment("ATT-IN")]),
+        OUT_ORG: voucher("V-OUT", org=OUT_ORG, no=1, attachments=[attachment("ATT-OUT")]),
     }
     with store.transaction(immediate=True) as conn:
         for org, v in data.items():
@@ -118,7 +98,7 @@ def gateway(tmp_path_factory):
             voucher_repo.map_request(conn, external_key=key, voucher_id=v.voucher_id, version=1, oa_request_id=request_id)
             voucher_repo.set_workflow(conn, v.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id=request_id)
     # One more ORG2 voucher that any unscoped query would count.
-    extra = voucher("V-OUT-2", OUT_ORG, 2)
+    extra = voucher("V-OUT-2", org=OUT_ORG, no=2)
     with store.transaction(immediate=True) as conn:
         voucher_repo.save_voucher(conn, extra, canonical_hash(extra), NOW)
     sync = SyncService(store, FakeOa())

@@ -5,6 +5,7 @@ and faults as SOAP 1.1; and the SOAP 1.1 WSDL says nothing of SOAP 1.2."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from archive_oa.samples import samples_dir
 from archive_oa.store.vouchers import lookup_request
 from archive_oa.transforms.pipeline import Transforms
 
+import factories
 from demo_gateway import running_demo
 
 ENV12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -185,6 +187,7 @@ WRAPPERLESS = """<jaxws:bindings xmlns:jaxws="http://java.sun.com/xml/ns/jaxws">
 </jaxws:bindings>"""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrapper_style", [True, False])
 def test_wsimport_generates_plain_java_without_binding_files(tmp_path, wrapper_style):
     """wsimport (JAX-WS RI) reads the WSDL as published: no JAXBElement, no ObjectFactory
@@ -369,8 +372,7 @@ def post12(demo, body: bytes, content_type="application/soap+xml; charset=utf-8"
                          headers={"Content-Type": content_type}, auth=auth, timeout=10)
 
 
-def envelope12(body_xml: str) -> str:
-    return f'<env:Envelope xmlns:env="{ENV12}" xmlns:g="{GW}"><env:Body>{body_xml}</env:Body></env:Envelope>'
+envelope12 = functools.partial(factories.envelope, header_xml=None, namespace=ENV12, prefix="env")
 
 
 def fault_of(response, status: int, code: str) -> etree._Element:

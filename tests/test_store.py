@@ -37,6 +37,8 @@ from archive_oa.store.blobs import BlobStore
 from archive_oa.store.metadata import metadata
 from archive_oa.store.tables import vouchers as vouchers_table
 
+import factories
+
 UTC = dt.timezone.utc
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
@@ -50,29 +52,17 @@ def sqlite_only(store):
         pytest.skip("SQLite behaviour")
 
 
-def make_voucher(voucher_id="V-0001", *, org="ORG-A", period="2024-02", no=1, amount="1500.00",
-                 summary="支付办公用品费", word="记", **changes) -> Voucher:
-    amount = Decimal(amount)
-    year, month = (int(part) for part in period.split("-"))
-    voucher = Voucher(
-        voucher_id=voucher_id,
-        org_code=org,
-        org_name="华东实业有限公司",
-        fonds_code="Z001",
-        fiscal_year=year,
-        period=period,
-        voucher_word=word,
-        voucher_no=no,
-        date=dt.date(year, month, 15),
-        preparer="王芳",
-        entries=(
-            Entry(1, "购买办公用品", "6602", "管理费用", debit=amount,
-                  auxiliary=(AuxiliaryItem("dept", "D01", "行政部"), AuxiliaryItem("project", "P9", "年度计划"))),
-            Entry(2, "银行存款支付", "1002", "银行存款", credit=amount),
-        ),
-        summary=summary,
-    )
-    return dataclasses.replace(voucher, **changes)
+def make_voucher(voucher_id="V-0001", **fields) -> Voucher:
+    return factories.voucher(voucher_id, **{**STORED, **fields})
+
+
+#: office supplies paid by bank, with auxiliary items on the expense line
+STORED = {
+    "org": "ORG-A", "org_name": "华东实业有限公司", "fonds": "Z001", "period": "2024-02", "day": 15,
+    "preparer": "王芳", "summary": "支付办公用品费", "amount": "1500.00", "lines": ("购买办公用品", "银行存款支付"),
+    "auxiliary": (AuxiliaryItem("dept", "D01", "行政部"), AuxiliaryItem("project", "P9", "年度计划")),
+    "attachment_count": 0,  # a test that attaches files says how many it counts
+}
 
 
 def save(store, voucher, content_hash=None):

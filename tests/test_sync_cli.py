@@ -22,6 +22,8 @@ from archive_oa.settings import load_settings
 from archive_oa.store import jobs, outbox
 from archive_oa.store.engine import open_store
 
+pytestmark = pytest.mark.slow  # import → sync → poll against the simulator, the worker as a process
+
 
 @pytest.fixture
 def simulator(tmp_path):

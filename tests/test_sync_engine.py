@@ -5,25 +5,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import itertools
+import functools
 import logging
 import random
 import threading
 import time
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from archive_oa import voucher_xml
-from archive_oa.domain.delivery import DeliveryState, RetryPolicy, idempotency_key
-from archive_oa.domain.model import Approval, Entry, Voucher, WorkflowOutcome, WorkflowState
-from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
+from archive_oa.domain.delivery import DeliveryState, RetryPolicy
+from archive_oa.domain.model import Approval, WorkflowOutcome, WorkflowState
+from archive_oa.domain.ports import CompletedItem
 from archive_oa.errors import (
     NotFound,
     OaAmbiguous,
-    OaRejected,
-    OaServerFault,
     OaUnreachable,
     ValidationFailed,
 )
@@ -37,113 +34,11 @@ from archive_oa.store.group_commit import GroupCommit
 from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 
+import factories
+from fakes import Clock, FakeOa
+
 S = DeliveryState
 T0 = dt.datetime(2024, 3, 10, 8, 0, tzinfo=dt.timezone.utc)
-
-
-# --- fakes ---------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-        self.lock = threading.Lock()
-
-    def __call__(self):
-        with self.lock:
-            return self.now
-
-    def advance(self, seconds):
-        with self.lock:
-            self.now += dt.timedelta(seconds=seconds)
-
-
-class FakeOa:
-    """An OA that keeps requests in memory and fails as scripted.
-
-    ``create_faults`` is a list of actions consumed per CreateWorkflowRequest call:
-    ``ok``, ``unreachable``, ``fault`` (server fault, nothing stored), ``lost`` (times
-    out before storing), ``commit-then-timeout`` (stores, then the answer is lost),
-    ``rejected``.
-    """
-
-    def __init__(self, create_faults=(), find_faults=()):
-        self.create_faults = list(create_faults)
-        self.find_faults = list(find_faults)
-        self.requests: dict[int, dict] = {}
-        self.ids = itertools.count(1001)
-        self.calls: list[str] = []
-        self.completed: list[CompletedItem] = []
-        self.acked: list[int] = []
-        self.lock = threading.Lock()
-        self.during_create = None  # hook(request_id) run after storing, before answering
-
-    def create_request(self, workflow_xml: bytes) -> int:
-        with self.lock:
-            self.calls.append("create")
-            action = self.create_faults.pop(0) if self.create_faults else "ok"
-        if action == "unreachable":
-            raise OaUnreachable("connection refused by 127.0.0.1:9")
-        if action == "fault":
-            raise OaServerFault("soap:Server: database busy")
-        if action == "lost":
-            raise OaAmbiguous("read timed out")
-        if action == "rejected":
-            raise OaRejected("soap:Client: workflowCode unknown")
-        key = _external_key(workflow_xml)
-        with self.lock:
-            request_id = next(self.ids)
-            self.requests[request_id] = {"key": key, "xml": workflow_xml, "status": WorkflowState.SUBMITTED}
-        if self.during_create:
-            self.during_create(request_id)
-        if action == "commit-then-timeout":
-            raise OaAmbiguous("read timed out after the OA committed")
-        return request_id
-
-    def find_requests(self, external_key):
-        with self.lock:
-            self.calls.append("find")
-            if self.find_faults:
-                raise self.find_faults.pop(0)
-            return [rid for rid, r in self.requests.items() if r["key"] == external_key]
-
-    def get_request(self, request_id):
-        r = self.requests[request_id]
-        return OaRequest(request_id, r["key"], r["status"], None, ())
-
-    def fetch_completed(self, after_cursor, max_items):
-        items = tuple(i for i in self.completed if i.cursor > after_cursor)[:max_items]
-        return CompletedBatch(items, items[-1].cursor if items else after_cursor)
-
-    def acknowledge(self, up_to_cursor):
-        self.acked.append(up_to_cursor)
-
-    def per_key(self):
-        counts: dict[str, int] = {}
-        for r in self.requests.values():
-            counts[r["key"]] = counts.get(r["key"], 0) + 1
-        return counts
-
-    def decide(self, request_id, state, finished_at, cursor=None):
-        r = self.requests[request_id]
-        r["status"] = state
-        item = CompletedItem(
-            cursor=cursor or len(self.completed) + 1,
-            request_id=request_id,
-            external_key=r["key"],
-            status=state,
-            finished_at=finished_at,
-            logs=(Approval(1, "李总", "APPROVE" if state is WorkflowState.APPROVED else "REJECT", "同意", finished_at),),
-        )
-        self.completed.append(item)
-        return item
-
-
-def _external_key(workflow_xml: bytes) -> str:
-    from lxml import etree
-
-    root = etree.fromstring(workflow_xml)
-    return root.findtext("{urn:archive-oa:oa-workflow:1}externalKey")
 
 
 # --- fixtures ------------------------------------------------------------------------
@@ -159,48 +54,19 @@ def transforms():
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 SYNC = SyncSettings(batch_size=10, workers=3, lease_seconds=60, max_attempts=4, poll_batch_size=2)
 POLICY = RetryPolicy(base_seconds=1, max_seconds=8, max_attempts=4, jitter=0.0)
 
 
-def make_voucher(n: int, amount="880.00") -> Voucher:
-    amount = Decimal(amount)
-    return Voucher(
-        voucher_id=f"HD01-2024-03-J-{n:04d}",
-        org_code="HD01",
-        org_name="华东实业有限公司",
-        fonds_code="Z001",
-        fiscal_year=2024,
-        period="2024-03",
-        voucher_word="记",
-        voucher_no=n,
-        date=dt.date(2024, 3, 8),
-        preparer="王芳",
-        entries=(
-            Entry(1, "报销差旅费", "6602", "管理费用", debit=amount),
-            Entry(2, "现金支付", "1001", "库存现金", credit=amount),
-        ),
-        summary="报销差旅费",
-    )
+make_voucher = functools.partial(factories.voucher, org="HD01", **factories.TRAVEL_BY_CASH)
 
 
 def add_vouchers(store, count, *, start=1):
     """Store vouchers and queue them, as the importer does; returns their keys."""
-    keys = []
-    with store.transaction(immediate=True) as conn:
-        for n in range(start, start + count):
-            voucher = make_voucher(n)
-            content = voucher_xml.canonical_hash(voucher)
-            saved = repo.save_voucher(conn, voucher, content, T0)
-            key = idempotency_key(voucher.voucher_id, content)
-            assert outbox.enqueue(conn, voucher_id=voucher.voucher_id, version=saved.version,
-                                  idempotency_key=key, now=T0)
-            repo.set_workflow(conn, voucher.voucher_id, state=WorkflowState.QUEUED)
-            keys.append(key)
-    return keys
+    return factories.queue_vouchers(store, [make_voucher(no=n) for n in range(start, start + count)], T0)
 
 
 def worker_for(store, oa, transforms, clock, **kw):
@@ -548,7 +414,7 @@ def test_settle_of_an_older_version_leaves_the_newer_version_alone(store, transf
     oa = FakeOa()
 
     def save_a_new_version(request_id):  # re-imported with another amount while the call runs
-        newer = make_voucher(1, amount="990.00")
+        newer = make_voucher(no=1, amount="990.00")
         with store.transaction(immediate=True) as conn:
             assert repo.save_voucher(conn, newer, voucher_xml.canonical_hash(newer), T0).version == 2
 

@@ -10,54 +10,18 @@ import pytest
 from archive_oa import voucher_xml
 from archive_oa.cli.output import table as _table
 from archive_oa.domain.delivery import DeliveryState, FailureClass
-from archive_oa.domain.model import Entry, Voucher, WorkflowState
-from archive_oa.domain.ports import CompletedBatch, CompletedItem, OaRequest
+from archive_oa.domain.model import WorkflowState
+from archive_oa.domain.ports import CompletedItem
 from archive_oa.errors import AccessDenied, NotFound, OaAuthenticationFailed, OaUnreachable, ValidationFailed
 from archive_oa.services.sync import SyncService
 from archive_oa.store import jobs, outbox
 from archive_oa.store import vouchers as repo
 from archive_oa.sync.failures import error_text
 
+import factories
+from fakes import Clock, FakeOa
+
 T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
-
-
-class FakeOa:
-    """Answers lookups from a dict: key → request ids; request id → status."""
-
-    def __init__(self):
-        self.by_key: dict[str, list[int]] = {}
-        self.status: dict[int, WorkflowState] = {}
-        self.completed: list[CompletedItem] = []
-
-    def find_requests(self, key):
-        return list(self.by_key.get(key, []))
-
-    def get_request(self, request_id):
-        return OaRequest(request_id, None, self.status[request_id], None, ())
-
-    def fetch_completed(self, after, limit):
-        items = tuple(i for i in self.completed if i.cursor > after)[:limit]
-        return CompletedBatch(items, items[-1].cursor if items else after)
-
-
-def voucher(org: str, period: str, n: int) -> Voucher:
-    year, month = map(int, period.split("-"))
-    amount = Decimal("100.00") * n
-    return Voucher(
-        voucher_id=f"{org}-{period}-{n:04d}", org_code=org, org_name=f"{org} 公司", fonds_code="Z9",
-        fiscal_year=year, period=period, voucher_word="记", voucher_no=n, date=dt.date(year, month, 3),
-        preparer="刘洋",
-        entries=(Entry(1, "购买办公用品", "6602", "管理费用", debit=amount),
-                 Entry(2, "银行付款", "1002", "银行存款", credit=amount)),
-    )
 
 
 @pytest.fixture
@@ -67,7 +31,9 @@ def store(store):
         for org in ("HD01", "HN02"):
             for period in ("2024-03", "2024-04"):
                 for n in (1, 2):
-                    v = voucher(org, period, n)
+                    v = factories.voucher(f"{org}-{period}-{n:04d}", org=org, org_name=f"{org} 公司", fonds="Z9",
+                                          period=period, day=3, no=n, preparer="刘洋", summary=None,
+                                          amount=Decimal("100.00") * n, lines=("购买办公用品", "银行付款"))
                     repo.save_voucher(conn, v, voucher_xml.canonical_hash(v), T0)
     return store
 
@@ -79,7 +45,7 @@ def states(store, org=None):
 
 
 def test_trigger_queues_matching_vouchers_once(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     first = service.trigger(org_code="HD01", period_from="2024-04", period_to="2024-04")
     assert (first.queued, first.selected) == (2, 2)
     assert {vid for vid, s in states(store).items() if s is WorkflowState.QUEUED} == {
@@ -92,7 +58,7 @@ def test_trigger_queues_matching_vouchers_once(store):
 
 
 def test_trigger_by_voucher_ids_and_scope(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     with pytest.raises(AccessDenied, match="HN02 is outside your scope"):
         service.trigger(org_code="HN02", org_codes=frozenset({"HD01"}))
     scoped = service.trigger(voucher_ids=["HD01-2024-03-0001", "HN02-2024-03-0001", "nope"],
@@ -116,7 +82,7 @@ def test_trigger_refuses_bad_periods(store, kwargs, place):
 
 
 def test_status_counts_from_deliveries_and_finishes(store):
-    clock = Clock()
+    clock = Clock(T0)
     service = SyncService(store, clock=clock)
     with pytest.raises(NotFound, match="no sync job"):
         service.status()
@@ -145,14 +111,14 @@ def test_status_counts_from_deliveries_and_finishes(store):
 
 
 def test_empty_trigger_is_finished_at_once(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     job = service.trigger(org_code="XX99")
     assert job.queued == 0 and service.status(job.job_id).state == "FINISHED"
 
 
 def test_reconcile_reports_missing_orphaned_and_mismatched(store):
     oa = FakeOa()
-    service = SyncService(store, oa, clock=Clock())
+    service = SyncService(store, oa, clock=Clock(T0))
     service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")
     with store.transaction() as conn:
         d1, d2 = sorted(outbox.list_deliveries(conn), key=lambda d: d.voucher_id)
@@ -162,8 +128,8 @@ def test_reconcile_reports_missing_orphaned_and_mismatched(store):
         repo.map_request(conn, external_key=d1.idempotency_key, voucher_id=d1.voucher_id, version=1,
                          oa_request_id="11")
         repo.set_workflow(conn, d1.voucher_id, state=WorkflowState.SUBMITTED, oa_request_id="11")
-    oa.by_key[d1.idempotency_key] = [11, 12]  # 12: an extra request nobody maps
-    oa.status[11] = WorkflowState.APPROVED  # the OA decided, the archive has not heard yet
+    oa.add_request(11, d1.idempotency_key, WorkflowState.APPROVED)  # the OA decided, the archive has not heard yet
+    oa.add_request(12, d1.idempotency_key)  # 12: an extra request nobody maps
     # d2 never reached the OA; a stray completed request names a voucher of the period with a foreign key
     oa.completed.append(CompletedItem(1, 99, f"{d2.voucher_id}:0000", WorkflowState.APPROVED, T0, ()))
     oa.completed.append(CompletedItem(2, 98, "HN02-2024-03-0001:1111", WorkflowState.APPROVED, T0, ()))
@@ -191,7 +157,7 @@ def test_table_lines_up_chinese_text():
 
 
 def test_status_shows_a_scoped_caller_only_jobs_of_their_organisations(store):
-    clock = Clock()
+    clock = Clock(T0)
     service = SyncService(store, clock=clock)
     march = dict(period_from="2024-03", period_to="2024-03")
     own = service.trigger(org_code="HD01", org_codes=frozenset({"HD01"}), **march)
@@ -238,7 +204,7 @@ def test_oa_reads_ask_again_on_a_passing_fault_but_never_after_a_refusal():
 
 
 def test_take_over_gives_the_new_job_the_matching_deliveries_still_waiting(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     earlier = service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")  # 2 waiting
     others = service.trigger(org_code="HN02")  # 4 waiting, another organisation
     claims = outbox.claim(store, "w", 1, 60, T0, job_id=earlier.job_id)
@@ -283,7 +249,7 @@ def test_take_over_leaves_a_running_job_its_deliveries_and_every_job_row_agrees_
 
 
 def test_strict_trigger_refuses_filters_that_select_nothing_and_makes_no_job(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     with pytest.raises(NotFound, match="holds no voucher of organisation XX99: check --org"):
         service.trigger(org_code="XX99", strict=True)
     # the same message as reconcile's for an unknown organisation: it names the ones the archive holds
@@ -299,7 +265,7 @@ def test_strict_trigger_refuses_filters_that_select_nothing_and_makes_no_job(sto
 
 
 def test_status_groups_the_failed_vouchers_by_class_with_the_latest_error(store):
-    clock = Clock()
+    clock = Clock(T0)
     service = SyncService(store, clock=clock)
     job = service.trigger(org_code="HD01")
     claims = outbox.claim(store, "w", 3, 60, T0)  # the fourth is not attempted yet

@@ -15,7 +15,7 @@ import pytest
 
 from archive_oa import voucher_xml
 from archive_oa.domain.delivery import DeliveryState
-from archive_oa.domain.model import Entry, Voucher, WorkflowState
+from archive_oa.domain.model import Voucher, WorkflowState
 from archive_oa.errors import OaError
 from archive_oa.oa.client import OaClient
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
@@ -28,28 +28,17 @@ from archive_oa.sync.poller import Poller
 from archive_oa.sync.worker import DeliveryCounts, DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 
+import factories
+
 COUNT = 50
 NOW = dt.datetime(2024, 3, 10, tzinfo=dt.timezone.utc)
 
 
 def voucher(n: int) -> Voucher:
-    amount = Decimal(800 + 250 * n)  # above 9000 the simulated approvers reject
-    return Voucher(
-        voucher_id=f"XB03-2024-04-J-{n:04d}",
-        org_code="XB03",
-        org_name="西部贸易有限公司",
-        fonds_code="Z003",
-        fiscal_year=2024,
-        period="2024-04",
-        voucher_word="记",
-        voucher_no=n,
-        date=dt.date(2024, 4, 2),
-        preparer="赵敏",
-        entries=(
-            Entry(1, "支付供应商货款", "2202", "应付账款", debit=amount),
-            Entry(2, "银行付款", "1002", "银行存款", credit=amount),
-        ),
-        summary="支付供应商货款",
+    return factories.voucher(
+        org="XB03", org_name="西部贸易有限公司", fonds="Z003", period="2024-04", day=2, no=n, preparer="赵敏",
+        amount=800 + 250 * n,  # above 9000 the simulated approvers reject
+        summary="支付供应商货款", debit=("2202", "应付账款"), lines=("支付供应商货款", "银行付款"),
     )
 
 
@@ -69,6 +58,7 @@ def simulator(tmp_path):
     handle.stop()
 
 
+@pytest.mark.slow
 def test_exactly_one_request_per_key_and_every_outcome_applied(db_settings, simulator):
     started = time.monotonic()
     settings = db_settings.replace(  # db_settings (tests/conftest.py): SQLite and PostgreSQL

@@ -192,6 +192,7 @@ def _fail_logins(data_dir, attempts):
         users.store.dispose()
 
 
+@pytest.mark.slow
 def test_list_shows_failures_and_locks_of_users_and_addresses_and_unlock_lifts_either(cli):
     cli("add", "alice", "--role", "viewer", "--all-orgs", "--password-stdin", stdin=PASSWORD + "\n")
     _fail_logins(cli.data_dir, [("ghost-user", "198.51.100.7")] * 10 + [("alice", "203.0.113.5")] * 2)
@@ -238,6 +239,7 @@ def test_list_shows_failures_and_locks_of_users_and_addresses_and_unlock_lifts_e
                              ("user:alice", "source:203.0.113.5"), ("user:ghost-user", "source:198.51.100.7")]
 
 
+@pytest.mark.slow
 def test_the_console_script_reads_the_password_from_a_pipe(tmp_path):
     env = {**os.environ, "ARCHIVE_OA_HOME": str(tmp_path)}
     env.pop("ARCHIVE_OA_SECURITY_SECRET_KEY", None)

@@ -1,7 +1,9 @@
 """The archive functions the sync engine uses, as one small interface.
 
-The real implementation is the module ``archive_oa.store.vouchers`` (engineer C's
-repository); unit tests pass an in-memory fake with the same function names.
+The implementation is the module ``archive_oa.store.vouchers``.  There is no in-memory
+fake: each caller also writes the outbox and the outcome tables in the same transaction
+(``conn``), so a fake would have to be a whole store; their tests use a fresh real store
+instead, on SQLite and on PostgreSQL (tests/conftest.py).
 """
 
 from __future__ import annotations
