@@ -270,6 +270,7 @@ def test_password_text_and_basic_from_loopback(gw):
     assert call(gw.basic()).total == 0
 
 
+@pytest.mark.slow
 def test_wrong_password_unknown_user_and_disabled_user_get_the_same_answer(gw):
     gw.users.add_user("bob", PASSWORD, {"viewer"}, None, disabled=True)
     answers = [
@@ -337,6 +338,7 @@ def test_proxy_policy_reads_the_chain_from_the_right():
 # --- slow-down and lock-out ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_user_is_slowed_then_locked_then_released_when_the_lock_expires(start):
     gateway = start(slowdown_after=2, lockout_after=4, lockout_seconds=60)
     gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
@@ -392,6 +394,7 @@ def test_an_unknown_name_failing_behind_an_address_locks_no_user_out(start):
     assert targets == {("user:ghost-user", "source:127.0.0.1"), ("source:127.0.0.1",)}
 
 
+@pytest.mark.slow
 def test_enabling_a_user_lifts_its_lock_and_success_clears_its_failures(start):
     gateway = start(trusted_proxies="127.0.0.1", lockout_after=3, user_lockout_after=3, slowdown_after=2)
     gateway.users.add_user("alice", PASSWORD, {"viewer"}, None)
@@ -538,6 +541,7 @@ def _authenticator(store, settings, ticks, **security):
     return users, PasswordAuthenticator(users, security, clock=Clock(), sleep=lambda seconds: None)
 
 
+@pytest.mark.slow
 def test_a_verified_password_is_hashed_once_and_a_wrong_one_always(store, db_settings, counted_scrypt):
     ticks = Ticks()
     users, auth = _authenticator(store, db_settings, ticks, lockout_after=100, slowdown_after=100)
@@ -574,6 +578,7 @@ def test_a_locked_name_is_refused_before_its_password_is_checked(store, db_setti
     assert counts == {}
 
 
+@pytest.mark.slow
 def test_password_disable_role_and_scope_changes_count_at_once_in_every_instance(store, db_settings):
     ticks = Ticks()
     _, auth = _authenticator(store, db_settings, ticks)
@@ -713,6 +718,7 @@ def _stopped_authenticator(store, settings, waits, **security):
     return users, PasswordAuthenticator(users, security, clock=clock, sleep=waits.append), clock
 
 
+@pytest.mark.slow
 def test_failures_from_a_locked_address_wait_the_longest_and_keep_it_locked(store, db_settings, counted_scrypt):
     """Review of issue 9: at the address's lock its count was cleared and no longer kept, so
     attempts 11 on from a spraying address were answered at once again, each password checked."""
@@ -749,6 +755,7 @@ def test_failures_from_a_locked_address_wait_the_longest_and_keep_it_locked(stor
             ("source:198.51.100.66",)]  # one lock, moved on, audited once
 
 
+@pytest.mark.slow
 def test_a_name_failing_from_one_address_is_locked_there_only_and_everywhere_far_later(store, db_settings):
     """Issue 9: ten wrong passwords of the OA platform's account from one address locked it
     from every address (anyone anywhere could lock the integration out)."""
@@ -786,6 +793,7 @@ def test_a_name_failing_from_one_address_is_locked_there_only_and_everywhere_far
     assert _outcome(auth, _text_credentials("oa-sync"), job) == "ok"
 
 
+@pytest.mark.slow
 def test_unlocking_a_name_lifts_its_locks_from_every_address_and_no_other_names(store, db_settings):
     waits = []
     users, auth, _ = _stopped_authenticator(store, db_settings, waits, lockout_after=2)

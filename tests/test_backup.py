@@ -414,6 +414,7 @@ def test_backup_without_key_says_so_and_restore_refuses_until_the_key_is_there(s
     assert digest_call(target).total == manifest.tables["vouchers"].rows
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_key_mismatch_unless_told_to_go_on_without_it(source, tmp_path, capsys):
     source_key = with_digest_user(source)
     backup(source, tmp_path / "bk")

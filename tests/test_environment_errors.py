@@ -21,6 +21,8 @@ from archive_oa.cli.main import main
 from archive_oa.environment import listening
 from archive_oa.errors import CannotListen
 
+pytestmark = pytest.mark.slow  # console scripts in child processes
+
 NOT_OURS = "203.0.113.5"  # TEST-NET-3: bind() fails locally, nothing is ever sent
 
 GATEWAY_PORT = "[gateway] port / --port / ARCHIVE_OA_GATEWAY_PORT"

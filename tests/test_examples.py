@@ -75,6 +75,7 @@ def test_every_example_is_answered_without_fault(demo):
         assert answer.find(f".//{{urn:archive-oa:gateway:1}}{operation}Response") is not None
 
 
+@pytest.mark.slow
 def test_examples_are_valid_for_zeep_too(demo):
     """Each example's body matches the WSDL as a generated client reads it."""
     client = zeep.Client(demo.gateway.wsdl_url)

@@ -213,6 +213,7 @@ def test_cli_import_of_a_folder_without_voucher_files_names_what_it_left(tmp_pat
     assert "the 3 files there are not voucher files" in err and str(folder / "invoice.pdf") in err
 
 
+@pytest.mark.slow
 def test_cli_import_json_counts_and_errors_with_file_and_message(tmp_path, capsys):
     import json
 

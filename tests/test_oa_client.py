@@ -219,6 +219,7 @@ def test_dropped_connection_is_ambiguous(start):
     assert sim.db.count_requests() == 0
 
 
+@pytest.mark.slow
 def test_commit_then_timeout_is_ambiguous_and_the_request_exists(start):
     sim = start(ambiguous_rate=1.0, ambiguous_hold=10.0)
     with client_for(sim.url, timeout=0.5) as client:

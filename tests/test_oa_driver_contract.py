@@ -142,6 +142,7 @@ def test_a_server_fault_commits_nothing(oa):
     assert simulator.db.count_requests() == 0
 
 
+@pytest.mark.slow
 def test_an_unanswered_create_is_ambiguous_and_found_by_its_key_before_any_resend(oa):
     driver, simulator = oa(ambiguous_rate=1.0, ambiguous_hold=10.0, settings={"timeout": 0.5})
     with pytest.raises(OaAmbiguous):

@@ -265,6 +265,7 @@ def test_drop_closes_without_an_answer(tmp_path):
         handle.stop()
 
 
+@pytest.mark.slow
 def test_latency_is_added(tmp_path):
     handle = start_simulator(SimulatorConfig(latency_ms=300), tmp_path)
     try:

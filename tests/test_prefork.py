@@ -24,7 +24,10 @@ import pytest
 from archive_oa.bootstrap import bootstrap
 from archive_oa.settings import load_settings
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="serve --processes N needs fork")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="serve --processes N needs fork"),
+    pytest.mark.slow,  # real serve --processes 2 in child processes
+]
 
 USER, PASSWORD, NEW_PASSWORD = "viewer-p", "pw-for-prefork-2026", "pw-changed-prefork-2026"
 QUERY = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'

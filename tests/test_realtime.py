@@ -19,6 +19,8 @@ from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 from test_sync_engine import FakeOa, add_vouchers
 
+pytestmark = pytest.mark.slow  # schedulers waiting out real wake-ups, ~25 s
+
 HOURLY = dict(delivery_schedule="every 1h", poll_schedule="every 1h", workers=2, lease_seconds=60)
 BOUND = 10.0  # seconds: generous for a loaded machine; a wake-up takes about one poll (0.5 s)
 

@@ -532,6 +532,7 @@ def test_broken_or_unknown_content_encoding(env, coding, data):
     attack(env, data, "Validation", headers={"Content-Encoding": coding})
 
 
+@pytest.mark.slow
 def test_body_above_spynes_hidden_2_mib_default_is_served(env):
     content = bytes(range(256)) * (10 * 1024)  # 2.5 MiB: about 3.4 MB of base64 in one text node
     body = envelope(

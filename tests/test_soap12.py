@@ -82,6 +82,7 @@ def gateway_code(fault: Fault) -> str:
 # --- the contract ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_zeep_picks_the_soap12_binding_from_the_wsdl(demo, wsdl12):
     assert isinstance(zeep.Client(wsdl12).service._binding, Soap12Binding)
     assert isinstance(zeep.Client(demo.gateway.wsdl_url).service._binding, Soap11Binding)
@@ -277,6 +278,7 @@ def test_submit_workflow_result_and_its_repeat(demo, as_user, request):
     assert as_user("demo-archivist").SubmitWorkflowResult(**call).duplicate is True
 
 
+@pytest.mark.slow
 def test_sync_operations(as_user):
     triggered = as_user("demo-operator").TriggerSync(voucherIds={"id": [VOUCHER]})
     assert triggered.jobId

@@ -125,6 +125,7 @@ def test_two_schedulers_run_an_exclusive_tick_once(store):
     assert one.run_tick(shared, tick) and two.run_tick(shared, tick)
 
 
+@pytest.mark.slow
 def test_scheduler_thread_runs_jobs_and_stops_promptly(store):
     calls: list[dt.datetime] = []
     failing_calls: list[int] = []

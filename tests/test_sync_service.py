@@ -224,7 +224,7 @@ def test_take_over_gives_the_new_job_the_matching_deliveries_still_waiting(store
 
 
 def test_take_over_leaves_a_running_job_its_deliveries_and_every_job_row_agrees_with_its_status(store):
-    service = SyncService(store, clock=Clock())
+    service = SyncService(store, clock=Clock(T0))
     api = service.trigger(org_code="HD01", period_from="2024-03", period_to="2024-03")  # a TriggerSync: running
     job = service.trigger(org_code="HD01", take_over=True, kind="manual")
 

@@ -302,6 +302,7 @@ def test_every_way_of_writing_an_amount(tx_transforms, tx_voucher, written, sent
     assert _sent(tx_transforms, tx_voucher) == (sent, [(sent, "0.00"), ("0.00", sent)])
 
 
+@pytest.mark.slow
 def test_red_ink_amounts_are_refused_by_the_schema(tx_transforms, tx_voucher):
     # voucher.xsd's Amount is at least 0: a red-ink (红字) voucher reverses sides, never the sign
     child(tx_voucher, "entries")[0].find(V + "debit").text = "-12345678901.23"

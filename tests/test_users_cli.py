@@ -69,6 +69,7 @@ def audited(data_dir):
         store.dispose()
 
 
+@pytest.mark.slow
 def test_add_list_and_every_change_round_trip(cli):
     assert cli("add", "alice", "--role", "viewer", "--org", "ORG1", "--org", "ORG2", "--password-stdin",
                stdin="pw-一-密码-2026!\n")[0] == 0
@@ -104,6 +105,7 @@ def test_add_list_and_every_change_round_trip(cli):
     assert "pw-一-密码-2026!" not in str(records) and "new-pw-2026-密码" not in str(records)
 
 
+@pytest.mark.slow
 def test_mistakes_are_refused_with_what_to_fix_and_change_nothing(cli):
     assert cli("add", "bob", "--role", "viewer", "--all-orgs", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
     code, _, err = cli("add", "bob", "--role", "viewer", "--all-orgs", "--password-stdin", stdin="other-pw-2026\n")
@@ -155,6 +157,7 @@ def test_unlock_and_new_key(cli):
     assert len(key) == 44 and key != generate_key()
 
 
+@pytest.mark.slow
 def test_short_passwords_and_the_user_name_as_password_are_refused(cli):
     code, _, err = cli("add", "carol", "--role", "viewer", "--all-orgs", "--password-stdin", stdin="short-pw\n")
     assert code == 2 and "[security] min_password_length asks for at least 12" in err
