@@ -46,6 +46,8 @@ def settings_for(data_dir: Path, port: int):
 
 def envelopes(adapter, count: int) -> list[bytes]:
     """CreateWorkflowRequest envelopes, built by the adapter's own zeep client (with UsernameToken)."""
+    from archive_oa.oa.client import request_from_document
+
     oa = adapter.oa
     out = []
     per_org = -(-count // len(catalog.ORGS))
@@ -54,7 +56,7 @@ def envelopes(adapter, count: int) -> list[bytes]:
         for n, voucher in enumerate(vouchers):
             workflow = adapter.transforms.voucher_to_workflow(parse_bytes(voucher_to_xml(voucher)), f"floor-{org.code}-{n}")
             message = oa._client.create_message(oa._service, "CreateWorkflowRequest",
-                                                request=oa._request_from_document(workflow))
+                                                request=request_from_document(workflow))
             out.append(etree.tostring(message, encoding="UTF-8", xml_declaration=True))
     return out[:count]
 
