@@ -33,6 +33,7 @@ from archive_oa.sync.worker import DeliveryWorker
 from archive_oa.transforms.pipeline import Transforms
 
 import factories
+from waiting import eventually as wait_for
 
 W = "urn:archive-oa:oa-workflow:1"
 
@@ -85,16 +86,6 @@ def client_for(url: str, **overrides) -> OaClient:
     values = {"url": url, "connect_timeout": 1.0, "timeout": 3.0, "pool_size": 2}
     values.update(overrides)
     return OaClient(OaSettings(**values))
-
-
-def wait_for(predicate, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_every_operation_round_trips(start):

@@ -9,7 +9,6 @@ how to start its simulator (the simulator takes the shared ``SimulatorConfig`` s
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +26,7 @@ from archive_oa.errors import (
 from archive_oa.oa.drivers import installed_drivers, open_driver
 from archive_oa.oa.simulator import SimulatorConfig, start_simulator
 from archive_oa.settings import OaSettings
+from waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,6 @@ def oa(request, tmp_path):
     for driver, simulator in opened:
         driver.close()
         simulator.stop()
-
-
-def eventually(predicate, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_create_then_find_by_key_then_get(oa):
