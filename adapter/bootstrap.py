@@ -39,6 +39,7 @@ class Adapter:
     owner: str = field(default_factory=default_owner)
     _oa: OaWorkflowPort | None = field(default=None, init=False, repr=False)
     _scheduler: Scheduler | None = field(default=None, init=False, repr=False)
+    _sync_stopped: bool = field(default=False, init=False, repr=False)
     _oa_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -87,9 +88,13 @@ class Adapter:
         """Stop ticking and claiming, let deliveries already sent settle (for a lease's
         time at most), then hand back every lease this adapter still holds, so the next
         holder asks the OA before sending.  Returns the leases handed back.  The worker
-        does not start again afterwards."""
+        does not start again afterwards; a second call (``close`` after ``sync`` stopped
+        early) does nothing."""
         from .store import outbox
 
+        if self._sync_stopped:
+            return 0
+        self._sync_stopped = True
         if self._scheduler is not None:
             self._scheduler.stop(timeout=self.settings.sync.lease_seconds)
         if "worker" not in self.__dict__:
